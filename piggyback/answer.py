@@ -1,0 +1,174 @@
+"""Answering one event: the page's lease, exactly-once, delivery, one commit.
+
+The steps, for a request carrying sequence number ``seq`` and acknowledgement ``ack``:
+
+1. Take the page's lease, so one page's events run one at a time.
+2. ``seq`` at or below the last answered one is a retry: answer the stored batches
+   again, run nothing.
+3. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
+   number, state, sends and answered batch together. Batches stay stored until the
+   client acknowledges them, so a lost answer is redelivered, not dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import typing as t
+from dataclasses import dataclass
+
+from .event import Event
+from .exceptions import PageBusy
+from .exceptions import PageExpired
+from .exceptions import StaleEvent
+from .handles import current_changes
+from .page import Page
+from .script import literal
+from .stores.base import Changes
+from .stores.base import LockLost
+from .stores.base import Mail
+from .stores.base import PageRecord
+from .stores.base import Store
+
+if t.TYPE_CHECKING:
+    from .registry import Handler
+
+logger = logging.getLogger("piggyback")
+
+#: Unacknowledged batches kept per page; older ones are not redelivered again.
+MAX_UNACKED = 16
+
+#: Runs a handler, e.g. inside the host framework's request context.
+Runner = t.Callable[["Handler", Page, Event], t.Any]
+
+
+def run_directly(handler: Handler, page: Page, event: Event) -> t.Any:
+    return handler(page, event)
+
+
+@dataclass
+class Answerer:
+    """Answers events against one store.
+
+    :param store: where pages live.
+    :param lease: seconds a request may hold a page before another may take it over.
+    :param lock_wait: seconds to wait for a busy page before answering ``busy``.
+    :param runner: calls the handler; adapters wrap it in their framework's context.
+    """
+
+    store: Store
+    lease: float = 60.0
+    lock_wait: float = 5.0
+    runner: Runner = run_directly
+
+    def answer(
+        self, page_id: str, seq: int, ack: int, handler: Handler | None, event: Event
+    ) -> dict[str, t.Any]:
+        """The reply to one event, as the protocol's JSON object (without a token)."""
+        owner = self._lock(page_id)
+        try:
+            record, mail = self.store.load(page_id)
+            if record is None:
+                if ack > 0:
+                    raise PageExpired("The server no longer knows this page; reload it.")
+                record = PageRecord()
+            if seq <= record.seq:
+                self.store.unlock(page_id, owner)
+                return _replay(record, seq, ack)
+            changes, page = self._run(page_id, record, mail, handler, event, ack)
+            self.store.save(page_id, owner, changes)
+        except LockLost:
+            raise PageBusy("The page's request took too long; try again.") from None
+        except BaseException:
+            self.store.unlock(page_id, owner)
+            raise
+        return _reply(seq, changes.record.batches)
+
+    def _lock(self, page_id: str) -> str:
+        deadline = time.monotonic() + self.lock_wait
+        pause = 0.002
+        while True:
+            owner = self.store.lock(page_id, self.lease)
+            if owner is not None:
+                return owner
+            if time.monotonic() + pause > deadline:
+                raise PageBusy("Another request of this page is still running.")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _run(
+        self,
+        page_id: str,
+        record: PageRecord,
+        mail: Mail,
+        handler: Handler | None,
+        event: Event,
+        ack: int,
+    ) -> tuple[Changes, Page]:
+        page = Page(page_id, state=copy.deepcopy(record.state))
+        event.request.environ["piggyback.page"] = page
+        changes = Changes(record=PageRecord(seq=event.seq, state=record.state))
+        batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
+        if handler is not None:
+            error = self._call(handler, page, event, changes)
+            if error is None:
+                batch["commands"].extend(page.commands)
+            else:
+                batch["error"] = error
+        if page.poll_interval is not None:
+            batch["poll"] = page.poll_interval
+        unacked = [b for b in record.batches if b["seq"] > ack]
+        changes.record.batches = [*unacked[-(MAX_UNACKED - 1) :], batch]
+        return changes, page
+
+    def _call(self, handler: Handler, page: Page, event: Event, changes: Changes) -> str | None:
+        """Run the handler; keep its effects in ``changes`` on success, else none."""
+        sends = Changes(record=changes.record)
+        token = current_changes.set(sends)
+        try:
+            self.runner(handler, page, event)
+            literal(page.state)  # state must be JSON: fail here, not in the store
+        except Exception:
+            logger.exception("The handler %r failed (page %s).", event.handler, page.id)
+            return "The handler failed; the server logged the error."
+        finally:
+            current_changes.reset(token)
+        changes.record.state = page.state
+        changes.pushes, changes.publishes = sends.pushes, sends.publishes
+        last_op = dict((group, op) for op, group in page.memberships)
+        changes.joins = [group for group, op in last_op.items() if op == "join"]
+        changes.leaves = [group for group, op in last_op.items() if op == "leave"]
+        return None
+
+
+def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
+    """The waiting commands in send order; marks them delivered in ``changes``."""
+    messages = list(mail.inbox)
+    for group, log in mail.groups.items():
+        messages.extend(log)
+        if log:
+            changes.cursors[group] = log[-1][0]
+    if mail.inbox:
+        changes.inbox_upto = mail.inbox[-1][0]
+    messages.sort(key=lambda message: message[0])
+    return [command for _, commands in messages for command in commands]
+
+
+def _replay(record: PageRecord, seq: int, ack: int) -> dict[str, t.Any]:
+    batches = [b for b in record.batches if b["seq"] > ack]
+    if not any(b["seq"] == seq for b in batches):
+        raise StaleEvent(
+            f"The event {seq} is not newer than the last one answered ({record.seq}), and"
+            " its answer is no longer kept."
+        )
+    return _reply(seq, batches)
+
+
+def _reply(seq: int, batches: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+    """The reply for event ``seq``; a retry gets the same one (but for the token)."""
+    reply: dict[str, t.Any] = {"seq": seq, "batches": batches}
+    own = next(b for b in batches if b["seq"] == seq)
+    if "poll" in own:
+        reply["poll"] = own["poll"]
+    return reply

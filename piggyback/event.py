@@ -1,0 +1,185 @@
+"""The event a handler receives, and the strict reading of an event request."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import MultiDict
+
+from .exceptions import EventRejected
+
+if t.TYPE_CHECKING:
+    from werkzeug.wrappers import Request
+
+#: The largest sequence number: the largest integer JavaScript counts exactly.
+MAX_SEQ = 2**53
+#: How deeply ``data-pb-args`` JSON may nest.
+MAX_ARGS_DEPTH = 20
+
+_PARAMETERS = frozenset("psahetvg")
+_HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
+_DOM_EVENT = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
+_DECIMAL = re.compile(r"[0-9]{1,16}\Z")
+
+
+@dataclass(eq=False)
+class Event:
+    """One browser event, as a handler sees it."""
+
+    #: The DOM event, e.g. ``"click"``; ``None`` for a script's ``piggyback.send``.
+    name: str | None
+    #: The handler's name; ``None`` for a poll.
+    handler: str | None
+    #: The id of the element the event came from, or ``None``.
+    target: str | None
+    #: ``data-pb-args`` and the arguments of ``piggyback.send``.
+    args: dict[str, t.Any]
+    #: The target's value, for form controls.
+    value: str | None
+    #: The request that carried the event.
+    request: Request
+    #: A submitted form's fields.
+    form: MultiDict[str, str] = field(default_factory=MultiDict)
+    #: A submitted form's files.
+    files: MultiDict[str, FileStorage] = field(default_factory=MultiDict)
+    #: The host framework's request, where an adapter provides one.
+    host_request: t.Any = None
+    #: The event's sequence number within its page.
+    seq: int = 0
+    #: Headers to add to the answer, e.g. the host framework's ``Set-Cookie``.
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class EventRequest:
+    """The protocol fields of an event request (see ``docs/protocol.md``)."""
+
+    token: str
+    seq: int
+    ack: int
+    event: Event
+
+
+def read_event_request(request: Request) -> EventRequest:
+    """Read and check every field of an event request.
+
+    :raise EventRejected: with a sentence naming the bad field.
+    """
+    if request.method not in ("GET", "POST"):
+        raise EventRejected(
+            f"Event requests use GET or POST, not {request.method}.", status=405
+        )
+    query = _single_values(request.args)
+    unknown = sorted(set(query) - _PARAMETERS)
+    if unknown:
+        raise EventRejected(
+            f"Unknown parameter {unknown[0]!r} in the event request; the parameters are"
+            " p, s, a, h, e, t, v and g."
+        )
+    if not query.get("p"):
+        raise EventRejected("The event request has no page token (parameter 'p').")
+    seq = _number(query, "s", low=1)
+    ack = _number(query, "a", low=0, default=0)
+    if ack >= seq:
+        raise EventRejected(f"The acknowledgement {ack} is not below the sequence number {seq}.")
+    event = Event(
+        name=_match(query, "e", _DOM_EVENT, "a DOM event name"),
+        handler=_match(query, "h", _HANDLER, "a handler name"),
+        target=query.get("t") or None,
+        args=_args(query.get("g")),
+        value=query.get("v"),
+        request=request,
+        seq=seq,
+    )
+    if request.method == "POST":
+        event.form, event.files = request.form, request.files
+    return EventRequest(token=query["p"], seq=seq, ack=ack, event=event)
+
+
+def _single_values(args: MultiDict[str, str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, value in args.items(multi=True):
+        if key in values:
+            raise EventRejected(f"The parameter {key!r} appears more than once.")
+        values[key] = value
+    return values
+
+
+def _number(query: dict[str, str], key: str, *, low: int, default: int | None = None) -> int:
+    text = query.get(key)
+    if text is None and default is not None:
+        return default
+    if text is None:
+        raise EventRejected(
+            f"The parameter {key!r} is missing; it must be a whole number from {low} to 2**53."
+        )
+    if not _DECIMAL.match(text) or not low <= int(text) <= MAX_SEQ:
+        raise EventRejected(
+            f"The parameter {key!r} must be a whole number from {low} to 2**53,"
+            f" not {text[:80]!r}."
+        )
+    return int(text)
+
+
+def _match(query: dict[str, str], key: str, pattern: re.Pattern[str], what: str) -> str | None:
+    text = query.get(key)
+    if not text:
+        return None
+    if not pattern.match(text):
+        raise EventRejected(f"The parameter {key!r} is not {what}: {text[:80]!r}.")
+    return text
+
+
+def _args(text: str | None) -> dict[str, t.Any]:
+    if not text:
+        return {}
+    try:
+        args = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        too_deep = _depth(args) > MAX_ARGS_DEPTH
+    except RecursionError:
+        too_deep = True
+    except ValueError as error:
+        raise EventRejected(f"The arguments (parameter 'g') are not valid JSON: {error}.") from None
+    if too_deep:
+        raise EventRejected(f"The arguments nest deeper than {MAX_ARGS_DEPTH} levels.")
+    if not isinstance(args, dict):
+        raise EventRejected(
+            f"The arguments (parameter 'g') must be a JSON object, not {_json_type(args)}."
+        )
+    return args
+
+
+def _refuse_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # Python reads 1e400 as inf, which no JSON writer (literal() included) accepts.
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return number
+
+
+def _json_type(value: t.Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "a number"
+
+
+def _depth(value: t.Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0

@@ -1,0 +1,340 @@
+"""The WSGI middleware: owns a mount path, renders pages, answers events."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import os
+import re
+import typing as t
+from urllib.parse import urlsplit
+
+from markupsafe import Markup
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
+from werkzeug.wsgi import ClosingIterator
+
+from .answer import Answerer
+from .answer import Runner
+from .answer import run_directly
+from .event import read_event_request
+from .exceptions import EventRejected
+from .exceptions import TooLarge
+from .handles import GroupHandle
+from .handles import PageHandle
+from .inject import ResponseCatcher
+from .inject import csp_nonce
+from .inject import insert_tag
+from .inject import script_tag
+from .page import Page
+from .registry import Handler
+from .registry import Registry
+from .script import answer_document
+from .stores import store_from_url
+from .stores.base import DEFAULT_PAGE_TTL
+from .stores.base import Changes
+from .stores.base import PageRecord
+from .stores.base import Store
+from .tokens import TokenSigner
+from .tokens import new_page_id
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+    from _typeshed.wsgi import WSGIApplication
+    from _typeshed.wsgi import WSGIEnvironment
+
+logger = logging.getLogger("piggyback")
+
+F = t.TypeVar("F", bound=Handler)
+
+_DECIMAL = re.compile(r"[0-9]{1,16}")
+
+#: HTML bodies larger than this are passed through without the client tag.
+MAX_EDITED_BODY = 8 * 1024 * 1024
+
+
+class Piggyback:
+    """Live partial-page updates for a WSGI app, over plain request/response HTTP.
+
+    .. code-block:: python
+
+        live = Piggyback(app)
+
+        @live.handler
+        def increment(page, event):
+            page.state["n"] = page.state.get("n", 0) + 1
+            page.set_text("count", page.state["n"])
+
+    :param app: the WSGI app to wrap.
+    :param secret_key: signs page tokens. Default: ``PIGGYBACK_SECRET_KEY`` from the
+        environment, else a random key kept in the store and shared by every process.
+    :param store: where pages live. Default: ``PIGGYBACK_STORE`` from the environment,
+        else an SQLite file ``.piggyback/store.sqlite3`` in the working directory.
+    :param mount: the path piggyback owns for its script and events.
+    :param inject: put the client's tag into HTML responses; when false, place
+        :meth:`script_tag` in your template yourself.
+    :param page_ttl: seconds an unused page lives (for the default store).
+    :param lease: seconds one event may hold its page before another takes over.
+    :param lock_wait: seconds an event waits for its busy page before answering busy.
+    :param max_query_bytes: the largest event query string accepted.
+    :param max_body_bytes: the largest event request body accepted.
+    :param runner: calls each handler as ``runner(handler, page, event)``; framework
+        adapters use it to provide their request context.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        secret_key: str | bytes | None = None,
+        store: Store | None = None,
+        mount: str = "/_pb",
+        inject: bool = True,
+        page_ttl: float = DEFAULT_PAGE_TTL,
+        lease: float = 60.0,
+        lock_wait: float = 5.0,
+        max_query_bytes: int = 16 * 1024,
+        max_body_bytes: int = 1024 * 1024,
+        runner: Runner = run_directly,
+    ) -> None:
+        self.app = app
+        self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
+        self.mount = "/" + mount.strip("/")
+        self.inject = inject
+        self.max_query_bytes = max_query_bytes
+        self.max_body_bytes = max_body_bytes
+        self.registry = Registry()
+        self.answerer = Answerer(self.store, lease=lease, lock_wait=lock_wait, runner=runner)
+        self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
+        self._signer: TokenSigner | None = None
+        self._script = importlib.resources.files(__package__).joinpath("js/piggyback.js").read_bytes()
+        self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
+        self._script_path = f"{self.mount}/piggyback.js"
+
+    def handler(self, name: str | F | None = None) -> t.Any:
+        """Register a handler, under its function's name or the name given.
+
+        .. code-block:: python
+
+            @live.handler
+            def increment(page, event): ...
+
+            @live.handler("rename")
+            def rename_item(page, event): ...
+        """
+        if callable(name):
+            self.registry.add(name.__name__, name)
+            return name
+
+        def register(function: F) -> F:
+            self.registry.add(function.__name__ if name is None else name, function)
+            return function
+
+        return register
+
+    def page(self, page_id: str) -> PageHandle:
+        """A handle that queues commands for one page, delivered on its next request."""
+        return PageHandle(self.store, page_id)
+
+    def group(self, name: str) -> GroupHandle:
+        """A handle that queues commands for every page in the group."""
+        return GroupHandle(self.store, name)
+
+    @property
+    def signer(self) -> TokenSigner:
+        """Signs and checks page tokens; created on first use."""
+        if self._signer is None:
+            secret = self._secret_key or self.store.secret()
+            self._signer = TokenSigner(secret, max_age=self.store.page_ttl)
+        return self._signer
+
+    def script_tag(self, environ: WSGIEnvironment, nonce: str | None = None) -> Markup:
+        """The client's ``<script>`` tag for the page being rendered, to place yourself.
+
+        :param environ: the request's environ, holding ``piggyback.page``.
+        :param nonce: the CSP nonce for the tag, if the page's policy uses one.
+        """
+        page: Page = environ["piggyback.page"]
+        root = environ.get("SCRIPT_NAME", "").rstrip("/")
+        return script_tag(
+            src=f"{root}{self._script_path}?v={self._script_version}",
+            token=self.signer.sign(page.id),
+            endpoint=f"{root}{self.mount}/event",
+            nonce=nonce,
+            poll=page.poll_interval,
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(self.mount) and path[len(self.mount) : len(self.mount) + 1] in ("/", ""):
+            return self._serve(environ, start_response)
+        page = Page(new_page_id())
+        environ["piggyback.page"] = page
+        if not self.inject or environ.get("REQUEST_METHOD") == "HEAD":
+            return self._pass(self.app(environ, start_response), page, environ)
+        return self._render(environ, start_response, page)
+
+    def _render(self, environ: WSGIEnvironment, start_response: StartResponse, page: Page) -> t.Iterable[bytes]:
+        catcher = ResponseCatcher(start_response)
+        body = self.app(environ, catcher)
+        catcher.open = False
+        if catcher.caught is None:
+            return self._pass(body, page, environ)
+        length = catcher.content_length()
+        streamed = length is None and not isinstance(body, list | tuple)
+        if streamed or (length or 0) > MAX_EDITED_BODY or _is_file(body, environ):
+            write = catcher.release()
+            for chunk in catcher.written:
+                write(chunk)
+            return self._pass(body, page, environ)
+        try:
+            html = b"".join([*catcher.written, *body])
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        if self._script_path.encode() not in html:
+            nonce = csp_nonce(catcher.caught[1])
+            tag = self.script_tag(environ, nonce).encode()
+            html = insert_tag(html, tag) or html
+        self._keep(page)
+        catcher.release(html)
+        return [html]
+
+    def _pass(self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment) -> t.Iterable[bytes]:
+        """The app's body untouched; what the page queued is kept once it is done."""
+        if isinstance(body, list | tuple) or _is_file(body, environ):
+            self._keep(page)
+            return body
+        return ClosingIterator(body, lambda: self._keep(page))
+
+    def _keep(self, page: Page) -> None:
+        """Store what rendering gave the page: state, commands, groups. Usually none."""
+        if not (page.state or page.commands or page.memberships):
+            return
+        last_op = dict((group, op) for op, group in page.memberships)
+        changes = Changes(
+            record=PageRecord(state=page.state),
+            pushes=[(page.id, page.commands)] if page.commands else [],
+            joins=[group for group, op in last_op.items() if op == "join"],
+            leaves=[group for group, op in last_op.items() if op == "leave"],
+        )
+        owner = self.store.lock(page.id, self.answerer.lease)
+        if owner is None:  # an event of this brand-new page is already running
+            logger.warning("Page %s was busy before it was rendered; state not kept.", page.id)
+            return
+        self.store.save(page.id, owner, changes)
+
+    def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        name = environ.get("PATH_INFO", "")[len(self.mount) + 1 :]
+        if name == "event":
+            return self._event(environ, start_response)
+        if name == "piggyback.js":
+            return self._serve_script(environ, start_response)
+        return _plain(start_response, 404, f"piggyback has nothing at {name!r}.")
+
+    def _serve_script(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        etag = f'"{self._script_version}"'
+        versioned = environ.get("QUERY_STRING") == f"v={self._script_version}"
+        cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
+        headers = [("ETag", etag), ("Cache-Control", cache), ("X-Content-Type-Options", "nosniff")]
+        if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+            start_response("304 Not Modified", headers)
+            return []
+        headers += [
+            ("Content-Type", "text/javascript; charset=utf-8"),
+            ("Content-Length", str(len(self._script))),
+        ]
+        start_response("200 OK", headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
+
+    def _event(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        request = Request(environ)
+        request.max_content_length = self.max_body_bytes
+        request.max_form_memory_size = self.max_body_bytes
+        extra: list[tuple[str, str]] = []
+        try:
+            reply = self._answer(request, extra)
+            status = 200
+        except EventRejected as rejection:
+            logger.info("Rejected an event: %s", rejection.reason)
+            reply = {"seq": _seq_of(request), "code": rejection.code, "error": rejection.reason}
+            status = rejection.status
+        finally:
+            request.close()
+        body, script_source = answer_document(reply)
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "SAMEORIGIN"),
+            ("Referrer-Policy", "no-referrer"),
+            (
+                "Content-Security-Policy",
+                f"default-src 'none'; script-src {script_source}; frame-ancestors 'self';"
+                " base-uri 'none'; form-action 'none'",
+            ),
+        ]
+        if status == 405:
+            headers.append(("Allow", "GET, POST"))
+        headers.extend(extra)
+        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
+        return [body]
+
+    def _answer(self, request: Request, headers: list[tuple[str, str]]) -> dict[str, t.Any]:
+        _check_origin(request)
+        if len(request.environ.get("QUERY_STRING", "")) > self.max_query_bytes:
+            raise TooLarge(f"The event's query string is longer than {self.max_query_bytes} bytes.", status=414)
+        try:
+            incoming = read_event_request(request)
+        except RequestEntityTooLarge:
+            raise TooLarge(f"The event's body is larger than {self.max_body_bytes} bytes.") from None
+        page_id = self.signer.verify(incoming.token)
+        name = incoming.event.handler
+        handler = self.registry.find(name) if name is not None else None
+        event = incoming.event
+        reply = self.answerer.answer(page_id, incoming.seq, incoming.ack, handler, event)
+        reply["token"] = self.signer.sign(page_id)
+        headers.extend(event.headers)
+        return reply
+
+
+def _check_origin(request: Request) -> None:
+    """Refuse events sent by pages of other origins, where the browser says so.
+
+    Browsers send ``Sec-Fetch-Site``, and ``Origin`` with POSTs (``null`` under some
+    referrer policies, which proves nothing). The page token is the real capability.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site not in (None, "same-origin"):
+        raise EventRejected(f"Events must come from the page's own origin, not {site!r}.", status=403)
+    origin = request.headers.get("Origin")
+    if origin not in (None, "null") and urlsplit(origin).netloc != request.host:
+        raise EventRejected(f"Events must come from the page's own origin, not {origin!r}.", status=403)
+
+
+def _seq_of(request: Request) -> int | None:
+    text = request.args.get("s", "")
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
+def _is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(body, wrapper)
+
+
+def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(
+        f"{status} {HTTP_STATUS_CODES[status]}",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _key(secret: str | bytes | None) -> bytes | None:
+    if isinstance(secret, str):
+        return secret.encode()
+    return secret

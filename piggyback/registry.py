@@ -1,0 +1,66 @@
+"""The handler registry: the only names an event can invoke."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from .exceptions import HandlerError
+from .exceptions import UnknownHandler
+
+if t.TYPE_CHECKING:
+    from .event import Event
+    from .page import Page
+
+Handler = t.Callable[["Page", "Event"], t.Any]
+F = t.TypeVar("F", bound=Handler)
+
+# The same names an event request can carry (``piggyback.event``), so every registered
+# handler can be invoked.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
+
+
+class Registry:
+    """Handlers by name. Registering a name twice raises."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(self, name: str, handler: Handler) -> None:
+        """Register ``handler`` under ``name``.
+
+        :raise HandlerError: the name is not valid, or taken.
+        """
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise HandlerError(
+                f"{name!r} is not a valid handler name: use up to 128 letters, digits"
+                " and _ . : -, starting with a letter or _."
+            )
+        if name in self._handlers:
+            raise HandlerError(
+                f"Cannot register {_describe(handler)} as {name!r}: {name!r} is already"
+                f" registered to {_describe(self._handlers[name])}; pick another name."
+            )
+        self._handlers[name] = handler
+
+    def find(self, name: str) -> Handler:
+        """The handler registered as ``name``.
+
+        :raise UnknownHandler: no such handler. The reason does not list the registered
+            names: the client is not told more than it sent.
+        """
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise UnknownHandler(f"No handler is registered as {name!r}.")
+        return handler
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+def _describe(handler: Handler) -> str:
+    module = getattr(handler, "__module__", "?")
+    return f"{module}.{getattr(handler, '__qualname__', handler)!s}"

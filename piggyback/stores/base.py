@@ -1,0 +1,140 @@
+"""The store interface: what must outlive one request.
+
+A store keeps, per page, the last answered sequence number, ``page.state`` and the
+batches the client has not acknowledged yet (a :class:`PageRecord`); the page's inbox of
+out-of-band commands; its group memberships with a cursor into each group's log; and the
+shared secret key. Pages are serialized by a short lease (:meth:`Store.lock`), never by
+a long database transaction, so different pages run in parallel.
+
+Everything stored is JSON: commands are JSON arrays, state is a JSON object.
+"""
+
+from __future__ import annotations
+
+import abc
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+Command = list[t.Any]
+Message = tuple[int, list[Command]]
+
+#: A page, its inbox and its memberships are forgotten this long after their last use.
+DEFAULT_PAGE_TTL = 24 * 3600.0
+
+
+@dataclass
+class PageRecord:
+    """What a page carries from one event to the next."""
+
+    #: The highest sequence number answered so far.
+    seq: int = 0
+    #: ``page.state``.
+    state: dict[str, t.Any] = field(default_factory=dict)
+    #: Answered batches not yet acknowledged, in sequence order:
+    #: ``{"seq": n, "commands": [...]}`` plus ``"error"`` when the handler raised.
+    batches: list[dict[str, t.Any]] = field(default_factory=list)
+
+
+@dataclass
+class Mail:
+    """Out-of-band commands waiting for a page, each message with its id."""
+
+    inbox: list[Message] = field(default_factory=list)
+    #: group name -> the messages after the page's cursor, oldest first.
+    groups: dict[str, list[Message]] = field(default_factory=dict)
+
+
+@dataclass
+class Changes:
+    """Everything one event commits, atomically, when its handler has returned."""
+
+    record: PageRecord
+    #: Remove the page's inbox messages with ids up to this one (delivered).
+    inbox_upto: int = 0
+    #: group name -> the id of the last message delivered from it.
+    cursors: dict[str, int] = field(default_factory=dict)
+    #: Out-of-band sends made by the handler: (page id, commands).
+    pushes: list[tuple[str, list[Command]]] = field(default_factory=list)
+    #: Group sends made by the handler: (group name, commands).
+    publishes: list[tuple[str, list[Command]]] = field(default_factory=list)
+    joins: list[str] = field(default_factory=list)
+    leaves: list[str] = field(default_factory=list)
+
+
+class LockLost(Exception):
+    """The owner no longer holds the page's lease; nothing was saved.
+
+    The lease ran out and another request took it over (or it was given back).
+
+    :param page_id: the page.
+    """
+
+    def __init__(self, page_id: str) -> None:
+        super().__init__(page_id)
+        self.page_id = page_id
+
+    def __str__(self) -> str:
+        return (
+            f"The lease on page {self.page_id!r} is no longer held by this owner;"
+            " nothing was saved."
+        )
+
+
+class Store(abc.ABC):
+    """The interface every store implements; see ``tests/test_stores.py``."""
+
+    page_ttl: float = DEFAULT_PAGE_TTL
+
+    @abc.abstractmethod
+    def secret(self) -> bytes:
+        """The key shared by every process using this store, created on first use."""
+
+    @abc.abstractmethod
+    def lock(self, page_id: str, lease: float) -> str | None:
+        """Take the page's lease for ``lease`` seconds.
+
+        :return: an owner token for :meth:`save` and :meth:`unlock`, or ``None`` when a
+            live owner holds it. A lease whose owner died or ran out is taken over;
+            until then, its owner still holds it, even past its time.
+        """
+
+    @abc.abstractmethod
+    def unlock(self, page_id: str, owner: str) -> None:
+        """Give the lease back without saving; a no-op when ``owner`` lost it."""
+
+    @abc.abstractmethod
+    def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
+        """The page's record (``None`` for a page the store does not know) and mail."""
+
+    @abc.abstractmethod
+    def save(self, page_id: str, owner: str, changes: Changes) -> None:
+        """Commit ``changes`` atomically and release the lease.
+
+        Cursors move only for memberships that still exist; then the leaves, the joins,
+        the pushes and the publishes apply, in that order.
+
+        :raise LockLost: ``owner`` no longer holds the lease; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def push(self, page_id: str, commands: list[Command]) -> None:
+        """Queue commands for one page's next request."""
+
+    @abc.abstractmethod
+    def publish(self, group: str, commands: list[Command]) -> None:
+        """Append commands to a group's log: one write, however many members."""
+
+    @abc.abstractmethod
+    def join(self, page_id: str, group: str) -> None:
+        """Make the page a member; it receives what is published from now on.
+
+        Joining a group the page is in already changes nothing, so nothing is skipped.
+        """
+
+    @abc.abstractmethod
+    def leave(self, page_id: str, group: str) -> None:
+        """End the page's membership (not a member is fine)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections; the store may be used again afterwards."""

@@ -1,0 +1,142 @@
+"""Fire events at a piggyback app from pytest, without a browser.
+
+.. code-block:: python
+
+    from piggyback.testing import Client
+
+    def test_increment():
+        client = Client(live)
+        page = client.open("/")
+        assert client.fire(page, "increment") == [["text", "count", "1"]]
+
+The client speaks the real protocol through :class:`werkzeug.test.Client`: sequence
+numbers, acknowledgements and tokens, like ``piggyback.js``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from werkzeug.test import Client as HTTPClient
+
+from .exceptions import EventRejected
+from .script import CALL_PREFIX
+from .script import DOCUMENT_SUFFIX
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from .middleware import Piggyback
+
+Command = list[t.Any]
+
+_TOKEN_ATTRIBUTE = re.compile(r'data-token="([^"]+)"')
+
+
+class Rejected(EventRejected):
+    """The server refused the event; ``code``, ``reason`` and ``status`` say why."""
+
+
+class HandlerFailed(Exception):
+    """The handler raised; the server logged the traceback (see pytest's ``caplog``)."""
+
+
+@dataclass
+class TestPage:
+    """A page as the test client tracks it."""
+
+    __test__ = False  # not a test class, despite its name
+
+    token: str
+    seq: int = 0
+    applied: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.token.split(".")[0]
+
+
+class Client:
+    """A browser stand-in for one piggyback app.
+
+    :param live: the middleware, for its mount path and tokens.
+    :param app: the WSGI app to send requests to, if not ``live`` itself (e.g. when
+        another middleware wraps it).
+    """
+
+    __test__ = False
+
+    def __init__(self, live: Piggyback, app: WSGIApplication | None = None) -> None:
+        self.live = live
+        self.http = HTTPClient(app or live)
+        #: The last reply, as the protocol's JSON object.
+        self.reply: dict[str, t.Any] = {}
+
+    def open(self, path: str = "/", **options: t.Any) -> TestPage:
+        """Render a page through the app and take its token from the client tag."""
+        with self.http.get(path, **options) as response:
+            match = _TOKEN_ATTRIBUTE.search(response.get_data(as_text=True))
+        if match is None:
+            raise AssertionError(f"{path!r} rendered no piggyback tag ({response.status}).")
+        return TestPage(token=match.group(1))
+
+    def new_page(self) -> TestPage:
+        """A fresh page without rendering anything."""
+        from .tokens import new_page_id
+
+        return TestPage(token=self.live.signer.sign(new_page_id()))
+
+    def fire(
+        self,
+        page: TestPage,
+        handler: str,
+        args: dict[str, t.Any] | None = None,
+        *,
+        value: str | None = None,
+        target: str | None = None,
+        event: str = "click",
+    ) -> list[Command]:
+        """Send one event and return the commands the page would run, in order.
+
+        :raise Rejected: the server refused the event.
+        :raise HandlerFailed: the handler raised.
+        """
+        params = {"h": handler, "e": event, "t": target, "v": value}
+        if args:
+            params["g"] = json.dumps(args)
+        return self._send(page, params)
+
+    def poll(self, page: TestPage) -> list[Command]:
+        """Send a poll: no handler runs; returns the out-of-band commands delivered."""
+        return self._send(page, {})
+
+    def _send(self, page: TestPage, params: dict[str, t.Any]) -> list[Command]:
+        page.seq += 1
+        query = {"p": page.token, "s": page.seq, "a": page.applied}
+        query.update((k, v) for k, v in params.items() if v is not None)
+        response = self.http.get(f"{self.live.mount}/event?{urlencode(query)}")
+        self.reply = read_reply(response.get_data(as_text=True))
+        if "code" in self.reply:
+            raise Rejected(self.reply["error"], code=self.reply["code"], status=response.status_code)
+        page.token = self.reply["token"]
+        commands: list[Command] = []
+        for batch in self.reply["batches"]:
+            if batch["seq"] > page.applied:
+                commands.extend(batch["commands"])
+                page.applied = batch["seq"]
+        own = self.reply["batches"][-1]
+        if "error" in own:
+            raise HandlerFailed(own["error"])
+        return commands
+
+
+def read_reply(document: str) -> dict[str, t.Any]:
+    """The reply an answer document carries, read the way the fetch transport does."""
+    start = document.index(CALL_PREFIX) + len(CALL_PREFIX)
+    end = document.rindex(")" + DOCUMENT_SUFFIX)
+    reply: dict[str, t.Any] = json.loads(document[start:end])
+    return reply

@@ -1,0 +1,82 @@
+"""Page ids and the signed tokens that carry them.
+
+A token is ``<page id>.<issued, base 36 seconds>.<signature>``; the signature is
+HMAC-SHA256 over the first two parts, truncated to 16 bytes. The page id is 16 random
+bytes, so pages can be neither guessed nor forged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+from .exceptions import BadToken
+from .exceptions import PageExpired
+
+_TOKEN = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})\Z")
+# Machines sharing a store may disagree a little about the time.
+_CLOCK_SKEW = 300
+
+
+def new_page_id() -> str:
+    """An unguessable page id: 16 random bytes, base64url."""
+    return secrets.token_urlsafe(16)
+
+
+class TokenSigner:
+    """Signs and verifies page tokens.
+
+    :param secret: the key shared by every process serving the app.
+    :param max_age: seconds a token stays valid after it was issued.
+    """
+
+    def __init__(self, secret: bytes, max_age: float) -> None:
+        self._key = hmac.new(secret, b"piggyback.page-token", hashlib.sha256).digest()
+        self.max_age = max_age
+
+    def sign(self, page_id: str, now: float | None = None) -> str:
+        """A fresh token for ``page_id``."""
+        issued = _base36(int(time.time() if now is None else now))
+        payload = f"{page_id}.{issued}"
+        return f"{payload}.{self._signature(payload)}"
+
+    def verify(self, token: str, now: float | None = None) -> str:
+        """The page id a valid token carries.
+
+        :raise BadToken: the token is malformed or its signature is wrong.
+        :raise PageExpired: the token is genuine but older than ``max_age``.
+        """
+        match = _TOKEN.match(token)
+        if match is None:
+            raise BadToken(f"The page token {_shorten(token)!r} is malformed.")
+        page_id, issued, signature = match.groups()
+        expected = self._signature(f"{page_id}.{issued}")
+        if not hmac.compare_digest(signature, expected):
+            raise BadToken("The page token's signature is not valid.")
+        age = (time.time() if now is None else now) - int(issued, 36)
+        if age > self.max_age:
+            raise PageExpired("The page expired; reload it to go on.")
+        if age < -_CLOCK_SKEW:
+            raise BadToken("The page token was issued in the future.")
+        return page_id
+
+    def _signature(self, payload: str) -> str:
+        digest = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if not number:
+            return digits
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

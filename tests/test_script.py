@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import typing as t
+
+import pytest
+from markupsafe import Markup
+
+from piggyback.script import answer_document
+from piggyback.script import literal
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Plain JSON values, written compactly.
+        pytest.param(None, "null", id="none"),
+        pytest.param(True, "true", id="true"),
+        pytest.param(0, "0", id="zero"),
+        pytest.param(-12, "-12", id="negative"),
+        pytest.param(2**53, "9007199254740992", id="max-seq"),
+        pytest.param(1.5, "1.5", id="float"),
+        pytest.param("", '""', id="empty-string"),
+        pytest.param([1, "a", None], '[1,"a",null]', id="list"),
+        pytest.param((1, 2), "[1,2]", id="tuple-is-array"),
+        pytest.param({"a": 1, "b": [2]}, '{"a":1,"b":[2]}', id="object"),
+        # Ending the script element: "<" and ">" never appear literally.
+        pytest.param("</script>", '"\\u003c/script\\u003e"', id="end-script"),
+        pytest.param("</SCRIPT >", '"\\u003c/SCRIPT \\u003e"', id="end-script-upper"),
+        # Opening an HTML comment inside a script changes how the parser ends it.
+        pytest.param("<!--", '"\\u003c!--"', id="open-comment"),
+        pytest.param("-->", '"--\\u003e"', id="close-comment"),
+        # "&" is escaped too, so the text means the same in XHTML.
+        pytest.param("a&b", '"a\\u0026b"', id="ampersand"),
+        pytest.param("&lt;", '"\\u0026lt;"', id="entity-stays-text"),
+        # Line and paragraph separators end string literals in older engines.
+        pytest.param("a\u2028b", '"a\\u2028b"', id="line-separator"),
+        pytest.param("a\u2029b", '"a\\u2029b"', id="paragraph-separator"),
+        # JSON's own escapes still apply.
+        pytest.param('say "hi"\\', '"say \\"hi\\"\\\\"', id="quote-backslash"),
+        pytest.param("a\nb\x00", '"a\\nb\\u0000"', id="control-characters"),
+        # Other non-ASCII text is kept as it is (the document is UTF-8).
+        pytest.param("héllo ☃ 日本", '"héllo ☃ 日本"', id="non-ascii-kept"),
+        pytest.param("\U0001f600", '"\U0001f600"', id="astral-kept"),
+        # Escaping reaches every level, keys included.
+        pytest.param(
+            {"</script>": ["<!--", {"&": "\u2028"}]},
+            '{"\\u003c/script\\u003e":["\\u003c!--",{"\\u0026":"\\u2028"}]}',
+            id="nested",
+        ),
+        # Markup is just a string here: a script block is not HTML.
+        pytest.param(
+            Markup("<b>hi</b>"), '"\\u003cb\\u003ehi\\u003c/b\\u003e"', id="markup"
+        ),
+        pytest.param([Markup("&amp;")], '["\\u0026amp;"]', id="markup-in-list"),
+    ],
+)
+def test_literal(value: t.Any, expected: str) -> None:
+    assert literal(value) == expected
+
+
+def test_literal_markup_becomes_a_plain_str() -> None:
+    written = json.loads(literal({"html": Markup("<i>x</i>")}))
+    assert type(written["html"]) is str
+    assert written == {"html": "<i>x</i>"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("</script><!--<script>", id="script-and-comment"),
+        pytest.param({"k\u2028": ["\u2029", "&", ">"]}, id="nested-separators"),
+        pytest.param(["".join(map(chr, range(0x80))), "é\u2028"], id="all-ascii"),
+    ],
+)
+def test_literal_reads_back_and_has_no_dangerous_characters(value: t.Any) -> None:
+    text = literal(value)
+    assert [c for c in text if c in "<>&\u2028\u2029"] == []
+    assert json.loads(text) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        pytest.param(math.nan, "nan", id="nan"),
+        pytest.param(math.inf, "inf", id="infinity"),
+        pytest.param(-math.inf, "-inf", id="minus-infinity"),
+        pytest.param({"x": math.nan}, "{'x': nan}", id="nan-nested"),
+        pytest.param({1, 2}, "{1, 2}", id="set"),
+        pytest.param(b"bytes", "b'bytes'", id="bytes"),
+        pytest.param({"when": ...}, "{'when': Ellipsis}", id="nested-object"),
+        pytest.param({(1, 2): "tuple key"}, "{(1, 2): 'tuple key'}", id="tuple-key"),
+    ],
+)
+def test_literal_refuses_what_is_not_json(value: t.Any, shown: str) -> None:
+    with pytest.raises(TypeError) as info:
+        literal(value)
+    message = str(info.value)
+    assert message.startswith(f"{shown} cannot be written as a JavaScript literal: ")
+
+
+def test_literal_refuses_an_arbitrary_object_showing_it() -> None:
+    class Thing:
+        def __repr__(self) -> str:
+            return "<Thing 7>"
+
+    with pytest.raises(TypeError) as info:
+        literal([Thing()])
+    assert str(info.value) == (
+        "[<Thing 7>] cannot be written as a JavaScript literal:"
+        " Object of type Thing is not JSON serializable"
+    )
+
+
+def test_literal_refuses_a_circular_value() -> None:
+    value: list[t.Any] = []
+    value.append(value)
+    with pytest.raises(TypeError) as info:
+        literal(value)
+    assert str(info.value) == (
+        "[[...]] cannot be written as a JavaScript literal: Circular reference detected"
+    )
+
+
+def _sha256_source(script: bytes) -> str:
+    digest = hashlib.sha256(script).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        pytest.param(
+            {"seq": 1, "token": "t", "batches": []},
+            b'<!doctype html><meta charset="utf-8"><script>'
+            b'parent.piggyback.receive({"seq":1,"token":"t","batches":[]})'
+            b"</script>",
+            id="answered",
+        ),
+        pytest.param(
+            {
+                "seq": 7,
+                "code": "unknown_handler",
+                "error": "No handler is registered as 'x'.",
+            },
+            b'<!doctype html><meta charset="utf-8"><script>'
+            b'parent.piggyback.receive({"seq":7,"code":"unknown_handler",'
+            b'"error":"No handler is registered as \'x\'."})'
+            b"</script>",
+            id="rejected",
+        ),
+        pytest.param(
+            {"seq": None, "code": "bad_request", "error": "no"},
+            b'<!doctype html><meta charset="utf-8"><script>'
+            b'parent.piggyback.receive({"seq":null,"code":"bad_request","error":"no"})'
+            b"</script>",
+            id="no-seq",
+        ),
+        pytest.param(
+            {
+                "seq": 2,
+                "batches": [{"seq": 2, "commands": [["html", "x", "</script>é"]]}],
+            },
+            b'<!doctype html><meta charset="utf-8"><script>'
+            b'parent.piggyback.receive({"seq":2,"batches":[{"seq":2,"commands":'
+            b'[["html","x","\\u003c/script\\u003e\xc3\xa9"]]}]})'
+            b"</script>",
+            id="escaped-utf8",
+        ),
+    ],
+)
+def test_answer_document(reply: dict[str, t.Any], expected: bytes) -> None:
+    document, source = answer_document(reply)
+    assert document == expected
+    prefix = b'<!doctype html><meta charset="utf-8"><script>'
+    script = document[len(prefix) : -len(b"</script>")]
+    assert source == _sha256_source(script)
+
+
+def test_answer_document_is_the_same_for_the_same_reply() -> None:
+    reply = {
+        "seq": 3,
+        "token": "abc",
+        "batches": [{"seq": 3, "commands": [["js", "x()"]]}],
+    }
+    first = answer_document(reply)
+    again = answer_document(json.loads(json.dumps(reply)))
+    assert first == again
+
+
+def test_answer_document_reply_reads_back_as_json() -> None:
+    reply = {
+        "seq": 4,
+        "batches": [{"seq": 4, "commands": [["text", "a", ")</script>"]]}],
+    }
+    document = answer_document(reply)[0].decode()
+    start = document.index("receive(") + len("receive(")
+    end = document.rindex(")</script>")
+    assert json.loads(document[start:end]) == reply
+    assert document.count("<script>") == 1
+    assert document.count("</script>") == 1
+
+
+def test_answer_document_refuses_what_is_not_json() -> None:
+    with pytest.raises(TypeError) as info:
+        answer_document({"seq": math.nan})
+    assert str(info.value).startswith(
+        "{'seq': nan} cannot be written as a JavaScript literal: "
+    )
