@@ -1,0 +1,172 @@
+"""An in-process store: for tests and single-process servers.
+
+Nothing is shared between processes, so under ``gunicorn -w 4`` use the SQLite default.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import secrets
+import threading
+import time
+import typing as t
+
+from .base import Changes
+from .base import Command
+from .base import DEFAULT_PAGE_TTL
+from .base import LockLost
+from .base import Mail
+from .base import Message
+from .base import PageRecord
+from .base import Store
+
+
+class MemoryStore(Store):
+    """Keeps everything in dictionaries guarded by one lock.
+
+    :param page_ttl: seconds after its last use that a page is forgotten.
+    :param clock: returns the current time in seconds; for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        page_ttl: float = DEFAULT_PAGE_TTL,
+        clock: t.Callable[[], float] = time.time,
+    ) -> None:
+        self.page_ttl = page_ttl
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._secret = secrets.token_bytes(32)
+        self._ids = itertools.count(1)
+        self._records: dict[str, tuple[float, PageRecord]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._inboxes: dict[str, list[tuple[float, Message]]] = {}
+        self._logs: dict[str, list[tuple[float, Message]]] = {}
+        self._members: dict[str, dict[str, tuple[float, int]]] = {}
+        self._next_sweep = 0.0
+
+    def secret(self) -> bytes:
+        return self._secret
+
+    def lock(self, page_id: str, lease: float) -> str | None:
+        now = self._clock()
+        with self._mutex:
+            held = self._leases.get(page_id)
+            if held is not None and held[1] > now:
+                return None
+            owner = secrets.token_hex(8)
+            self._leases[page_id] = (owner, now + lease)
+            return owner
+
+    def unlock(self, page_id: str, owner: str) -> None:
+        with self._mutex:
+            if self._leases.get(page_id, ("",))[0] == owner:
+                del self._leases[page_id]
+
+    def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
+        now = self._clock()
+        # Sweeps are occasional, so what expired since the last one is skipped here.
+        cutoff = now - self.page_ttl
+        with self._mutex:
+            self._expire(now)
+            entry = self._records.get(page_id)
+            record = copy.deepcopy(entry[1]) if entry and entry[0] >= cutoff else None
+            inbox = self._inboxes.get(page_id, [])
+            mail = Mail(inbox=[m for at, m in inbox if at >= cutoff])
+            for group, (touched, cursor) in self._members.get(page_id, {}).items():
+                if touched < cutoff:
+                    continue
+                log = self._logs.get(group, [])
+                mail.groups[group] = [
+                    m for at, m in log if at >= cutoff and m[0] > cursor
+                ]
+            return record, copy.deepcopy(mail)
+
+    def save(self, page_id: str, owner: str, changes: Changes) -> None:
+        now = self._clock()
+        with self._mutex:
+            held = self._leases.get(page_id)
+            if held is None or held[0] != owner:
+                raise LockLost(page_id)
+            del self._leases[page_id]
+            self._records[page_id] = (now, copy.deepcopy(changes.record))
+            inbox = self._inboxes.get(page_id, [])
+            self._inboxes[page_id] = [e for e in inbox if e[1][0] > changes.inbox_upto]
+            members = self._touch(now, page_id)
+            for group, cursor in changes.cursors.items():
+                if group in members:
+                    members[group] = (now, cursor)
+            for group in changes.leaves:
+                members.pop(group, None)
+            for group in changes.joins:
+                self._join(now, page_id, group)
+            for target, commands in changes.pushes:
+                self._push(now, target, commands)
+            for group, commands in changes.publishes:
+                self._publish(now, group, commands)
+
+    def push(self, page_id: str, commands: list[Command]) -> None:
+        with self._mutex:
+            self._push(self._clock(), page_id, commands)
+
+    def publish(self, group: str, commands: list[Command]) -> None:
+        with self._mutex:
+            self._publish(self._clock(), group, commands)
+
+    def join(self, page_id: str, group: str) -> None:
+        now = self._clock()
+        with self._mutex:
+            self._touch(now, page_id)
+            self._join(now, page_id, group)
+
+    def leave(self, page_id: str, group: str) -> None:
+        with self._mutex:
+            self._members.get(page_id, {}).pop(group, None)
+
+    def _push(self, now: float, page_id: str, commands: list[Command]) -> None:
+        message = (next(self._ids), copy.deepcopy(commands))
+        self._inboxes.setdefault(page_id, []).append((now, message))
+
+    def _publish(self, now: float, group: str, commands: list[Command]) -> None:
+        message = (next(self._ids), copy.deepcopy(commands))
+        self._logs.setdefault(group, []).append((now, message))
+
+    def _join(self, now: float, page_id: str, group: str) -> None:
+        members = self._members.setdefault(page_id, {})
+        # Joining again keeps the cursor: nothing published meanwhile is skipped.
+        members.setdefault(group, (now, self._head(group)))
+
+    def _touch(self, now: float, page_id: str) -> dict[str, tuple[float, int]]:
+        """Keep the page's memberships alive, except those that expired already."""
+        cutoff = now - self.page_ttl
+        members = self._members.get(page_id, {})
+        members = {g: (now, c) for g, (at, c) in members.items() if at >= cutoff}
+        self._members[page_id] = members
+        return members
+
+    def _head(self, group: str) -> int:
+        log = self._logs.get(group)
+        return log[-1][1][0] if log else 0
+
+    def _expire(self, now: float) -> None:
+        # A sweep walks everything, so it runs at most ten times per TTL.
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.page_ttl / 10
+        cutoff = now - self.page_ttl
+        for page_id, (touched, _) in list(self._records.items()):
+            if touched < cutoff:
+                del self._records[page_id]
+        for page_id, (_, expires) in list(self._leases.items()):
+            if expires < cutoff:
+                del self._leases[page_id]
+        for entries in (*self._inboxes.values(), *self._logs.values()):
+            entries[:] = [e for e in entries if e[0] >= cutoff]
+        for page_id, groups in list(self._members.items()):
+            live = {g: c for g, c in groups.items() if c[0] >= cutoff}
+            if live:
+                self._members[page_id] = live
+            else:
+                del self._members[page_id]

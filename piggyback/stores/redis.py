@@ -1,0 +1,285 @@
+"""A store on a Redis server, shared by processes on any number of machines.
+
+Every operation that reads and writes is one Lua script, so it is atomic on the server.
+Times come from the server's clock and expiry is Redis's own, sliding on use.
+
+Keys, all under the prefix: ``secret``; ``ids``, the message id counter; per page
+``page:<id>`` (the record), ``lease:<id>``, ``inbox:<id>`` and ``member:<id>`` (a hash
+of group -> cursor); per group ``log:<group>``. Inboxes and logs are sorted sets scored
+by message id. Redis Cluster is not supported: one script touches many pages' keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import typing as t
+
+from .base import Changes
+from .base import Command
+from .base import DEFAULT_PAGE_TTL
+from .base import LockLost
+from .base import Mail
+from .base import Message
+from .base import PageRecord
+from .base import Store
+
+if t.TYPE_CHECKING:
+    import redis
+
+# Shared by the scripts below. A message is the JSON text [id,created,commands],
+# scored by its id; times are milliseconds.
+_LUA_PRELUDE = """
+local function now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+local function created(message)
+  return tonumber(string.match(message, '^%[%d+,(%d+),'))
+end
+
+local function fresh(messages, cutoff)
+  local kept = {}
+  for _, message in ipairs(messages) do
+    if created(message) >= cutoff then kept[#kept + 1] = message end
+  end
+  return kept
+end
+
+local function append(ids, key, commands, at, ttl)
+  local id = redis.call('INCR', ids)
+  redis.call('ZADD', key, id, '[' .. id .. ',' .. at .. ',' .. commands .. ']')
+  -- Ids grow with time, so expired messages are the oldest; a few per call keeps up.
+  for _ = 1, 10 do
+    local oldest = redis.call('ZRANGE', key, 0, 0)[1]
+    if created(oldest) >= at - ttl then break end
+    redis.call('ZREMRANGEBYRANK', key, 0, 0)
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+
+-- Joining again keeps the cursor; a new member starts after every existing message.
+local function join(members, ids, group)
+  redis.call('HSETNX', members, group, redis.call('GET', ids) or 0)
+end
+"""
+
+# KEYS: lease. ARGV: owner, lease, page TTL.
+_LOCK = """
+local at = now()
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if expires and expires > at then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', at + ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2] + ARGV[3])
+return 1
+"""
+
+# KEYS: lease. ARGV: owner.
+_UNLOCK = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+# KEYS: page, inbox, memberships. ARGV: the log key prefix, page TTL.
+_LOAD = """
+local cutoff = now() - ARGV[2]
+local groups = {}
+local members = redis.call('HGETALL', KEYS[3])
+for i = 1, #members, 2 do
+  local log = ARGV[1] .. members[i]
+  local after = redis.call('ZRANGEBYSCORE', log, '(' .. members[i + 1], '+inf')
+  groups[#groups + 1] = members[i]
+  groups[#groups + 1] = fresh(after, cutoff)
+end
+local inbox = fresh(redis.call('ZRANGE', KEYS[2], 0, -1), cutoff)
+return {redis.call('GET', KEYS[1]), inbox, groups}
+"""
+
+# KEYS: lease, page, inbox, memberships, ids, then the inbox or log of each send.
+# ARGV: owner, page TTL, record, plan (JSON), then the commands of each send.
+_SAVE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local at, ttl, plan = now(), tonumber(ARGV[2]), cjson.decode(ARGV[4])
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', plan.inbox_upto)
+for group, cursor in pairs(plan.cursors) do
+  -- Only a membership that still exists: one left meanwhile stays left.
+  if redis.call('HEXISTS', KEYS[4], group) == 1 then
+    redis.call('HSET', KEYS[4], group, cursor)
+  end
+end
+for _, group in ipairs(plan.leaves) do redis.call('HDEL', KEYS[4], group) end
+for _, group in ipairs(plan.joins) do join(KEYS[4], KEYS[5], group) end
+redis.call('PEXPIRE', KEYS[4], ttl)
+for i = 6, #KEYS do append(KEYS[5], KEYS[i], ARGV[i - 1], at, ttl) end
+return 1
+"""
+
+# KEYS: ids, an inbox or log. ARGV: commands, page TTL.
+_APPEND = """
+append(KEYS[1], KEYS[2], ARGV[1], now(), tonumber(ARGV[2]))
+"""
+
+# KEYS: memberships, ids. ARGV: group, page TTL.
+_JOIN = """
+join(KEYS[1], KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _dumps(value: t.Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _messages(stored: list[bytes | str]) -> list[Message]:
+    messages = []
+    for text in stored:
+        message_id, _, commands = json.loads(text)
+        messages.append((message_id, commands))
+    return messages
+
+
+class RedisStore(Store):
+    """Keeps everything on a Redis server, for processes on several machines.
+
+    .. code-block:: python
+
+        store = RedisStore.from_url("redis://localhost:6379/0")
+
+    :param client: a ``redis.Redis`` client (``decode_responses`` either way).
+    :param prefix: put before every key, to share one database with other data.
+    :param page_ttl: seconds after its last use that a page is forgotten.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "piggyback:",
+        page_ttl: float = DEFAULT_PAGE_TTL,
+    ) -> None:
+        if page_ttl <= 0:
+            raise ValueError(f"page_ttl must be positive, got {page_ttl!r}.")
+        self.client = client
+        self.prefix = prefix
+        self.page_ttl = page_ttl
+        self._ttl = max(1, round(page_ttl * 1000))
+        self._owns_client = False
+        self._secret: bytes | None = None
+        script = client.register_script
+        self._lock = script(_LUA_PRELUDE + _LOCK)
+        self._unlock = script(_UNLOCK)
+        self._load = script(_LUA_PRELUDE + _LOAD)
+        self._save = script(_LUA_PRELUDE + _SAVE)
+        self._append = script(_LUA_PRELUDE + _APPEND)
+        self._join = script(_LUA_PRELUDE + _JOIN)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "piggyback:",
+        page_ttl: float = DEFAULT_PAGE_TTL,
+        **options: t.Any,
+    ) -> RedisStore:
+        """Connect to the server a URL names, e.g. ``redis://localhost:6379/0``.
+
+        :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+        :param prefix: put before every key.
+        :param page_ttl: seconds after its last use that a page is forgotten.
+        :param options: passed to ``redis.Redis.from_url``.
+        """
+        try:
+            import redis
+        except ImportError as e:
+            raise ImportError(
+                "The Redis store needs the 'redis' package:"
+                " pip install 'piggyback[redis]'."
+            ) from e
+        store = cls(
+            redis.Redis.from_url(url, **options), prefix=prefix, page_ttl=page_ttl
+        )
+        store._owns_client = True
+        return store
+
+    def secret(self) -> bytes:
+        if self._secret is None:
+            key = self._key("secret")
+            self.client.set(key, secrets.token_hex(32), nx=True)
+            stored = self.client.get(key)
+            if stored is None:
+                raise RuntimeError(f"The secret at {key!r} was deleted while read.")
+            self._secret = bytes.fromhex(_text(stored))
+        return self._secret
+
+    def lock(self, page_id: str, lease: float) -> str | None:
+        owner = secrets.token_hex(8)
+        lease_ms = max(1, round(lease * 1000))
+        keys = [self._key("lease", page_id)]
+        if not self._lock(keys=keys, args=[owner, lease_ms, self._ttl]):
+            return None
+        return owner
+
+    def unlock(self, page_id: str, owner: str) -> None:
+        self._unlock(keys=[self._key("lease", page_id)], args=[owner])
+
+    def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
+        keys = [self._key(kind, page_id) for kind in ("page", "inbox", "member")]
+        record, inbox, groups = self._load(
+            keys=keys, args=[self._key("log", ""), self._ttl]
+        )
+        mail = Mail(inbox=_messages(inbox))
+        for group, messages in zip(groups[::2], groups[1::2], strict=True):
+            mail.groups[_text(group)] = _messages(messages)
+        if record is None:
+            return None, mail
+        return PageRecord(**json.loads(record)), mail
+
+    def save(self, page_id: str, owner: str, changes: Changes) -> None:
+        sends = [(self._key("inbox", p), c) for p, c in changes.pushes]
+        sends += [(self._key("log", g), c) for g, c in changes.publishes]
+        keys = [
+            self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")
+        ]
+        keys += [self._key("ids"), *(key for key, _ in sends)]
+        plan = {
+            "inbox_upto": changes.inbox_upto,
+            "cursors": changes.cursors,
+            "leaves": changes.leaves,
+            "joins": changes.joins,
+        }
+        record = _dumps(dataclasses.asdict(changes.record))
+        args: list[str | int] = [owner, self._ttl, record, _dumps(plan)]
+        args += [_dumps(commands) for _, commands in sends]
+        if not self._save(keys=keys, args=args):
+            raise LockLost(page_id)
+
+    def push(self, page_id: str, commands: list[Command]) -> None:
+        keys = [self._key("ids"), self._key("inbox", page_id)]
+        self._append(keys=keys, args=[_dumps(commands), self._ttl])
+
+    def publish(self, group: str, commands: list[Command]) -> None:
+        keys = [self._key("ids"), self._key("log", group)]
+        self._append(keys=keys, args=[_dumps(commands), self._ttl])
+
+    def join(self, page_id: str, group: str) -> None:
+        keys = [self._key("member", page_id), self._key("ids")]
+        self._join(keys=keys, args=[group, self._ttl])
+
+    def leave(self, page_id: str, group: str) -> None:
+        self.client.hdel(self._key("member", page_id), group)
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` made it; a client passed in is yours."""
+        if self._owns_client:
+            self.client.close()
+
+    def _key(self, kind: str, name: str | None = None) -> str:
+        return self.prefix + kind if name is None else f"{self.prefix}{kind}:{name}"

@@ -1,0 +1,803 @@
+"""One suite for every store: memory, SQLite and Redis behave alike.
+
+Time is a hand-moved clock for the memory and SQLite stores; a Redis server keeps its
+own, so its tests really wait, with small TTLs and generous margins.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import re
+import sqlite3
+import stat
+import sys
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+from piggyback.stores import store_from_url
+from piggyback.stores.base import Changes
+from piggyback.stores.base import LockLost
+from piggyback.stores.base import Mail
+from piggyback.stores.base import PageRecord
+from piggyback.stores.base import Store
+from piggyback.stores.memory import MemoryStore
+from piggyback.stores.redis import RedisStore
+from piggyback.stores.sqlite import SQLiteStore
+
+from .redis_server import redis_server
+
+#: The page TTL of the expiry tests.
+TTL = 1.0
+
+A = [["text", "a", "1"]]
+B = [["html", "b", "<i>2</i>"]]
+C = [["js", "console.log(3)"]]
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Backend:
+    """Opens stores on one storage, and lets time pass for them."""
+
+    def __init__(
+        self, make: t.Callable[..., Store], travel: t.Callable[[float], None]
+    ) -> None:
+        self.make = make
+        self.travel = travel
+        self.stores: list[Store] = []
+
+    def open(self, **options: t.Any) -> Store:
+        store = self.make(**options)
+        self.stores.append(store)
+        return store
+
+
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    clock = Clock()
+    return Backend(lambda **o: MemoryStore(clock=clock, **o), clock.advance)
+
+
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    clock = Clock()
+    path = tmp_path / "store.sqlite3"
+    return Backend(lambda **o: SQLiteStore(path, clock=clock, **o), clock.advance)
+
+
+def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    client = request.getfixturevalue("redis_client")
+    return Backend(lambda **o: RedisStore(client, **o), time.sleep)
+
+
+MEMORY = pytest.param(_memory, id="memory")
+SQLITE = pytest.param(_sqlite, id="sqlite")
+REDIS = pytest.param(_redis, id="redis")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> t.Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> t.Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backend]:
+    backend = request.param(request, tmp_path)
+    yield backend
+    for store in backend.stores:
+        store.close()
+
+
+@pytest.fixture(params=[MEMORY, SQLITE, REDIS])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backend]:
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture(params=[SQLITE, REDIS])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backend]:
+    """A backend whose stores see the same data, as processes and machines do."""
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def commit(
+    store: Store, page_id: str, record: PageRecord | None = None, **kw: t.Any
+) -> None:
+    """Lock the page and save ``Changes(record, **kw)``, as an event would."""
+    owner = store.lock(page_id, 60)
+    assert owner is not None
+    store.save(page_id, owner, Changes(record=record or PageRecord(), **kw))
+
+
+# Secret
+
+
+def test_secret_is_32_stable_bytes(store: Store) -> None:
+    secret = store.secret()
+    assert isinstance(secret, bytes)
+    assert len(secret) == 32
+    assert store.secret() == secret
+
+
+def test_secret_is_shared_by_stores_on_the_same_storage(shared: Backend) -> None:
+    assert shared.open().secret() == shared.open().secret()
+
+
+# Leases
+
+
+def test_lock_is_exclusive_per_page(store: Store) -> None:
+    owner = store.lock("p", 60)
+    assert isinstance(owner, str)
+    assert store.lock("p", 60) is None
+    other = store.lock("q", 60)
+    assert other is not None
+    assert other != owner
+
+
+def test_unlock_gives_the_lease_back(store: Store) -> None:
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.unlock("p", owner)
+    assert store.lock("p", 60) is not None
+
+
+def test_unlock_by_another_owner_is_a_no_op(store: Store) -> None:
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.unlock("p", "someone-else")
+    store.unlock("never-locked", "someone-else")
+    assert store.lock("p", 60) is None
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_lease_that_ran_out_is_taken_over(backend: Backend) -> None:
+    store = backend.open()
+    stale = store.lock("p", 0.1)
+    assert stale is not None
+    backend.travel(0.3)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    assert owner != stale
+    with pytest.raises(LockLost):
+        store.save("p", stale, Changes(record=PageRecord(seq=1)))
+    store.unlock("p", stale)
+    assert store.lock("p", 60) is None
+    store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_lease_that_ran_out_untaken_still_saves(backend: Backend) -> None:
+    store = backend.open()
+    owner = store.lock("p", 0.1)
+    assert owner is not None
+    backend.travel(0.3)
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_save_gives_the_lease_back(store: Store) -> None:
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    with pytest.raises(LockLost):
+        store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    assert store.lock("p", 60) is not None
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_save_without_the_lease_raises_and_changes_nothing(store: Store) -> None:
+    store.join("p", "g")
+    commit(store, "p", PageRecord(seq=1, state={"n": 1}))
+    store.push("p", A)
+    store.publish("g", B)
+    before = store.load("p")
+    stale = store.lock("p", 60)
+    assert stale is not None
+    store.unlock("p", stale)
+    taker = store.lock("p", 60)
+    assert taker is not None
+    changes = Changes(
+        record=PageRecord(seq=2, state={"n": 2}),
+        inbox_upto=1,
+        cursors={"g": 2},
+        pushes=[("q", C)],
+        publishes=[("g", C)],
+        joins=["h"],
+        leaves=["g"],
+    )
+    with pytest.raises(LockLost, match=r"^The lease on page 'p' is no longer held"):
+        store.save("p", stale, changes)
+    with pytest.raises(LockLost):
+        store.save("never-locked", "someone", changes)
+    assert store.load("p") == before
+    assert store.load("q") == (None, Mail())
+    assert store.load("never-locked") == (None, Mail())
+    assert store.lock("p", 60) is None
+
+
+def test_lock_lost_carries_the_page_id() -> None:
+    error = LockLost("p")
+    assert error.page_id == "p"
+    assert str(error) == (
+        "The lease on page 'p' is no longer held by this owner; nothing was saved."
+    )
+
+
+# Records
+
+
+def test_unknown_page_has_no_record_and_no_mail(store: Store) -> None:
+    assert store.load("p") == (None, Mail())
+
+
+def test_record_round_trips(store: Store) -> None:
+    record = PageRecord(
+        seq=7,
+        state={"n": 1, "text": "é </script> \u2028", "list": [1, 2.5, None, True]},
+        batches=[
+            {"seq": 6, "commands": [["text", "a", "x"]]},
+            {"seq": 7, "commands": [], "error": "The handler failed."},
+        ],
+    )
+    commit(store, "p", record)
+    assert store.load("p") == (record, Mail())
+    commit(store, "p", PageRecord(seq=8))
+    assert store.load("p") == (PageRecord(seq=8), Mail())
+
+
+# Inboxes
+
+
+def test_pushes_wait_in_the_inbox_in_order(store: Store) -> None:
+    store.push("p", A)
+    store.push("p", B + C)
+    expected = (None, Mail(inbox=[(1, A), (2, B + C)]))
+    assert store.load("p") == expected
+    assert store.load("p") == expected
+    assert store.load("q") == (None, Mail())
+
+
+def test_inbox_upto_deletes_only_what_was_delivered(store: Store) -> None:
+    store.push("p", A)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    _, mail = store.load("p")
+    assert mail == Mail(inbox=[(1, A)])
+    store.push("p", B)  # while the handler runs
+    store.save("p", owner, Changes(record=PageRecord(seq=1), inbox_upto=1))
+    assert store.load("p") == (PageRecord(seq=1), Mail(inbox=[(2, B)]))
+
+
+# Groups
+
+
+def test_member_receives_only_what_is_published_after_joining(store: Store) -> None:
+    store.publish("g", A)
+    store.join("p", "g")
+    assert store.load("p") == (None, Mail(groups={"g": []}))
+    store.publish("g", B)
+    store.publish("other", C)
+    assert store.load("p") == (None, Mail(groups={"g": [(2, B)]}))
+    assert store.load("q") == (None, Mail())
+
+
+def test_cursor_marks_what_was_delivered(store: Store) -> None:
+    store.join("p", "g")
+    store.publish("g", A)
+    store.publish("g", B)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    assert store.load("p")[1] == Mail(groups={"g": [(1, A), (2, B)]})
+    store.publish("g", C)  # while the handler runs
+    store.save("p", owner, Changes(record=PageRecord(seq=1), cursors={"g": 2}))
+    assert store.load("p") == (PageRecord(seq=1), Mail(groups={"g": [(3, C)]}))
+
+
+def test_leave_stops_delivery(store: Store) -> None:
+    store.join("p", "g")
+    store.publish("g", A)
+    store.leave("p", "g")
+    assert store.load("p") == (None, Mail())
+    store.publish("g", B)
+    assert store.load("p") == (None, Mail())
+    store.leave("p", "g")
+    store.leave("q", "never-joined")
+
+
+def test_cursor_does_not_bring_back_a_membership_left_meanwhile(store: Store) -> None:
+    store.join("p", "g")
+    store.publish("g", A)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.load("p")
+    store.leave("p", "g")  # e.g. by another page's handler
+    store.save("p", owner, Changes(record=PageRecord(seq=1), cursors={"g": 1}))
+    store.publish("g", B)
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_joining_again_keeps_the_cursor(store: Store) -> None:
+    store.join("p", "g")
+    store.publish("g", A)
+    store.join("p", "g")
+    commit(store, "p", joins=["g"])
+    assert store.load("p")[1] == Mail(groups={"g": [(1, A)]})
+
+
+def test_save_applies_leaves_and_joins(store: Store) -> None:
+    store.join("p", "old")
+    commit(store, "p", joins=["new"], leaves=["old"])
+    store.publish("old", A)
+    store.publish("new", B)
+    assert store.load("p")[1] == Mail(groups={"new": [(2, B)]})
+
+
+def test_save_leaving_and_joining_again_starts_after_the_head(store: Store) -> None:
+    store.join("p", "g")
+    store.publish("g", A)
+    commit(store, "p", leaves=["g"], joins=["g"])
+    assert store.load("p")[1] == Mail(groups={"g": []})
+
+
+def test_save_sends_pushes_and_publishes(store: Store) -> None:
+    store.join("member", "g")
+    store.join("p", "g")
+    commit(
+        store,
+        "p",
+        pushes=[("q", A), ("p", B)],
+        publishes=[("g", C), ("h", A)],
+        joins=["h"],
+    )
+    assert store.load("q") == (None, Mail(inbox=[(1, A)]))
+    assert store.load("member") == (None, Mail(groups={"g": [(3, C)]}))
+    assert store.load("p") == (
+        PageRecord(),
+        Mail(inbox=[(2, B)], groups={"g": [(3, C)], "h": [(4, A)]}),
+    )
+
+
+def test_ids_increase_across_inboxes_and_groups(store: Store) -> None:
+    store.join("p", "g")
+    store.push("p", A)
+    store.publish("g", B)
+    store.push("p", C)
+    assert store.load("p")[1] == Mail(inbox=[(1, A), (3, C)], groups={"g": [(2, B)]})
+
+
+def test_loaded_mail_is_a_copy(store: Store) -> None:
+    store.push("p", [["text", "a", "1"]])
+    _, mail = store.load("p")
+    mail.inbox[0][1].append(["remove", "x"])
+    assert store.load("p")[1] == Mail(inbox=[(1, A)])
+
+
+# Expiry
+
+
+def test_unused_pages_expire_with_their_mail(backend: Backend) -> None:
+    store = backend.open(page_ttl=TTL)
+    store.join("p", "g")
+    commit(store, "p", PageRecord(seq=1))
+    store.push("p", A)
+    store.publish("g", B)
+    backend.travel(TTL * 1.5)
+    assert store.load("p") == (None, Mail())
+    store.publish("g", C)
+    assert store.load("p") == (None, Mail())
+    assert store.lock("p", 60) is not None
+
+
+def test_use_keeps_a_page_alive_and_old_messages_expire(backend: Backend) -> None:
+    store = backend.open(page_ttl=TTL)
+    store.join("p", "g")
+    commit(store, "p", PageRecord(seq=1))
+    store.push("p", A)
+    backend.travel(TTL * 0.6)
+    commit(store, "p", PageRecord(seq=2))
+    store.push("p", B)
+    store.publish("g", C)
+    backend.travel(TTL * 0.6)
+    assert store.load("p") == (
+        PageRecord(seq=2),
+        Mail(inbox=[(2, B)], groups={"g": [(3, C)]}),
+    )
+
+
+def test_expired_membership_stays_gone_when_the_page_joins_another(
+    backend: Backend,
+) -> None:
+    store = backend.open(page_ttl=TTL)
+    store.join("p", "old")
+    backend.travel(TTL * 1.5)
+    store.join("p", "new")
+    store.publish("old", A)
+    assert store.load("p") == (None, Mail(groups={"new": []}))
+
+
+# Sharing and closing
+
+
+def test_stores_on_the_same_storage_share_everything(shared: Backend) -> None:
+    one, two = shared.open(), shared.open()
+    owner = one.lock("p", 60)
+    assert owner is not None
+    assert two.lock("p", 60) is None
+    two.join("p", "g")
+    two.push("p", A)
+    two.publish("g", B)
+    one.save("p", owner, Changes(record=PageRecord(seq=1)))
+    assert two.load("p") == (
+        PageRecord(seq=1),
+        Mail(inbox=[(1, A)], groups={"g": [(2, B)]}),
+    )
+
+
+def test_close_then_use_again(store: Store) -> None:
+    store.push("p", A)
+    store.close()
+    store.push("p", B)
+    assert store.load("p") == (None, Mail(inbox=[(1, A), (2, B)]))
+    store.close()
+
+
+# store_from_url
+
+
+def test_store_from_url_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_from_url("memory:", page_ttl=5)
+    assert isinstance(store, MemoryStore)
+    assert store.page_ttl == 5
+    monkeypatch.setenv("PIGGYBACK_STORE", "memory:")
+    assert isinstance(store_from_url(), MemoryStore)
+
+
+def test_store_from_url_sqlite(tmp_path: Path) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path}/store.db", page_ttl=5)
+    assert isinstance(store, SQLiteStore)
+    assert (store.path, store.page_ttl) == (f"{tmp_path}/store.db", 5)
+
+
+def test_store_from_url_default_is_sqlite_in_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PIGGYBACK_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = store_from_url()
+    assert isinstance(store, SQLiteStore)
+    store.push("p", A)
+    store.close()
+    assert (tmp_path / ".piggyback" / "store.sqlite3").is_file()
+
+
+def test_store_from_url_redis(redis_url: str) -> None:
+    store = store_from_url(redis_url, page_ttl=5, prefix="app:")
+    assert isinstance(store, RedisStore)
+    assert (store.page_ttl, store.prefix) == (5, "app:")
+    store.close()
+
+
+def test_store_from_url_unknown() -> None:
+    with pytest.raises(ValueError, match=r"^Unknown store URL 'mongodb://x': expected"):
+        store_from_url("mongodb://x")
+
+
+# SQLite
+
+
+def test_sqlite_creates_a_private_wal_file_and_its_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "store.sqlite3"
+    SQLiteStore(path).push("p", A)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        pytest.param(
+            ":memory:", "SQLiteStore needs a file, not ':memory:'", id="memory"
+        ),
+        pytest.param("", "SQLiteStore needs a file, not ''", id="empty"),
+    ],
+)
+def test_sqlite_needs_a_file(path: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        SQLiteStore(path)
+
+
+def test_sqlite_needs_a_positive_ttl(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^page_ttl must be positive, got 0\.$"):
+        SQLiteStore(tmp_path / "store.sqlite3", page_ttl=0)
+
+
+def _count_rows(path: Path) -> dict[str, int]:
+    tables = ("pages", "leases", "messages", "memberships")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {
+            n: db.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in tables
+        }
+
+
+def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    clock = Clock()
+    store = SQLiteStore(path, page_ttl=100, clock=clock)
+    for n in range(20):
+        store.join(f"p{n}", "g")
+        commit(store, f"p{n}", PageRecord(seq=1))
+        store.push(f"p{n}", A)
+        store.publish("g", B)
+    store.lock("crashed", 10)
+    assert _count_rows(path) == {
+        "pages": 20,
+        "leases": 1,
+        "messages": 40,
+        "memberships": 20,
+    }
+    clock.advance(150)
+    store.push("fresh", C)
+    assert _count_rows(path) == {
+        "pages": 0,
+        "leases": 0,
+        "messages": 1,
+        "memberships": 0,
+    }
+
+
+def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store.sqlite3", page_ttl=100, clock=clock)
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)  # white box: see every query
+    store.join("p", "g")
+    store.push("p", A)
+    store.publish("g", B)
+    commit(store, "p", inbox_upto=1, cursors={"g": 2}, pushes=[("q", C)], joins=["h"])
+    commit(store, "p", publishes=[("g", C)], leaves=["h"])
+    store.load("p")
+    store.leave("p", "g")
+    clock.advance(20)
+    store.push("p", A)  # and the sweep before it
+    scans = []
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        for sql in statements:
+            if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
+                plan = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+                scans += [d for *_, d in plan if re.match(r"SCAN (?!leases)", d)]
+    assert len(statements) > 20
+    assert scans == []
+
+
+def _event(store: Store, page_id: str = "p") -> None:
+    """One event: wait for the lease, count it, take delivery of the mail, save."""
+    while (owner := store.lock(page_id, 60)) is None:
+        time.sleep(0.001)
+    record, mail = store.load(page_id)
+    record = record or PageRecord()
+    record.state["n"] = record.state.get("n", 0) + 1
+    messages = sorted(mail.inbox + [m for log in mail.groups.values() for m in log])
+    record.state.setdefault("got", []).extend(c for _, cs in messages for c in cs)
+    changes = Changes(
+        record=record,
+        inbox_upto=max((number for number, _ in mail.inbox), default=0),
+        cursors={group: log[-1][0] for group, log in mail.groups.items() if log},
+    )
+    store.save(page_id, owner, changes)
+
+
+def _events_and_sends(store: Store | str, worker: int, rounds: int) -> None:
+    """Push, publish, then handle an event, ``rounds`` times; ``store`` or its URL."""
+    if isinstance(store, str):
+        store = store_from_url(store)
+    for n in range(rounds):
+        store.push("p", [["push", worker, n]])
+        store.publish("g", [["publish", worker, n]])
+        _event(store)
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"),
+    [
+        # Forked children inherit the parent's store, with its open connection.
+        pytest.param("sqlite", "fork", id="sqlite-fork"),
+        pytest.param("sqlite", "spawn", id="sqlite-spawn"),
+        pytest.param("redis", "fork", id="redis-fork"),
+    ],
+)
+def test_processes_lose_no_update(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, method: str
+) -> None:
+    if kind == "redis":
+        request.getfixturevalue("redis_client")  # an empty database
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = f"sqlite:///{tmp_path}/store.sqlite3"
+    store = store_from_url(url)
+    store.join("p", "g")
+    context = multiprocessing.get_context(method)
+    target = store if method == "fork" else url
+    workers = [
+        context.Process(target=_events_and_sends, args=(target, n, 50), daemon=True)
+        for n in range(4)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+    assert [process.exitcode for process in workers] == [0, 0, 0, 0]
+    _event(store)
+    record, mail = store.load("p")
+    store.close()
+    assert record is not None
+    assert mail == Mail(groups={"g": []})
+    assert record.state["n"] == 201
+    got = collections.defaultdict(list)
+    for send, worker, n in record.state["got"]:
+        got[send, worker].append(n)
+    # Each send exactly once, and each process's sends in the order it made them.
+    assert got == {
+        (send, worker): list(range(50))
+        for send in ("push", "publish")
+        for worker in range(4)
+    }
+
+
+def test_threads_lose_no_update(shared: Backend) -> None:
+    store = shared.open()
+    with ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(_events_and_sends, store, n, 50) for n in range(4)]
+        for run in runs:
+            run.result()
+    record, _ = store.load("p")
+    assert record is not None
+    assert record.state["n"] == 200
+    assert sorted(record.state["got"]) == sorted(
+        ["push", worker, n] for worker in range(4) for n in range(50)
+    )
+
+
+def _lock_and_wait(path: str, locked: t.Any, release: t.Any) -> None:
+    SQLiteStore(path).lock("p", 3600)
+    locked.set()
+    release.wait(60)
+    os._exit(0)  # like kill -9: the lease is never given back
+
+
+def test_sqlite_takes_over_the_lease_of_a_dead_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.sqlite3")
+    store = SQLiteStore(path)
+    context = multiprocessing.get_context("fork")
+    locked, release = context.Event(), context.Event()
+    child = context.Process(
+        target=_lock_and_wait, args=(path, locked, release), daemon=True
+    )
+    child.start()
+    assert locked.wait(60)
+    assert store.lock("p", 60) is None
+    release.set()
+    child.join(60)
+    assert child.exitcode == 0
+    assert store.lock("p", 60) is not None
+
+
+def _start(path: str, barrier: t.Any, secrets: t.Any) -> None:
+    barrier.wait(60)
+    store = SQLiteStore(path)
+    store.push("p", [["started", os.getpid()]])
+    secrets.put(store.secret())
+
+
+def test_sqlite_processes_starting_at_once_on_a_new_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "new" / "store.sqlite3")
+    context = multiprocessing.get_context("fork")
+    barrier, secrets = context.Barrier(8), context.Queue()
+    workers = [
+        context.Process(target=_start, args=(path, barrier, secrets), daemon=True)
+        for _ in range(8)
+    ]
+    for process in workers:
+        process.start()
+    shared = {secrets.get(timeout=60) for _ in workers}
+    for process in workers:
+        process.join(60)
+    assert [process.exitcode for process in workers] == [0] * 8
+    assert shared == {SQLiteStore(path).secret()}
+    _, mail = SQLiteStore(path).load("p")
+    assert sorted(pid for _, [[_, pid]] in mail.inbox) == sorted(
+        process.pid for process in workers
+    )
+
+
+# Redis
+
+
+def test_redis_keys_are_prefixed_and_expire(redis_client: redis.Redis) -> None:
+    store = RedisStore(redis_client, prefix="app:", page_ttl=60)
+    store.secret()
+    store.join("p", "g")
+    store.push("p", A)
+    store.publish("g", B)
+    commit(store, "p", PageRecord(seq=1))
+    store.lock("p", 10)
+    keys = sorted(key.decode() for key in redis_client.keys("*"))
+    assert keys == [
+        "app:ids",
+        "app:inbox:p",
+        "app:lease:p",
+        "app:log:g",
+        "app:member:p",
+        "app:page:p",
+        "app:secret",
+    ]
+    forever = {k for k in keys if redis_client.pttl(k) == -1}
+    assert forever == {"app:ids", "app:secret"}
+
+
+def test_redis_trims_expired_messages_from_a_busy_log(
+    redis_client: redis.Redis,
+) -> None:
+    store = RedisStore(redis_client, page_ttl=0.2)
+    for _ in range(3):
+        store.publish("g", A)
+    time.sleep(0.3)
+    store.publish("g", B)
+    assert redis_client.zcard("piggyback:log:g") == 1
+
+
+def test_redis_works_with_a_decoding_client(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url, prefix="text:", decode_responses=True)
+    assert len(store.secret()) == 32
+    store.join("p", "g")
+    store.publish("g", A)
+    commit(store, "p", PageRecord(seq=1, state={"é": "ü"}), pushes=[("p", B)])
+    assert store.load("p") == (
+        PageRecord(seq=1, state={"é": "ü"}),
+        Mail(inbox=[(2, B)], groups={"g": [(1, A)]}),
+    )
+    store.close()
+
+
+def test_redis_needs_a_positive_ttl(redis_client: redis.Redis) -> None:
+    with pytest.raises(ValueError, match=r"^page_ttl must be positive, got -1\.$"):
+        RedisStore(redis_client, page_ttl=-1)
+
+
+def test_redis_without_the_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ImportError, match=re.escape("pip install 'piggyback[redis]'")):
+        RedisStore.from_url("redis://127.0.0.1:1/0")
