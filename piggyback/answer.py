@@ -75,7 +75,7 @@ class Answerer:
                 record = PageRecord()
             if seq <= record.seq:
                 self.store.unlock(page_id, owner)
-                return _replay(record, seq, ack)
+                return _replay(record, seq, ack, event)
             changes, page = self._run(page_id, record, mail, handler, event, ack)
             self.store.save(page_id, owner, changes)
         except LockLost:
@@ -114,6 +114,8 @@ class Answerer:
             error = self._call(handler, page, event, changes)
             if error is None:
                 batch["commands"].extend(page.commands)
+                if event.headers:  # e.g. a session cookie: sent again with a replay
+                    batch["headers"] = event.headers
             else:
                 batch["error"] = error
         if page.poll_interval is not None:
@@ -155,19 +157,25 @@ def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
     return [command for _, commands in messages for command in commands]
 
 
-def _replay(record: PageRecord, seq: int, ack: int) -> dict[str, t.Any]:
+def _replay(record: PageRecord, seq: int, ack: int, event: Event) -> dict[str, t.Any]:
     batches = [b for b in record.batches if b["seq"] > ack]
-    if not any(b["seq"] == seq for b in batches):
+    own = next((b for b in batches if b["seq"] == seq), None)
+    if own is None:
         raise StaleEvent(
             f"The event {seq} is not newer than the last one answered ({record.seq}), and"
             " its answer is no longer kept."
         )
+    event.headers[:] = [tuple(header) for header in own.get("headers", [])]
     return _reply(seq, batches)
 
 
 def _reply(seq: int, batches: list[dict[str, t.Any]]) -> dict[str, t.Any]:
-    """The reply for event ``seq``; a retry gets the same one (but for the token)."""
-    reply: dict[str, t.Any] = {"seq": seq, "batches": batches}
+    """The reply for event ``seq``; a retry gets the same one (but for the token).
+
+    The headers stored with a batch are for the HTTP answer, not for the client.
+    """
+    sent = [{k: v for k, v in b.items() if k != "headers"} for b in batches]
+    reply: dict[str, t.Any] = {"seq": seq, "batches": sent}
     own = next(b for b in batches if b["seq"] == seq)
     if "poll" in own:
         reply["poll"] = own["poll"]

@@ -82,6 +82,7 @@ class Piggyback:
     :param max_body_bytes: the largest event request body accepted.
     :param runner: calls each handler as ``runner(handler, page, event)``; framework
         adapters use it to provide their request context.
+    :param registry: the handlers, when they are registered before the app exists.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Piggyback:
         max_query_bytes: int = 16 * 1024,
         max_body_bytes: int = 1024 * 1024,
         runner: Runner = run_directly,
+        registry: Registry | None = None,
     ) -> None:
         self.app = app
         self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
@@ -105,7 +107,7 @@ class Piggyback:
         self.inject = inject
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
-        self.registry = Registry()
+        self.registry = registry if registry is not None else Registry()
         self.answerer = Answerer(self.store, lease=lease, lock_wait=lock_wait, runner=runner)
         self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
         self._signer: TokenSigner | None = None
@@ -113,7 +115,11 @@ class Piggyback:
         self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
         self._script_path = f"{self.mount}/piggyback.js"
 
-    def handler(self, name: str | F | None = None) -> t.Any:
+    @t.overload
+    def handler(self, name: F) -> F: ...
+    @t.overload
+    def handler(self, name: str | None = None) -> t.Callable[[F], F]: ...
+    def handler(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
         """Register a handler, under its function's name or the name given.
 
         .. code-block:: python
@@ -124,15 +130,7 @@ class Piggyback:
             @live.handler("rename")
             def rename_item(page, event): ...
         """
-        if callable(name):
-            self.registry.add(name.__name__, name)
-            return name
-
-        def register(function: F) -> F:
-            self.registry.add(function.__name__ if name is None else name, function)
-            return function
-
-        return register
+        return self.registry.decorator(name)
 
     def page(self, page_id: str) -> PageHandle:
         """A handle that queues commands for one page, delivered on its next request."""

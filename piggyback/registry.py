@@ -43,6 +43,22 @@ class Registry:
             )
         self._handlers[name] = handler
 
+    @t.overload
+    def decorator(self, name: F) -> F: ...
+    @t.overload
+    def decorator(self, name: str | None = None) -> t.Callable[[F], F]: ...
+    def decorator(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+        """``@handler`` (the function's name) and ``@handler("name")`` in one."""
+        if callable(name):
+            self.add(name.__name__, name)
+            return name
+
+        def register(function: F) -> F:
+            self.add(function.__name__ if name is None else name, function)
+            return function
+
+        return register
+
     def find(self, name: str) -> Handler:
         """The handler registered as ``name``.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from werkzeug.test import Client as HTTPClient
+from werkzeug.test import TestResponse
 
 from .exceptions import EventRejected
 from .script import CALL_PREFIX
@@ -73,8 +74,9 @@ class Client:
     def __init__(self, live: Piggyback, app: WSGIApplication | None = None) -> None:
         self.live = live
         self.http = HTTPClient(app or live)
-        #: The last reply, as the protocol's JSON object.
+        #: The last reply, as the protocol's JSON object, and its HTTP response.
         self.reply: dict[str, t.Any] = {}
+        self.response: TestResponse | None = None
 
     def open(self, path: str = "/", **options: t.Any) -> TestPage:
         """Render a page through the app and take its token from the client tag."""
@@ -118,8 +120,9 @@ class Client:
         page.seq += 1
         query = {"p": page.token, "s": page.seq, "a": page.applied}
         query.update((k, v) for k, v in params.items() if v is not None)
-        response = self.http.get(f"{self.live.mount}/event?{urlencode(query)}")
-        self.reply = read_reply(response.get_data(as_text=True))
+        self.response = response = self.http.get(f"{self.live.mount}/event?{urlencode(query)}")
+        with response:
+            self.reply = read_reply(response.get_data(as_text=True))
         if "code" in self.reply:
             raise Rejected(self.reply["error"], code=self.reply["code"], status=response.status_code)
         page.token = self.reply["token"]
