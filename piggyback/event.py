@@ -22,7 +22,9 @@ MAX_SEQ = 2**53
 #: How deeply ``data-pb-args`` JSON may nest.
 MAX_ARGS_DEPTH = 20
 
-_PARAMETERS = frozenset("psahetvg")
+_PARAMETERS = frozenset("psahetvgb")
+#: What a POST with ``b=1`` carries in its body: values too long for a URL.
+_BODY_PARAMETERS = frozenset("vg")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 _DOM_EVENT = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
 _DECIMAL = re.compile(r"[0-9]{1,16}\Z")
@@ -80,8 +82,11 @@ def read_event_request(request: Request) -> EventRequest:
     if unknown:
         raise EventRejected(
             f"Unknown parameter {unknown[0]!r} in the event request; the parameters are"
-            " p, s, a, h, e, t, v and g."
+            " p, s, a, h, e, t, v, g and b."
         )
+    in_body = "b" in query
+    if in_body:
+        query.update(_body_parameters(request, query))
     if not query.get("p"):
         raise EventRejected("The event request has no page token (parameter 'p').")
     seq = _number(query, "s", low=1)
@@ -97,9 +102,24 @@ def read_event_request(request: Request) -> EventRequest:
         request=request,
         seq=seq,
     )
-    if request.method == "POST":
+    if request.method == "POST" and not in_body:
         event.form, event.files = request.form, request.files
     return EventRequest(token=query["p"], seq=seq, ack=ack, event=event)
+
+
+def _body_parameters(request: Request, query: dict[str, str]) -> dict[str, str]:
+    """``v`` and ``g`` from the body of a ``b=1`` POST, for payloads too long for a URL."""
+    if query["b"] != "1" or request.method != "POST":
+        raise EventRejected("The parameter 'b' must be '1', and only on a POST.")
+    body = _single_values(request.form)
+    unknown = sorted(set(body) - _BODY_PARAMETERS)
+    if unknown or request.files:
+        name = unknown[0] if unknown else next(iter(request.files))
+        raise EventRejected(f"The body of a b=1 event carries only v and g, not {name!r}.")
+    both = sorted(set(body) & set(query))
+    if both:
+        raise EventRejected(f"The parameter {both[0]!r} appears more than once.")
+    return body
 
 
 def _single_values(args: MultiDict[str, str]) -> dict[str, str]:

@@ -527,3 +527,61 @@ def test_get_does_not_read_a_body() -> None:
     incoming = read_event_request(request)
     assert (incoming.event.form, incoming.event.files) == (MultiDict(), MultiDict())
     assert request.stream.read() == b"title=a"
+
+
+def test_a_b1_post_carries_value_and_args_in_its_body() -> None:
+    long_value = "x" * 20_000
+    request = _request(
+        "p=tok&s=1&h=save&b=1", method="POST", data={"v": long_value, "g": '{"n": 3}'}
+    )
+    incoming = read_event_request(request)
+    assert (incoming.event.value, incoming.event.args) == (long_value, {"n": 3})
+    assert incoming.event.form == MultiDict()
+
+
+@pytest.mark.parametrize(
+    ("query", "method", "data", "reason"),
+    [
+        pytest.param(
+            "p=tok&s=1&b=1",
+            "GET",
+            None,
+            "The parameter 'b' must be '1', and only on a POST.",
+            id="b-on-get",
+        ),
+        pytest.param(
+            "p=tok&s=1&b=2",
+            "POST",
+            {"v": "x"},
+            "The parameter 'b' must be '1', and only on a POST.",
+            id="b-not-1",
+        ),
+        pytest.param(
+            "p=tok&s=1&b=1",
+            "POST",
+            {"v": "x", "title": "t"},
+            "The body of a b=1 event carries only v and g, not 'title'.",
+            id="b-with-form-field",
+        ),
+        pytest.param(
+            "p=tok&s=1&b=1&v=a",
+            "POST",
+            {"v": "x"},
+            "The parameter 'v' appears more than once.",
+            id="b-value-twice",
+        ),
+        pytest.param(
+            "p=tok&s=1&b=1",
+            "POST",
+            {"g": "[1]"},
+            "The arguments (parameter 'g') must be a JSON object, not an array.",
+            id="b-args-checked-too",
+        ),
+    ],
+)
+def test_bad_b1_posts_are_rejected(
+    query: str, method: str, data: dict[str, str] | None, reason: str
+) -> None:
+    with pytest.raises(EventRejected) as caught:
+        read_event_request(_request(query, method=method, data=data))
+    assert caught.value.reason == reason
