@@ -1,0 +1,1 @@
+"""piggyback measured against the field: ``python -m benchmarks.run``; see README.md."""

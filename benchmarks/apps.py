@@ -1,0 +1,195 @@
+"""The apps the benchmark servers run, one app per gunicorn.
+
+- ``site``: a bare WSGI app. ``/asset`` (JSON, piggyback passes it through), ``/page``
+  (HTML, piggyback injects its tag), the browser pages under ``/bench/``, and at every
+  other path the exact bytes and headers of a one-command piggyback answer: the
+  baseline for an event.
+- ``live``: ``site`` wrapped in ``Piggyback``; its store comes from ``PIGGYBACK_STORE``
+  (unset: the default SQLite file in the server's working directory).
+- ``flask_app``: a bare Flask route returning the same answer bytes.
+
+The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import typing as t
+from urllib.parse import parse_qs
+from urllib.parse import urlencode
+
+from flask import Flask
+from flask import Response
+from markupsafe import escape
+from werkzeug.test import Client as HTTPClient
+
+from piggyback import Event
+from piggyback import Page
+from piggyback import Piggyback
+from piggyback.stores.memory import MemoryStore
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+    from _typeshed.wsgi import WSGIEnvironment
+
+Headers = list[tuple[str, str]]
+
+#: Shared by the servers and the load generator, which mints page tokens with it.
+SECRET_KEY = os.environ.get("PIGGYBACK_SECRET_KEY", "piggyback benchmark key")
+
+#: A JSON answer piggyback passes through.
+ASSET = (
+    b'{"items": [' + b", ".join(b'{"id": %d, "name": "item %d"}' % (i, i) for i in range(8)) + b"]}"
+)
+
+#: A small but typical HTML page (about 2 kB) that piggyback injects its tag into.
+PAGE = (
+    b"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>A page</title>"
+    b"<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto}</style>"
+    b"</head><body><h1>A page</h1><nav><a href='/'>home</a> <a href='/page'>page</a></nav>"
+    + b"".join(
+        b"<p id='p%d'>Paragraph %d of an ordinary page, with a little text.</p>" % (i, i)
+        for i in range(24)
+    )
+    + b"<p><span id='count'>0</span> <button id='go' data-pb-click='bump'>+1</button></p>"
+    b"</body></html>"
+)
+
+#: One element changed by a click, for the browser round trips. The button comes first
+#: so that a longer text never moves it from under the mouse.
+_COUNTER = b"<p><button id='go'%s>go</button> <span id='count'>0</span></p>"
+
+RAW_PAGE = (
+    b"<!doctype html><html><head><meta charset='utf-8'><title>raw fetch</title></head><body>"
+    + _COUNTER % b""
+    + b"<script>document.getElementById('go').addEventListener('click', function () {"
+    b" fetch('/bench/bump').then(function (r) { return r.text(); }).then(function (text) {"
+    b" document.getElementById('count').textContent = text; }); });</script>"
+    b"</body></html>"
+)
+
+HTMX_PAGE = (
+    b"<!doctype html><html><head><meta charset='utf-8'><title>htmx</title>"
+    b"<script src='/bench/htmx.min.js'></script></head><body>"
+    + _COUNTER % b" hx-get='/bench/bump' hx-target='#count'"
+    + b"</body></html>"
+)
+
+PIGGYBACK_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>piggyback</title></head><body>"
+    + (_COUNTER % b" data-pb-click='tick'").decode()
+    + "{tag}</body></html>"
+)
+
+
+def _html(start_response: StartResponse, body: bytes, status: str = "200 OK") -> list[bytes]:
+    start_response(
+        status,
+        [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _bytes(start_response: StartResponse, body: bytes, content_type: str) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def site(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """The bare app; every path it does not know answers like a piggyback event."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/asset":
+        return _bytes(start_response, ASSET, "application/json")
+    if path == "/page":
+        return _html(start_response, PAGE)
+    if path.startswith("/bench/"):
+        return _bench(environ, start_response, path[len("/bench/") :])
+    start_response("200 OK", list(ANSWER_HEADERS))
+    return [ANSWER_BODY]
+
+
+def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -> list[bytes]:
+    """The browser round-trip pages and what they fetch."""
+    if name == "raw":
+        return _html(start_response, RAW_PAGE)
+    if name == "htmx":
+        return _html(start_response, HTMX_PAGE)
+    if name == "bump":  # a new value every time, so every click changes the DOM
+        return _bytes(start_response, secrets.token_hex(4).encode(), "text/html; charset=utf-8")
+    if name == "htmx.min.js":
+        with open(os.environ["PB_BENCH_HTMX"], "rb") as file:
+            return _bytes(start_response, file.read(), "text/javascript; charset=utf-8")
+    if name == "pb" and "piggyback.page" in environ:
+        return _html(start_response, _piggyback_page(environ).encode())
+    return _html(start_response, b"not found", "404 Not Found")
+
+
+#: Not shipped: what a fetch transport costs, as a yardstick until the client has one.
+#: It swaps in through the client's one replaceable transport function.
+FETCH_SKETCH = """<script>window.piggyback.transport = function (request) {
+  fetch(request.url, {credentials: "same-origin"})
+    .then(function (response) { return response.text(); })
+    .then(function (text) {
+      var start = text.indexOf("receive(") + "receive(".length;
+      window.piggyback.receive(JSON.parse(text.slice(start, text.lastIndexOf(")<\\/script>"))));
+    })
+    .catch(function (error) { request.fail(String(error)); });
+};</script>"""
+
+
+def _piggyback_page(environ: WSGIEnvironment) -> str:
+    """The piggyback page, its tag placed here so it can carry ``data-transport``.
+
+    ``?transport=NAME`` puts ``data-transport="NAME"`` on the tag; ``?sketch=fetch``
+    adds :data:`FETCH_SKETCH` after it.
+    """
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    tag = str(live.script_tag(environ))
+    if "transport" in query:
+        tag = tag.replace(
+            "<script ", f'<script data-transport="{escape(query["transport"][0])}" ', 1
+        )
+    if query.get("sketch") == ["fetch"]:
+        tag += FETCH_SKETCH
+    return PIGGYBACK_PAGE.format(tag=tag)
+
+
+def bump(page: Page, event: Event) -> None:
+    """The trivial handler of the load runs: one command."""
+    page.set_text("count", "1")
+
+
+def tick(page: Page, event: Event) -> None:
+    """The browser's handler: one command, a new value every click."""
+    page.set_text("count", str(event.seq))
+
+
+def _register(live: Piggyback) -> Piggyback:
+    live.handler(bump)
+    live.handler(tick)
+    return live
+
+
+def sample_answer() -> tuple[bytes, Headers]:
+    """The body and headers of a real one-command answer (``bump``, first event)."""
+    sampler = _register(Piggyback(site, secret_key=SECRET_KEY, store=MemoryStore()))
+    token = sampler.signer.sign(secrets.token_urlsafe(16))
+    query = urlencode({"p": token, "s": 1, "a": 0, "h": "bump", "e": "click", "t": "go"})
+    response = HTTPClient(sampler).get(f"/_pb/event?{query}")
+    if response.status_code != 200:
+        raise RuntimeError(f"The sample event failed: {response.status} {response.get_data()!r}")
+    headers = [(name, value) for name, value in response.headers.items()]
+    return response.get_data(), headers
+
+
+ANSWER_BODY, ANSWER_HEADERS = sample_answer()
+
+live = app = _register(Piggyback(site, secret_key=SECRET_KEY))
+
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/_pb/event")
+def flask_event() -> Response:
+    return Response(ANSWER_BODY, headers=ANSWER_HEADERS)
