@@ -12,7 +12,7 @@ The steps, for a request carrying sequence number ``seq`` and acknowledgement ``
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import time
 import typing as t
@@ -24,7 +24,6 @@ from .exceptions import PageExpired
 from .exceptions import StaleEvent
 from .handles import current_changes
 from .page import Page
-from .script import literal
 from .stores.base import Changes
 from .stores.base import LockLost
 from .stores.base import Mail
@@ -63,9 +62,24 @@ class Answerer:
     runner: Runner = run_directly
 
     def answer(
-        self, page_id: str, seq: int, ack: int, handler: Handler | None, event: Event
+        self,
+        page_id: str,
+        seq: int,
+        ack: int,
+        handler: Handler | None,
+        event: Event,
+        *,
+        quiet: bool = False,
     ) -> dict[str, t.Any]:
-        """The reply to one event, as the protocol's JSON object (without a token)."""
+        """The reply to one event, as the protocol's JSON object (without a token).
+
+        :param quiet: the page's data is fresh in the store, so a poll that finds
+            nothing waiting may be answered from one read, without writing.
+        """
+        if handler is None and quiet:
+            reply = self._quiet_poll(page_id, seq, ack)
+            if reply is not None:
+                return reply
         owner = self._lock(page_id)
         try:
             record, mail = self.store.load(page_id)
@@ -76,7 +90,7 @@ class Answerer:
             if seq <= record.seq:
                 self.store.unlock(page_id, owner)
                 return _replay(record, seq, ack, event)
-            changes, page = self._run(page_id, record, mail, handler, event, ack)
+            changes = self._run(page_id, record, mail, handler, event, ack)
             self.store.save(page_id, owner, changes)
         except LockLost:
             raise PageBusy("The page's request took too long; try again.") from None
@@ -84,6 +98,24 @@ class Answerer:
             self.store.unlock(page_id, owner)
             raise
         return _reply(seq, changes.record.batches)
+
+    def _quiet_poll(self, page_id: str, seq: int, ack: int) -> dict[str, t.Any] | None:
+        """Answer a poll that finds nothing waiting, or ``None`` if it needs a write.
+
+        Nothing is stored for the poll's sequence number: a retry is simply read again,
+        and the next event commits as usual (gaps are allowed).
+        """
+        record, mail = self.store.load(page_id)
+        if mail.inbox or any(mail.groups.values()):
+            return None
+        if record is None:
+            if ack > 0:
+                raise PageExpired("The server no longer knows this page; reload it.")
+            return {"seq": seq, "batches": []}
+        if seq <= record.seq:
+            return None
+        unacked = [b for b in record.batches if b["seq"] > ack]
+        return {"seq": seq, "batches": _for_client(unacked)}
 
     def _lock(self, page_id: str) -> str:
         deadline = time.monotonic() + self.lock_wait
@@ -105,13 +137,15 @@ class Answerer:
         handler: Handler | None,
         event: Event,
         ack: int,
-    ) -> tuple[Changes, Page]:
-        page = Page(page_id, state=copy.deepcopy(record.state))
+    ) -> Changes:
+        page = Page(page_id, state=record.state)  # the store's fresh copy
         event.request.environ["piggyback.page"] = page
         changes = Changes(record=PageRecord(seq=event.seq, state=record.state))
         batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
         if handler is not None:
             error = self._call(handler, page, event, changes)
+            if error is not None:  # the handler may have changed the state it was given
+                changes.record.state = self._stored_state(page_id)
             if error is None:
                 batch["commands"].extend(page.commands)
                 if event.headers:  # e.g. a session cookie: sent again with a replay
@@ -122,7 +156,11 @@ class Answerer:
             batch["poll"] = page.poll_interval
         unacked = [b for b in record.batches if b["seq"] > ack]
         changes.record.batches = [*unacked[-(MAX_UNACKED - 1) :], batch]
-        return changes, page
+        return changes
+
+    def _stored_state(self, page_id: str) -> dict[str, t.Any]:
+        record, _ = self.store.load(page_id)  # under our lease: unchanged since
+        return {} if record is None else record.state
 
     def _call(self, handler: Handler, page: Page, event: Event, changes: Changes) -> str | None:
         """Run the handler; keep its effects in ``changes`` on success, else none."""
@@ -130,7 +168,7 @@ class Answerer:
         token = current_changes.set(sends)
         try:
             self.runner(handler, page, event)
-            literal(page.state)  # state must be JSON: fail here, not in the store
+            json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
         except Exception:
             logger.exception("The handler %r failed (page %s).", event.handler, page.id)
             return "The handler failed; the server logged the error."
@@ -174,9 +212,13 @@ def _reply(seq: int, batches: list[dict[str, t.Any]]) -> dict[str, t.Any]:
 
     The headers stored with a batch are for the HTTP answer, not for the client.
     """
-    sent = [{k: v for k, v in b.items() if k != "headers"} for b in batches]
-    reply: dict[str, t.Any] = {"seq": seq, "batches": sent}
+    reply: dict[str, t.Any] = {"seq": seq, "batches": _for_client(batches)}
     own = next(b for b in batches if b["seq"] == seq)
     if "poll" in own:
         reply["poll"] = own["poll"]
     return reply
+
+
+def _for_client(batches: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """Batches without the headers stored with them (those are for the HTTP answer)."""
+    return [{k: v for k, v in b.items() if k != "headers"} for b in batches]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import typing as t
 
-from markupsafe import Markup
 from markupsafe import escape
+from markupsafe import Markup
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse

@@ -17,28 +17,27 @@ from werkzeug.wrappers import Request
 from werkzeug.wsgi import ClosingIterator
 
 from .answer import Answerer
-from .answer import Runner
 from .answer import run_directly
+from .answer import Runner
 from .event import read_event_request
 from .exceptions import EventRejected
 from .exceptions import TooLarge
 from .handles import GroupHandle
 from .handles import PageHandle
-from .inject import ResponseCatcher
 from .inject import csp_nonce
 from .inject import insert_tag
+from .inject import ResponseCatcher
 from .inject import script_tag
 from .page import Page
 from .registry import Handler
 from .registry import Registry
 from .script import answer_document
 from .stores import store_from_url
-from .stores.base import DEFAULT_PAGE_TTL
 from .stores.base import Changes
+from .stores.base import DEFAULT_PAGE_TTL
 from .stores.base import PageRecord
 from .stores.base import Store
 from .tokens import TokenSigner
-from .tokens import new_page_id
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -111,7 +110,9 @@ class Piggyback:
         self.answerer = Answerer(self.store, lease=lease, lock_wait=lock_wait, runner=runner)
         self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
         self._signer: TokenSigner | None = None
-        self._script = importlib.resources.files(__package__).joinpath("js/piggyback.js").read_bytes()
+        self._script = (
+            importlib.resources.files(__package__).joinpath("js/piggyback.js").read_bytes()
+        )
         self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
         self._script_path = f"{self.mount}/piggyback.js"
 
@@ -164,17 +165,21 @@ class Piggyback:
             poll=page.poll_interval,
         )
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> t.Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.startswith(self.mount) and path[len(self.mount) : len(self.mount) + 1] in ("/", ""):
             return self._serve(environ, start_response)
-        page = Page(new_page_id())
+        page = Page()
         environ["piggyback.page"] = page
         if not self.inject or environ.get("REQUEST_METHOD") == "HEAD":
             return self._pass(self.app(environ, start_response), page, environ)
         return self._render(environ, start_response, page)
 
-    def _render(self, environ: WSGIEnvironment, start_response: StartResponse, page: Page) -> t.Iterable[bytes]:
+    def _render(
+        self, environ: WSGIEnvironment, start_response: StartResponse, page: Page
+    ) -> t.Iterable[bytes]:
         catcher = ResponseCatcher(start_response)
         body = self.app(environ, catcher)
         catcher.open = False
@@ -200,7 +205,9 @@ class Piggyback:
         catcher.release(html)
         return [html]
 
-    def _pass(self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment) -> t.Iterable[bytes]:
+    def _pass(
+        self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment
+    ) -> t.Iterable[bytes]:
         """The app's body untouched; what the page queued is kept once it is done."""
         if isinstance(body, list | tuple) or _is_file(body, environ):
             self._keep(page)
@@ -232,7 +239,9 @@ class Piggyback:
             return self._serve_script(environ, start_response)
         return _plain(start_response, 404, f"piggyback has nothing at {name!r}.")
 
-    def _serve_script(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+    def _serve_script(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> t.Iterable[bytes]:
         etag = f'"{self._script_version}"'
         versioned = environ.get("QUERY_STRING") == f"v={self._script_version}"
         cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
@@ -284,17 +293,23 @@ class Piggyback:
     def _answer(self, request: Request, headers: list[tuple[str, str]]) -> dict[str, t.Any]:
         _check_origin(request)
         if len(request.environ.get("QUERY_STRING", "")) > self.max_query_bytes:
-            raise TooLarge(f"The event's query string is longer than {self.max_query_bytes} bytes.", status=414)
+            raise TooLarge(
+                f"The event's query string is longer than {self.max_query_bytes} bytes.", status=414
+            )
         try:
             incoming = read_event_request(request)
         except RequestEntityTooLarge:
-            raise TooLarge(f"The event's body is larger than {self.max_body_bytes} bytes.") from None
+            raise TooLarge(
+                f"The event's body is larger than {self.max_body_bytes} bytes."
+            ) from None
         page_id = self.signer.verify(incoming.token)
         name = incoming.event.handler
         handler = self.registry.find(name) if name is not None else None
-        event = incoming.event
-        reply = self.answerer.answer(page_id, incoming.seq, incoming.ack, handler, event)
-        reply["token"] = self.signer.sign(page_id)
+        event, young = incoming.event, self.signer.is_young(incoming.token)
+        reply = self.answerer.answer(
+            page_id, incoming.seq, incoming.ack, handler, event, quiet=young
+        )
+        reply["token"] = incoming.token if young else self.signer.sign(page_id)
         headers.extend(event.headers)
         return reply
 
@@ -307,10 +322,14 @@ def _check_origin(request: Request) -> None:
     """
     site = request.headers.get("Sec-Fetch-Site")
     if site not in (None, "same-origin"):
-        raise EventRejected(f"Events must come from the page's own origin, not {site!r}.", status=403)
+        raise EventRejected(
+            f"Events must come from the page's own origin, not {site!r}.", status=403
+        )
     origin = request.headers.get("Origin")
     if origin not in (None, "null") and urlsplit(origin).netloc != request.host:
-        raise EventRejected(f"Events must come from the page's own origin, not {origin!r}.", status=403)
+        raise EventRejected(
+            f"Events must come from the page's own origin, not {origin!r}.", status=403
+        )
 
 
 def _seq_of(request: Request) -> int | None:

@@ -6,6 +6,7 @@ import typing as t
 
 from .commands import Command
 from .commands import Commands
+from .tokens import new_page_id
 
 
 class Page(Commands):
@@ -15,12 +16,12 @@ class Page(Commands):
     ``environ["piggyback.page"]`` is the new page. Commands queued while rendering are
     delivered with the page's first event; group changes take effect at once.
 
-    :param id: the page's random id.
+    :param id: the page's random id; a new page gets one when it is first asked for.
     :param state: the state kept in the store between the page's requests.
     """
 
-    def __init__(self, id: str, state: dict[str, t.Any] | None = None) -> None:
-        self.id = id
+    def __init__(self, id: str | None = None, state: dict[str, t.Any] | None = None) -> None:
+        self._id = id
         #: A dict kept in the store between this page's requests; must be JSON.
         self.state: dict[str, t.Any] = {} if state is None else state
         #: The commands queued in this request, in order.
@@ -29,6 +30,13 @@ class Page(Commands):
         self.memberships: list[tuple[str, str]] = []
         #: The poll interval this request asked for (0 stops polling), or ``None``.
         self.poll_interval: float | None = None
+
+    @property
+    def id(self) -> str:
+        """The page's id: 16 random bytes, base64url. Most responses never need one."""
+        if self._id is None:
+            self._id = new_page_id()
+        return self._id
 
     def _queue(self, command: Command) -> None:
         self.commands.append(command)

@@ -124,16 +124,18 @@ class Client:
         with response:
             self.reply = read_reply(response.get_data(as_text=True))
         if "code" in self.reply:
-            raise Rejected(self.reply["error"], code=self.reply["code"], status=response.status_code)
+            raise Rejected(
+                self.reply["error"], code=self.reply["code"], status=response.status_code
+            )
         page.token = self.reply["token"]
         commands: list[Command] = []
         for batch in self.reply["batches"]:
             if batch["seq"] > page.applied:
                 commands.extend(batch["commands"])
                 page.applied = batch["seq"]
-        own = self.reply["batches"][-1]
-        if "error" in own:
-            raise HandlerFailed(own["error"])
+        for batch in self.reply["batches"]:
+            if batch["seq"] == page.seq and "error" in batch:
+                raise HandlerFailed(batch["error"])
         return commands
 
 

@@ -35,7 +35,8 @@ class TokenSigner:
     """
 
     def __init__(self, secret: bytes, max_age: float) -> None:
-        self._key = hmac.new(secret, b"piggyback.page-token", hashlib.sha256).digest()
+        key = hmac.new(secret, b"piggyback.page-token", hashlib.sha256).digest()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: faster
         self.max_age = max_age
 
     def sign(self, page_id: str, now: float | None = None) -> str:
@@ -64,9 +65,19 @@ class TokenSigner:
             raise BadToken("The page token was issued in the future.")
         return page_id
 
+    def is_young(self, token: str, now: float | None = None) -> bool:
+        """Whether a verified token is young enough (a tenth of ``max_age``) to reuse.
+
+        Answers reuse young tokens instead of signing new ones, and a page whose token
+        is young was written to the store recently, so its data cannot expire yet.
+        """
+        issued = int(token.split(".")[1], 36)
+        return (time.time() if now is None else now) - issued < self.max_age / 10
+
     def _signature(self, payload: str) -> str:
-        digest = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        mac = self._mac.copy()
+        mac.update(payload.encode())
+        return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode()
 
 
 def _base36(number: int) -> str:

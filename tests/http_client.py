@@ -59,7 +59,9 @@ class RemotePage:
     def id(self) -> str:
         return self.token.split(".")[0]
 
-    def request(self, seq: int, handler: str = "", args: dict[str, t.Any] | None = None) -> tuple[int, dict[str, t.Any]]:
+    def request(
+        self, seq: int, handler: str = "", args: dict[str, t.Any] | None = None
+    ) -> tuple[int, dict[str, t.Any]]:
         """Send one event request with the given seq; return status and reply unapplied."""
         query = {"p": self.token, "s": seq, "a": self.applied, "h": handler, "e": "click"}
         if args:
@@ -76,7 +78,9 @@ class RemotePage:
             self.applied_commands.extend(batch["commands"])
             self.applied = batch["seq"]
 
-    def fire(self, handler: str = "", args: dict[str, t.Any] | None = None, *, retries: int = 20) -> dict[str, t.Any]:
+    def fire(
+        self, handler: str = "", args: dict[str, t.Any] | None = None, *, retries: int = 20
+    ) -> dict[str, t.Any]:
         """Send the next event, retrying the same seq while the page is busy."""
         self.seq += 1
         for _ in range(retries):

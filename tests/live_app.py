@@ -7,9 +7,9 @@ import time
 import typing as t
 
 from piggyback import Event
+from piggyback import literal
 from piggyback import Page
 from piggyback import Piggyback
-from piggyback import literal
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse

@@ -45,15 +45,26 @@ def gunicorn(
     port = free_port()
     log = open(cwd / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
     command = [
-        sys.executable, "-m", "gunicorn",
-        "--pythonpath", str(ROOT),
-        "-w", str(workers), "-k", worker_class,
-        "-b", f"127.0.0.1:{port}",
-        "--graceful-timeout", "2",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--pythonpath",
+        str(ROOT),
+        "-w",
+        str(workers),
+        "-k",
+        worker_class,
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "2",
         app,
     ]
     process = subprocess.Popen(
-        command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        command,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
     try:

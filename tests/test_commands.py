@@ -31,17 +31,13 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
     [
         pytest.param(lambda c: c.send_js("f(1)"), [["js", "f(1)"]], id="send_js"),
         pytest.param(lambda c: c.send_js(""), [["js", ""]], id="send_js-empty"),
-        pytest.param(
-            lambda c: c.set_text("n", 3), [["text", "n", "3"]], id="set_text-int"
-        ),
+        pytest.param(lambda c: c.set_text("n", 3), [["text", "n", "3"]], id="set_text-int"),
         pytest.param(
             lambda c: c.set_text("n", "<b>&</b>"),
             [["text", "n", "<b>&</b>"]],
             id="set_text-raw",
         ),
-        pytest.param(
-            lambda c: c.set_text("n", None), [["text", "n", ""]], id="set_text-none"
-        ),
+        pytest.param(lambda c: c.set_text("n", None), [["text", "n", ""]], id="set_text-none"),
         pytest.param(
             lambda c: c.set_text("n", Markup("<b>")),
             [["text", "n", "<b>"]],
@@ -62,9 +58,7 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
             [["html", "box", "<b>Hi</b> &lt;i&gt;"]],
             id="set_html-markup-plus-str",
         ),
-        pytest.param(
-            lambda c: c.set_html("box", 5), [["html", "box", "5"]], id="set_html-int"
-        ),
+        pytest.param(lambda c: c.set_html("box", 5), [["html", "box", "5"]], id="set_html-int"),
         pytest.param(
             lambda c: c.replace("row", '<tr id="row">"x"</tr>'),
             [["replace", "row", "&lt;tr id=&#34;row&#34;&gt;&#34;x&#34;&lt;/tr&gt;"]],
@@ -111,24 +105,16 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
             [["attr", "a", "href", None]],
             id="attr-url-removed",
         ),
-        pytest.param(
-            lambda c: c.add_class("a", "on"), [["addClass", "a", "on"]], id="add_class"
-        ),
+        pytest.param(lambda c: c.add_class("a", "on"), [["addClass", "a", "on"]], id="add_class"),
         pytest.param(
             lambda c: c.remove_class("a", "is-open"),
             [["removeClass", "a", "is-open"]],
             id="remove_class",
         ),
-        pytest.param(
-            lambda c: c.set_value("q", 12), [["value", "q", "12"]], id="set_value"
-        ),
-        pytest.param(
-            lambda c: c.set_value("q", None), [["value", "q", ""]], id="set_value-none"
-        ),
+        pytest.param(lambda c: c.set_value("q", 12), [["value", "q", "12"]], id="set_value"),
+        pytest.param(lambda c: c.set_value("q", None), [["value", "q", ""]], id="set_value-none"),
         pytest.param(lambda c: c.focus("q"), [["focus", "q"]], id="focus"),
-        pytest.param(
-            lambda c: c.call("refresh"), [["call", "refresh", []]], id="call-no-args"
-        ),
+        pytest.param(lambda c: c.call("refresh"), [["call", "refresh", []]], id="call-no-args"),
         pytest.param(
             lambda c: c.call("app.chart.update", 3, "</script>", {"a": [None]}),
             [["call", "app.chart.update", [3, "</script>", {"a": [None]}]]],
@@ -139,9 +125,7 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
             [["call", "$.fn_1", [(1, 2)]]],
             id="call-dollar",
         ),
-        pytest.param(
-            lambda c: c.redirect("/next"), [["redirect", "/next"]], id="redirect"
-        ),
+        pytest.param(lambda c: c.redirect("/next"), [["redirect", "/next"]], id="redirect"),
         pytest.param(
             lambda c: c.redirect("https://example.com/a?b=1#c"),
             [["redirect", "https://example.com/a?b=1#c"]],
@@ -149,9 +133,7 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
         ),
     ],
 )
-def test_helper_output(
-    call: t.Callable[[Recorder], None], expected: list[Command]
-) -> None:
+def test_helper_output(call: t.Callable[[Recorder], None], expected: list[Command]) -> None:
     assert _queued(call) == expected
 
 
@@ -252,25 +234,20 @@ _ALLOWED_URLS = [
 
 
 @pytest.mark.parametrize("url", _REFUSED_URLS)
-@pytest.mark.parametrize(
-    "name", ["href", "SRC", "action", "formaction", "xlink:href", "data"]
-)
+@pytest.mark.parametrize("name", ["href", "SRC", "action", "formaction", "xlink:href", "data"])
 def test_set_attr_refuses_script_urls(name: str, url: str) -> None:
     recorder = Recorder()
     with pytest.raises(ValueError) as info:
         recorder.set_attr("a", name, url)
     assert str(info.value) == (
-        f"Refusing the URL {url!r}: only http, https, mailto, tel and relative URLs"
-        " are allowed."
+        f"Refusing the URL {url!r}: only http, https, mailto, tel and relative URLs are allowed."
     )
     assert recorder.queued == []
 
 
 @pytest.mark.parametrize("url", _ALLOWED_URLS)
 def test_set_attr_allows_safe_urls(url: str) -> None:
-    assert _queued(lambda c: c.set_attr("a", "href", url)) == [
-        ["attr", "a", "href", url]
-    ]
+    assert _queued(lambda c: c.set_attr("a", "href", url)) == [["attr", "a", "href", url]]
 
 
 def test_set_attr_leaves_other_attributes_alone() -> None:
@@ -286,8 +263,7 @@ def test_redirect_refuses_script_urls(url: str) -> None:
     with pytest.raises(ValueError) as info:
         recorder.redirect(url)
     assert str(info.value) == (
-        f"Refusing the URL {url!r}: only http, https, mailto, tel and relative URLs"
-        " are allowed."
+        f"Refusing the URL {url!r}: only http, https, mailto, tel and relative URLs are allowed."
     )
     assert recorder.queued == []
 
@@ -318,8 +294,7 @@ def test_call_refuses_bad_paths(path: t.Any) -> None:
     with pytest.raises(ValueError) as info:
         Recorder().call(path, 1)
     assert str(info.value) == (
-        "call() takes a dotted path of JavaScript names like 'app.refresh',"
-        f" not {path!r}."
+        f"call() takes a dotted path of JavaScript names like 'app.refresh', not {path!r}."
     )
 
 
@@ -331,15 +306,11 @@ def test_call_refuses_bad_paths(path: t.Any) -> None:
         pytest.param(({"a": b"x"},), "({'a': b'x'},)", id="nested-bytes"),
     ],
 )
-def test_call_refuses_arguments_that_are_not_json(
-    args: tuple[t.Any, ...], shown: str
-) -> None:
+def test_call_refuses_arguments_that_are_not_json(args: tuple[t.Any, ...], shown: str) -> None:
     recorder = Recorder()
     with pytest.raises(TypeError) as info:
         recorder.call("f", *args)
-    assert str(info.value).startswith(
-        f"{shown} cannot be written as a JavaScript literal: "
-    )
+    assert str(info.value).startswith(f"{shown} cannot be written as a JavaScript literal: ")
     assert recorder.queued == []
 
 
@@ -358,12 +329,8 @@ def test_call_refuses_arguments_that_are_not_json(
         pytest.param(lambda c, v: c.focus(v), id="focus"),
     ],
 )
-@pytest.mark.parametrize(
-    "bad_id", ["", None, 3, b"x"], ids=["empty", "none", "int", "bytes"]
-)
-def test_helpers_refuse_bad_ids(
-    call: t.Callable[[Recorder, t.Any], None], bad_id: t.Any
-) -> None:
+@pytest.mark.parametrize("bad_id", ["", None, 3, b"x"], ids=["empty", "none", "int", "bytes"])
+def test_helpers_refuse_bad_ids(call: t.Callable[[Recorder, t.Any], None], bad_id: t.Any) -> None:
     recorder = Recorder()
     with pytest.raises(TypeError) as info:
         call(recorder, bad_id)

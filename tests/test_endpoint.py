@@ -40,9 +40,7 @@ SUFFIX = b"</script>"
 
 
 def _index(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-    start_response(
-        "200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(PAGE)))]
-    )
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(PAGE)))])
     return [PAGE]
 
 
@@ -121,9 +119,7 @@ def _harness(**options: t.Any) -> Harness:
                 "event": event,
                 "environ_page": event.request.environ.get("piggyback.page"),
                 "form": event.form.to_dict(flat=False),
-                "files": {
-                    k: (f.filename, f.read(), f.stream) for k, f in event.files.items()
-                },
+                "files": {k: (f.filename, f.read(), f.stream) for k, f in event.files.items()},
             }
         )
 
@@ -340,9 +336,7 @@ _ORIGIN = "Events must come from the page's own origin, not {!r}."
             id="args-not-an-object",
         ),
         pytest.param(
-            lambda h, p: {
-                "query": f"p={p.token}&s=1&h=increment&g=" + "[" * 5000 + "]" * 5000
-            },
+            lambda h, p: {"query": f"p={p.token}&s=1&h=increment&g=" + "[" * 5000 + "]" * 5000},
             400,
             "bad_request",
             "The arguments nest deeper than 20 levels.",
@@ -479,9 +473,9 @@ def test_bad_input_is_rejected_and_runs_nothing(
     if reason is not None:
         assert reply["error"] == reason
     assert reply["seq"] == (options["s"] if "query" not in options else 1)
-    assert response.headers.to_wsgi_list()[
-        : len(_expected_headers(body))
-    ] == _expected_headers(body)
+    assert response.headers.to_wsgi_list()[: len(_expected_headers(body))] == _expected_headers(
+        body
+    )
     assert h.calls == []
     assert h.store.load(page.id)[0] is None
 
@@ -526,9 +520,7 @@ def test_same_origin_is_accepted(h: Harness, method: str) -> None:
         pytest.param("-1", None, id="negative"),
     ],
 )
-def test_rejected_reply_without_a_usable_seq(
-    h: Harness, s: str, seq: int | None
-) -> None:
+def test_rejected_reply_without_a_usable_seq(h: Harness, s: str, seq: int | None) -> None:
     response, reply = h.send(None, query=f"p={h.page().token}&s={s}&h=increment")
     assert (response.status_code, reply["seq"], reply["code"]) == (
         400,
@@ -668,9 +660,7 @@ def test_uploaded_files_are_closed_after_the_event(h: Harness) -> None:
 # Exactly once.
 
 
-def test_retry_returns_the_same_document_and_runs_nothing(
-    h: Harness, frozen: float
-) -> None:
+def test_retry_returns_the_same_document_and_runs_nothing(h: Harness, frozen: float) -> None:
     page = h.page()
     first, reply = h.send(page.token, 1, 0, h="increment")
     again, _ = h.send(page.token, 1, 0, h="increment")
@@ -719,11 +709,39 @@ def test_acknowledged_batches_are_dropped(h: Harness) -> None:
     assert [b["seq"] for b in reply["batches"]] == [1, 2]
     _, reply = h.send(page.token, 3, 2, h="increment")
     assert reply["batches"] == [{"seq": 3, "commands": [["text", "count", "3"]]}]
-    _, reply = h.send(page.token, 4, 3)
-    assert reply["batches"] == [{"seq": 4, "commands": []}]
+    _, reply = h.send(page.token, 4, 3, h="increment")
+    assert reply["batches"] == [{"seq": 4, "commands": [["text", "count", "4"]]}]
     record, _ = h.store.load(page.id)
     assert record is not None
-    assert (record.seq, record.batches) == (4, [{"seq": 4, "commands": []}])
+    assert (record.seq, [b["seq"] for b in record.batches]) == (4, [4])
+
+
+def test_a_poll_that_finds_nothing_is_answered_without_a_write(h: Harness) -> None:
+    page = h.page()
+    h.send(page.token, 1, 0, h="increment")
+    _, reply = h.send(page.token, 2, 0)  # a quiet poll: batch 1 was not acknowledged
+    assert reply["batches"] == [{"seq": 1, "commands": [["text", "count", "1"]]}]
+    _, reply = h.send(page.token, 3, 1)
+    assert reply["batches"] == []
+    record, _ = h.store.load(page.id)
+    assert record is not None
+    assert (record.seq, [b["seq"] for b in record.batches]) == (1, [1])
+    h.live.page(page.id).set_text("news", "hi")
+    _, reply = h.send(page.token, 4, 1)  # something waits: an ordinary committed answer
+    assert reply["batches"] == [{"seq": 4, "commands": [["text", "news", "hi"]]}]
+    record, _ = h.store.load(page.id)
+    assert record is not None and record.seq == 4
+
+
+def test_a_poll_with_an_old_token_writes_so_the_page_stays_alive(h: Harness) -> None:
+    page = h.page()
+    old = h.live.signer.sign(page.id, now=time.time() - h.live.signer.max_age / 5)
+    response, reply = h.send(old, 1, 0)
+    assert response.status_code == 200
+    assert reply["batches"] == [{"seq": 1, "commands": []}]
+    assert reply["token"] != old
+    record, _ = h.store.load(page.id)
+    assert record is not None and record.seq == 1
 
 
 def test_unacknowledged_batches_are_bounded(h: Harness) -> None:
@@ -776,31 +794,36 @@ def test_retry_after_a_newer_event_still_replays(h: Harness) -> None:
     assert h.calls == [("increment", 1), ("increment", 2)]
 
 
+STALE = (
+    "The event {} is not newer than the last one answered ({}), and its answer is no longer kept."
+)
+
+
 @pytest.mark.parametrize(
     ("history", "late", "reason"),
     [
         pytest.param(
             [(1, 0), (2, 1)],
             (1, 0),
-            "The event 1 is not newer than the last one answered (2), and its answer is no longer kept.",
+            STALE.format(1, 2),
             id="acknowledged",
         ),
         pytest.param(
             [(1, 0), (2, 1), (3, 2)],
             (2, 1),
-            "The event 2 is not newer than the last one answered (3), and its answer is no longer kept.",
+            STALE.format(2, 3),
             id="acknowledged-later",
         ),
         pytest.param(
             [(1, 0), (3, 1)],
             (2, 1),
-            "The event 2 is not newer than the last one answered (3), and its answer is no longer kept.",
+            STALE.format(2, 3),
             id="gap-filled-late",
         ),
         pytest.param(
             [(5, 0)],
             (4, 0),
-            "The event 4 is not newer than the last one answered (5), and its answer is no longer kept.",
+            STALE.format(4, 5),
             id="lower-than-answered",
         ),
     ],
@@ -839,9 +862,7 @@ def test_failing_handler(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     h.live.page(page.id).set_text("mail", "waiting")
     h.live.group("room").set_text("mail", "for the room")
     with caplog.at_level(logging.INFO, logger="piggyback"):
-        response, reply = h.send(
-            page.token, 3, 2, h="boom", g=json.dumps({"other": other.id})
-        )
+        response, reply = h.send(page.token, 3, 2, h="boom", g=json.dumps({"other": other.id}))
     page.seq = page.applied = 3
     body = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -865,9 +886,7 @@ def test_failing_handler(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
         RuntimeError,
         "the secret detail",
     )
-    assert (
-        "secret" not in body and "Traceback" not in body and "RuntimeError" not in body
-    )
+    assert "secret" not in body and "Traceback" not in body and "RuntimeError" not in body
     # Its sends, joins and commands were dropped with its state.
     assert h.client.poll(other) == []
     assert h.client.poll(page) == []
@@ -968,7 +987,7 @@ def test_group_leave(h: Harness) -> None:
     h.client.fire(page, "leave", {"group": "room"})
     h.live.group("room").set_text("chat", "2")
     assert h.client.poll(page) == []
-    assert h.client.reply["batches"][-1] == {"seq": 3, "commands": []}
+    assert h.client.reply["batches"] == []  # a quiet poll: nothing waited for the page
 
 
 def test_order_across_page_and_group_sends(h: Harness) -> None:
@@ -996,9 +1015,7 @@ def test_many_pages_in_a_group(h: Harness) -> None:
     for page in pages:
         h.client.fire(page, "join", {"group": "all"})
     h.live.group("all").call("app.refresh", 1)
-    assert [h.client.poll(page) for page in pages] == [
-        [["call", "app.refresh", [1]]]
-    ] * 5
+    assert [h.client.poll(page) for page in pages] == [[["call", "app.refresh", [1]]]] * 5
 
 
 # Polls, poll intervals, tokens, expiry.
@@ -1028,7 +1045,7 @@ def test_handler_sets_the_poll_interval(h: Harness, seconds: float) -> None:
 
 def test_reply_token_is_fresh(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     page = h.page()
-    issued = time.time() - 3600
+    issued = time.time() - h.live.signer.max_age / 5  # older than a tenth of the TTL
     old = h.live.signer.sign(page.id, now=issued)
     now = float(int(time.time()))
     monkeypatch.setattr(time, "time", lambda: now)
@@ -1039,11 +1056,16 @@ def test_reply_token_is_fresh(h: Harness, monkeypatch: pytest.MonkeyPatch) -> No
     assert reply["token"] == h.live.signer.sign(page.id, now=now)
 
 
-def test_client_follows_fresh_tokens(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_young_token_is_reused(h: Harness) -> None:
     page = h.page()
-    later = time.time() + 7200
+    young = h.live.signer.sign(page.id, now=time.time() - h.live.signer.max_age / 20)
+    _, reply = h.send(young, 1, 0, h="increment")
+    assert reply["token"] == young
+
+
+def test_client_follows_fresh_tokens(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = h.page()
+    later = time.time() + h.live.signer.max_age / 5
     monkeypatch.setattr(time, "time", lambda: later)
     h.client.fire(page, "increment")
     assert page.token == h.live.signer.sign(page.id, now=later)

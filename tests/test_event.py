@@ -17,9 +17,7 @@ from piggyback.event import read_event_request
 
 
 def _request(query: str, method: str = "GET", **options: t.Any) -> Request:
-    builder = EnvironBuilder(
-        path="/_pb/event", query_string=query, method=method, **options
-    )
+    builder = EnvironBuilder(path="/_pb/event", query_string=query, method=method, **options)
     return Request(builder.get_environ())
 
 
@@ -41,8 +39,7 @@ def _nested(depth: int) -> str:
             id="poll-minimal",
         ),
         pytest.param(
-            "p=tok&s=7&a=6&h=increment&e=click&t=count&v=hi&"
-            + _g({"id": 3, "x": [1, None]}),
+            "p=tok&s=7&a=6&h=increment&e=click&t=count&v=hi&" + _g({"id": 3, "x": [1, None]}),
             (
                 "tok",
                 7,
@@ -152,9 +149,7 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
     ("query", "reason"),
     [
         # The page token.
-        pytest.param(
-            "s=1", "The event request has no page token (parameter 'p').", id="no-p"
-        ),
+        pytest.param("s=1", "The event request has no page token (parameter 'p').", id="no-p"),
         pytest.param(
             "p=&s=1",
             "The event request has no page token (parameter 'p').",
@@ -204,36 +199,16 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
             "The parameter 's' is missing; it must be a whole number from 1 to 2**53.",
             id="no-s",
         ),
-        pytest.param(
-            "p=tok&s=", f"The parameter 's' {_SEQ_RULE}, not ''.", id="s-empty"
-        ),
-        pytest.param(
-            "p=tok&s=one", f"The parameter 's' {_SEQ_RULE}, not 'one'.", id="s-word"
-        ),
-        pytest.param(
-            "p=tok&s=0", f"The parameter 's' {_SEQ_RULE}, not '0'.", id="s-zero"
-        ),
-        pytest.param(
-            "p=tok&s=-1", f"The parameter 's' {_SEQ_RULE}, not '-1'.", id="s-negative"
-        ),
-        pytest.param(
-            "p=tok&s=%2B1", f"The parameter 's' {_SEQ_RULE}, not '+1'.", id="s-plus"
-        ),
-        pytest.param(
-            "p=tok&s=1.0", f"The parameter 's' {_SEQ_RULE}, not '1.0'.", id="s-float"
-        ),
-        pytest.param(
-            "p=tok&s=1e3", f"The parameter 's' {_SEQ_RULE}, not '1e3'.", id="s-exp"
-        ),
-        pytest.param(
-            "p=tok&s=1_0", f"The parameter 's' {_SEQ_RULE}, not '1_0'.", id="s-under"
-        ),
-        pytest.param(
-            "p=tok&s=0x1", f"The parameter 's' {_SEQ_RULE}, not '0x1'.", id="s-hex"
-        ),
-        pytest.param(
-            "p=tok&s=%201", f"The parameter 's' {_SEQ_RULE}, not ' 1'.", id="s-space"
-        ),
+        pytest.param("p=tok&s=", f"The parameter 's' {_SEQ_RULE}, not ''.", id="s-empty"),
+        pytest.param("p=tok&s=one", f"The parameter 's' {_SEQ_RULE}, not 'one'.", id="s-word"),
+        pytest.param("p=tok&s=0", f"The parameter 's' {_SEQ_RULE}, not '0'.", id="s-zero"),
+        pytest.param("p=tok&s=-1", f"The parameter 's' {_SEQ_RULE}, not '-1'.", id="s-negative"),
+        pytest.param("p=tok&s=%2B1", f"The parameter 's' {_SEQ_RULE}, not '+1'.", id="s-plus"),
+        pytest.param("p=tok&s=1.0", f"The parameter 's' {_SEQ_RULE}, not '1.0'.", id="s-float"),
+        pytest.param("p=tok&s=1e3", f"The parameter 's' {_SEQ_RULE}, not '1e3'.", id="s-exp"),
+        pytest.param("p=tok&s=1_0", f"The parameter 's' {_SEQ_RULE}, not '1_0'.", id="s-under"),
+        pytest.param("p=tok&s=0x1", f"The parameter 's' {_SEQ_RULE}, not '0x1'.", id="s-hex"),
+        pytest.param("p=tok&s=%201", f"The parameter 's' {_SEQ_RULE}, not ' 1'.", id="s-space"),
         pytest.param(
             "p=tok&s=1%20",
             f"The parameter 's' {_SEQ_RULE}, not '1 '.",
@@ -275,17 +250,13 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
             id="s-100-digits-shown-shortened",
         ),
         # The acknowledgement.
-        pytest.param(
-            "p=tok&s=2&a=", f"The parameter 'a' {_ACK_RULE}, not ''.", id="a-empty"
-        ),
+        pytest.param("p=tok&s=2&a=", f"The parameter 'a' {_ACK_RULE}, not ''.", id="a-empty"),
         pytest.param(
             "p=tok&s=2&a=-1",
             f"The parameter 'a' {_ACK_RULE}, not '-1'.",
             id="a-negative",
         ),
-        pytest.param(
-            "p=tok&s=2&a=x", f"The parameter 'a' {_ACK_RULE}, not 'x'.", id="a-word"
-        ),
+        pytest.param("p=tok&s=2&a=x", f"The parameter 'a' {_ACK_RULE}, not 'x'.", id="a-word"),
         pytest.param(
             "p=tok&s=2&a=2",
             "The acknowledgement 2 is not below the sequence number 2.",
@@ -394,8 +365,7 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
         ),
         pytest.param(
             "p=tok&s=1&g=" + quote('{"a":1e400}'),
-            "The arguments (parameter 'g') are not valid JSON: the number 1e400 is"
-            " too large.",
+            "The arguments (parameter 'g') are not valid JSON: the number 1e400 is too large.",
             id="g-overflowing-float",
         ),
         pytest.param(
@@ -466,9 +436,7 @@ def test_bad_requests(query: str, reason: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
-)
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"])
 def test_wrong_method(method: str) -> None:
     with pytest.raises(EventRejected) as info:
         read_event_request(_request("p=tok&s=1&h=x", method=method))

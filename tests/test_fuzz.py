@@ -11,9 +11,9 @@ import json
 import typing as t
 from urllib.parse import urlencode
 
-from hypothesis import HealthCheck
 from hypothesis import event
 from hypothesis import given
+from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 from werkzeug.test import Client as HTTPClient
@@ -21,8 +21,8 @@ from werkzeug.test import Client as HTTPClient
 from piggyback import Piggyback
 from piggyback.stores import MemoryStore
 from piggyback.testing import read_reply
-from piggyback.tokens import TokenSigner
 from piggyback.tokens import new_page_id
+from piggyback.tokens import TokenSigner
 
 RUNS: list[str] = []
 
@@ -64,7 +64,9 @@ TOKEN_KINDS = {
 tokens = st.sampled_from(sorted(TOKEN_KINDS)) | texts
 json_args = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 ).map(json.dumps)
 FIELDS = {

@@ -157,7 +157,10 @@ def test_killed_workers_lose_and_duplicate_nothing(server: tuple[str, Path, t.An
     kills = threading.Thread(target=killer)
     kills.start()
     try:
-        run_all(lambda page: [page.fire("slow_increment", retries=200) for _ in range(10)] and None, pages)
+        run_all(
+            lambda page: [page.fire("slow_increment", retries=200) for _ in range(10)] and None,
+            pages,
+        )
     finally:
         done.set()
         kills.join()

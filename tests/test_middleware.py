@@ -102,9 +102,7 @@ def _open(live: Piggyback, path: str = "/") -> TestPage:
     return TestPage(token=_token_of(live, _serve(live, path).body))
 
 
-def _tag(
-    token: str, root: str = "", mount: str = "/_pb", nonce: str | None = None
-) -> bytes:
+def _tag(token: str, root: str = "", mount: str = "/_pb", nonce: str | None = None) -> bytes:
     attributes = (
         f'src="{root}{mount}/piggyback.js?v={VERSION}" data-token="{token}"'
         f' data-endpoint="{root}{mount}/event"'
@@ -207,9 +205,7 @@ def test_generator_body_is_closed_once_when_abandoned() -> None:
 def test_start_response_called_inside_the_generator(length: bool) -> None:
     log: list[t.Any] = []
 
-    def app(
-        environ: WSGIEnvironment, start_response: StartResponse
-    ) -> t.Iterator[bytes]:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterator[bytes]:
         try:
             log.append("start")
             headers = [("Content-Type", "text/html")]
@@ -303,9 +299,7 @@ def test_file_wrapper_body_arrives_whole() -> None:
     assert [len(c) for c in served.chunks] == [1000] * 25 + [len(data) - 25000]
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/plain", "text/html"], ids=["to-text", "to-html"]
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html"], ids=["to-text", "to-html"])
 def test_error_response_replaces_a_held_back_one(content_type: str) -> None:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/html")])
@@ -348,18 +342,14 @@ def test_head_is_untouched() -> None:
         pytest.param("text/html", "204 No Content", [], id="204"),
     ],
 )
-def test_responses_left_alone(
-    content_type: str, status: str, extra: list[tuple[str, str]]
-) -> None:
+def test_responses_left_alone(content_type: str, status: str, extra: list[tuple[str, str]]) -> None:
     body = b"" if status.startswith("204") else PAGE
     headers = [
         ("Content-Type", content_type),
         *extra,
         ("Content-Length", str(len(body))),
     ]
-    served = _serve(
-        _live(_html_app(body, content_type=content_type, status=status, extra=extra))
-    )
+    served = _serve(_live(_html_app(body, content_type=content_type, status=status, extra=extra)))
     assert (served.status, served.headers, served.body) == (status, headers, body)
 
 
@@ -400,9 +390,7 @@ def test_html_error_page_gets_the_tag_too() -> None:
     live = _live(_html_app(status="404 NOT FOUND"))
     served = _serve(live)
     assert served.status == "404 NOT FOUND"
-    assert served.body == PAGE.replace(
-        b"</body>", _tag(_token_of(live, served.body)) + b"</body>"
-    )
+    assert served.body == PAGE.replace(b"</body>", _tag(_token_of(live, served.body)) + b"</body>")
 
 
 @pytest.mark.parametrize("lint", [False, True], ids=["list", "linted-iterable"])
@@ -450,9 +438,7 @@ def test_inject_false_and_script_tag() -> None:
         page = environ["piggyback.page"]
         seen.append(page)
         page.poll(2.5)
-        body = (
-            f"<body>{live.script_tag(environ, nonce='n1')}</body><p>after</p>".encode()
-        )
+        body = f"<body>{live.script_tag(environ, nonce='n1')}</body><p>after</p>".encode()
         start_response(
             "200 OK",
             [("Content-Type", "text/html"), ("Content-Length", str(len(body)))],
@@ -477,19 +463,11 @@ def test_inject_false_leaves_html_alone() -> None:
     [
         pytest.param([], None, id="no-policy"),
         pytest.param(["default-src 'self'"], None, id="no-nonce"),
-        pytest.param(
-            ["script-src 'nonce-abc123' 'strict-dynamic'"], "abc123", id="script-src"
-        ),
-        pytest.param(
-            ["default-src 'self'; script-src 'nonce-r4nd+/='"], "r4nd+/=", id="base64"
-        ),
-        pytest.param(
-            ["img-src *; SCRIPT-SRC 'self' 'nonce-x_y-z'"], "x_y-z", id="upper-case"
-        ),
+        pytest.param(["script-src 'nonce-abc123' 'strict-dynamic'"], "abc123", id="script-src"),
+        pytest.param(["default-src 'self'; script-src 'nonce-r4nd+/='"], "r4nd+/=", id="base64"),
+        pytest.param(["img-src *; SCRIPT-SRC 'self' 'nonce-x_y-z'"], "x_y-z", id="upper-case"),
         pytest.param(["default-src 'nonce-dflt'"], "dflt", id="default-src"),
-        pytest.param(
-            ["style-src 'nonce-style'; script-src 'self'"], None, id="style-only"
-        ),
+        pytest.param(["style-src 'nonce-style'; script-src 'self'"], None, id="style-only"),
         pytest.param(
             ["default-src 'nonce-dflt'; script-src 'nonce-scr'"],
             "scr",
@@ -505,9 +483,7 @@ def test_inject_false_leaves_html_alone() -> None:
             None,
             id="script-without-nonce",
         ),
-        pytest.param(
-            ["frame-ancestors 'none'", "script-src 'nonce-second'"], "second", id="two"
-        ),
+        pytest.param(["frame-ancestors 'none'", "script-src 'nonce-second'"], "second", id="two"),
     ],
 )
 def test_csp_nonce_goes_on_the_tag(policies: list[str], nonce: str | None) -> None:
@@ -515,9 +491,7 @@ def test_csp_nonce_goes_on_the_tag(policies: list[str], nonce: str | None) -> No
     live = _live(_html_app(extra=extra))
     served = _serve(live)
     token = _token_of(live, served.body)
-    assert served.body == PAGE.replace(
-        b"</body>", _tag(token, nonce=nonce) + b"</body>"
-    )
+    assert served.body == PAGE.replace(b"</body>", _tag(token, nonce=nonce) + b"</body>")
     assert served.headers[: len(extra) + 1] == [
         ("Content-Type", "text/html; charset=utf-8"),
         *extra,
@@ -607,9 +581,7 @@ def test_rendering_is_kept_for_the_first_event(inject: bool) -> None:
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         tag = b"" if inject else str(live.script_tag(environ)).encode()
-        return _rendering_app(PAGE.replace(b"</body>", tag + b"</body>"))(
-            environ, start_response
-        )
+        return _rendering_app(PAGE.replace(b"</body>", tag + b"</body>"))(environ, start_response)
 
     live = _live(app, inject=inject)
     live.handler("show")(_show)
@@ -626,9 +598,7 @@ def test_rendering_is_kept_for_the_first_event(inject: bool) -> None:
 def test_rendering_of_a_streamed_page_is_kept_when_it_closes() -> None:
     live: Piggyback
 
-    def app(
-        environ: WSGIEnvironment, start_response: StartResponse
-    ) -> t.Iterator[bytes]:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/html")])
         yield b"<body>"
         page: Page = environ["piggyback.page"]
@@ -694,9 +664,7 @@ def test_paths_outside_the_mount_reach_the_app(path: str) -> None:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         length = int(environ["CONTENT_LENGTH"])
         seen.append((environ["PATH_INFO"], environ["wsgi.input"].read(length)))
-        start_response(
-            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")]
-        )
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
     served = _serve(_live(app), path, method="POST", data=b"p=1&s=2")
@@ -708,9 +676,7 @@ def test_paths_outside_the_mount_reach_the_app(path: str) -> None:
 
 
 def test_script_versioned() -> None:
-    served = _serve(
-        _live(_html_app()), "/_pb/piggyback.js", query_string=f"v={VERSION}"
-    )
+    served = _serve(_live(_html_app()), "/_pb/piggyback.js", query_string=f"v={VERSION}")
     assert (served.status, served.body) == ("200 OK", SCRIPT)
     assert served.headers == [
         ("ETag", f'"{VERSION}"'),

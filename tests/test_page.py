@@ -105,10 +105,7 @@ def test_bad_group_names(method: str, group: t.Any) -> None:
     page = Page("abc")
     with pytest.raises(ValueError) as info:
         getattr(page, method)(group)
-    assert (
-        str(info.value)
-        == f"A group name must be a str of 1 to 200 characters, not {group!r}."
-    )
+    assert str(info.value) == f"A group name must be a str of 1 to 200 characters, not {group!r}."
     assert page.memberships == []
 
 

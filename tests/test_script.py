@@ -52,9 +52,7 @@ from piggyback.script import literal
             id="nested",
         ),
         # Markup is just a string here: a script block is not HTML.
-        pytest.param(
-            Markup("<b>hi</b>"), '"\\u003cb\\u003ehi\\u003c/b\\u003e"', id="markup"
-        ),
+        pytest.param(Markup("<b>hi</b>"), '"\\u003cb\\u003ehi\\u003c/b\\u003e"', id="markup"),
         pytest.param([Markup("&amp;")], '["\\u0026amp;"]', id="markup-in-list"),
     ],
 )
@@ -207,6 +205,4 @@ def test_answer_document_reply_reads_back_as_json() -> None:
 def test_answer_document_refuses_what_is_not_json() -> None:
     with pytest.raises(TypeError) as info:
         answer_document({"seq": math.nan})
-    assert str(info.value).startswith(
-        "{'seq': nan} cannot be written as a JavaScript literal: "
-    )
+    assert str(info.value).startswith("{'seq': nan} cannot be written as a JavaScript literal: ")

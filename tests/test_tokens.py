@@ -64,23 +64,13 @@ def _flip_last(text: str) -> str:
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(
-            lambda token: _forge(token, 2, _flip_last(token.split(".")[2])), id="sig"
-        ),
+        pytest.param(lambda token: _forge(token, 2, _flip_last(token.split(".")[2])), id="sig"),
         pytest.param(lambda token: _forge(token, 2, "A" * 22), id="sig-zeros"),
         pytest.param(lambda token: _forge(token, 0, "B" * 22), id="page-id"),
-        pytest.param(
-            lambda token: _forge(token, 0, _flip_last(PAGE_ID)), id="page-id-one-char"
-        ),
-        pytest.param(
-            lambda token: _forge(token, 1, _base36(NOW - 10)), id="issued-earlier"
-        ),
-        pytest.param(
-            lambda token: _forge(token, 1, _base36(NOW + 10)), id="issued-later"
-        ),
-        pytest.param(
-            lambda token: _forge(token, 1, "0" + _base36(NOW)), id="issued-zero-pad"
-        ),
+        pytest.param(lambda token: _forge(token, 0, _flip_last(PAGE_ID)), id="page-id-one-char"),
+        pytest.param(lambda token: _forge(token, 1, _base36(NOW - 10)), id="issued-earlier"),
+        pytest.param(lambda token: _forge(token, 1, _base36(NOW + 10)), id="issued-later"),
+        pytest.param(lambda token: _forge(token, 1, "0" + _base36(NOW)), id="issued-zero-pad"),
     ],
 )
 def test_tampered_token_is_refused(tamper: t.Callable[[str], str]) -> None:
@@ -109,27 +99,17 @@ _GOOD = TokenSigner(b"secret", max_age=MAX_AGE).sign(PAGE_ID, now=NOW)
         pytest.param("", "", id="empty"),
         pytest.param("garbage", "garbage", id="garbage"),
         pytest.param(_GOOD[:-1], _GOOD[:-1], id="truncated-signature"),
-        pytest.param(
-            _GOOD.rsplit(".", 1)[0], _GOOD.rsplit(".", 1)[0], id="no-signature"
-        ),
+        pytest.param(_GOOD.rsplit(".", 1)[0], _GOOD.rsplit(".", 1)[0], id="no-signature"),
         pytest.param(_GOOD[1:], _GOOD[1:], id="truncated-page-id"),
         pytest.param(_GOOD + "\n", _GOOD + "\n", id="trailing-newline"),
         pytest.param(_GOOD + ".x", _GOOD + ".x", id="extra-part"),
         pytest.param(" " + _GOOD, " " + _GOOD, id="leading-space"),
-        pytest.param(
-            _GOOD.replace(".", ":"), _GOOD.replace(".", ":"), id="wrong-separator"
-        ),
-        pytest.param(
-            _forge(_GOOD, 1, "S44WE8"), _forge(_GOOD, 1, "S44WE8"), id="upper-base36"
-        ),
+        pytest.param(_GOOD.replace(".", ":"), _GOOD.replace(".", ":"), id="wrong-separator"),
+        pytest.param(_forge(_GOOD, 1, "S44WE8"), _forge(_GOOD, 1, "S44WE8"), id="upper-base36"),
         pytest.param(_forge(_GOOD, 1, ""), _forge(_GOOD, 1, ""), id="empty-issued"),
-        pytest.param(
-            _forge(_GOOD, 1, "1" * 13), _forge(_GOOD, 1, "1" * 13), id="long-issued"
-        ),
+        pytest.param(_forge(_GOOD, 1, "1" * 13), _forge(_GOOD, 1, "1" * 13), id="long-issued"),
         pytest.param(_GOOD + "=" * 9, _GOOD + "=" * 8 + "…", id="over-60-shortened"),
-        pytest.param(
-            _forge(_GOOD, 0, "é" * 22), _forge(_GOOD, 0, "é" * 22), id="non-ascii"
-        ),
+        pytest.param(_forge(_GOOD, 0, "é" * 22), _forge(_GOOD, 0, "é" * 22), id="non-ascii"),
         pytest.param("x" * 1_000_000, "x" * 60 + "…", id="huge"),
     ],
 )
@@ -186,3 +166,18 @@ def test_every_new_page_id_verifies() -> None:
     signer = _signer()
     ids = [new_page_id() for _ in range(200)]
     assert [signer.verify(signer.sign(i, now=NOW), now=NOW) for i in ids] == ids
+
+
+@pytest.mark.parametrize(
+    ("age_in_tenths", "young"),
+    [
+        pytest.param(0, True, id="new"),
+        pytest.param(0.9, True, id="just-young"),
+        pytest.param(1.1, False, id="just-old"),
+        pytest.param(5, False, id="old"),
+    ],
+)
+def test_a_token_is_young_for_a_tenth_of_its_life(age_in_tenths: float, young: bool) -> None:
+    signer = TokenSigner(b"k", max_age=1000)
+    token = signer.sign("A" * 22, now=50_000)
+    assert signer.is_young(token, now=50_000 + age_in_tenths * 100) is young
