@@ -23,7 +23,7 @@ MAX_SEQ = 2**53
 #: How deeply ``data-pb-args`` JSON may nest.
 MAX_ARGS_DEPTH = 20
 
-_PARAMETERS = frozenset("psahetvgb")
+_PARAMETERS = frozenset("psahetvgbd")
 #: What a POST with ``b=1`` carries in its body: values too long for a URL.
 _BODY_PARAMETERS = frozenset("vg")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
@@ -67,6 +67,8 @@ class EventRequest:
     seq: int
     ack: int
     event: Event
+    #: The deploy the page was rendered by (``data-deploy``), if the client said.
+    deploy: str | None = None
 
 
 def read_event_request(request: Request) -> EventRequest:
@@ -81,7 +83,7 @@ def read_event_request(request: Request) -> EventRequest:
     if unknown:
         raise EventRejected(
             f"Unknown parameter {unknown[0]!r} in the event request; the parameters are"
-            " p, s, a, h, e, t, v, g and b."
+            " p, s, a, h, e, t, v, g, b and d."
         )
     in_body = "b" in query
     if in_body:
@@ -103,7 +105,7 @@ def read_event_request(request: Request) -> EventRequest:
     )
     if request.method == "POST" and not in_body:
         event.form, event.files = request.form, request.files
-    return EventRequest(token=query["p"], seq=seq, ack=ack, event=event)
+    return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
 
 
 def _body_parameters(request: Request, query: dict[str, str]) -> dict[str, str]:

@@ -25,10 +25,10 @@ _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 
 
 def script_tag(
-    src: str, token: str, endpoint: str, nonce: str | None, poll: float | None
+    src: str, token: str, endpoint: str, deploy: str, nonce: str | None, poll: float | None
 ) -> Markup:
     """The client's tag, carrying the page's token and configuration."""
-    attributes = {"src": src, "data-token": token, "data-endpoint": endpoint}
+    attributes = {"src": src, "data-token": token, "data-endpoint": endpoint, "data-deploy": deploy}
     if nonce:
         attributes["nonce"] = nonce
     if poll:

@@ -19,9 +19,12 @@ from werkzeug.wsgi import ClosingIterator
 from .answer import Answerer
 from .answer import run_directly
 from .answer import Runner
+from .event import EventRequest
 from .event import read_event_request
 from .exceptions import EventRejected
+from .exceptions import PageExpired
 from .exceptions import TooLarge
+from .exceptions import UnknownHandler
 from .handles import GroupHandle
 from .handles import PageHandle
 from .inject import csp_nonce
@@ -115,6 +118,7 @@ class Piggyback:
         )
         self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
         self._script_path = f"{self.mount}/piggyback.js"
+        self._deploy = (-1, "")
 
     @t.overload
     def handler(self, name: F) -> F: ...
@@ -161,9 +165,21 @@ class Piggyback:
             src=f"{root}{self._script_path}?v={self._script_version}",
             token=self.signer.sign(page.id),
             endpoint=f"{root}{self.mount}/event",
+            deploy=self.deploy,
             nonce=nonce,
             poll=page.poll_interval,
         )
+
+    @property
+    def deploy(self) -> str:
+        """Names this deploy's client and handlers, so pages of an older one can tell."""
+        handlers = len(self.registry)
+        if self._deploy[0] != handlers:  # registered after the last look
+            digest = hashlib.sha256(
+                f"{self._script_version} {self.registry.fingerprint()}".encode()
+            )
+            self._deploy = (handlers, digest.hexdigest()[:10])
+        return self._deploy[1]
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -303,8 +319,7 @@ class Piggyback:
                 f"The event's body is larger than {self.max_body_bytes} bytes."
             ) from None
         page_id = self.signer.verify(incoming.token)
-        name = incoming.event.handler
-        handler = self.registry.find(name) if name is not None else None
+        handler = self._find_handler(incoming)
         event, young = incoming.event, self.signer.is_young(incoming.token)
         reply = self.answerer.answer(
             page_id, incoming.seq, incoming.ack, handler, event, quiet=young
@@ -312,6 +327,18 @@ class Piggyback:
         reply["token"] = incoming.token if young else self.signer.sign(page_id)
         headers.extend(event.headers)
         return reply
+
+    def _find_handler(self, incoming: EventRequest) -> Handler | None:
+        """The event's handler; a page of an older deploy naming a gone one is expired."""
+        name = incoming.event.handler
+        if name is None:
+            return None
+        try:
+            return self.registry.find(name)
+        except UnknownHandler:
+            if incoming.deploy is None or incoming.deploy == self.deploy:
+                raise
+        raise PageExpired("The app was updated since this page was rendered; reload it.")
 
 
 def _check_origin(request: Request) -> None:

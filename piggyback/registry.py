@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import typing as t
 
@@ -69,6 +70,11 @@ class Registry:
         if handler is None:
             raise UnknownHandler(f"No handler is registered as {name!r}.")
         return handler
+
+    def fingerprint(self) -> str:
+        """A short digest of the registered names: it changes when a deploy renames one."""
+        names = "\n".join(sorted(self._handlers)).encode()
+        return hashlib.sha256(names).hexdigest()[:10]
 
     def __contains__(self, name: object) -> bool:
         return name in self._handlers

@@ -35,3 +35,31 @@ def test_a_replay_sends_the_handlers_headers_again_but_not_to_the_client() -> No
         assert response.headers.getlist("Set-Cookie") == ["session=abc; HttpOnly"]
         reply = read_reply(response.get_data(as_text=True))
         assert reply["batches"] == [{"seq": 1, "commands": [["text", "who", "ada"]]}]
+
+
+def test_a_page_of_an_older_deploy_naming_a_gone_handler_is_expired() -> None:
+    live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
+    live.handler("kept")(lambda page, event: None)
+    http = HTTPClient(live)
+    token = live.signer.sign("B" * 22)
+
+    def send(seq: int, **params: str) -> tuple[int, dict[str, t.Any]]:
+        query = urlencode({"p": token, "s": seq, "h": "renamed", **params})
+        response = http.get(f"/_pb/event?{query}")
+        return response.status_code, read_reply(response.get_data(as_text=True))
+
+    reason = "The app was updated since this page was rendered; reload it."
+    assert send(1, d="0123456789") == (410, {"seq": 1, "code": "expired", "error": reason})
+    unknown = "No handler is registered as 'renamed'."
+    assert send(2, d=live.deploy) == (404, {"seq": 2, "code": "unknown_handler", "error": unknown})
+    assert send(3) == (404, {"seq": 3, "code": "unknown_handler", "error": unknown})
+
+
+def test_the_deploy_changes_with_the_handler_names() -> None:
+    live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
+    before = live.deploy
+    live.handler("one")(lambda page, event: None)
+    assert live.deploy != before
+    other = Piggyback(_app, store=MemoryStore(), secret_key="answer")
+    other.handler("one")(lambda page, event: None)
+    assert other.deploy == live.deploy

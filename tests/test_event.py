@@ -159,13 +159,13 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
         pytest.param(
             "p=tok&s=1&x=2",
             "Unknown parameter 'x' in the event request; the parameters are p, s, a,"
-            " h, e, t, v, g and b.",
+            " h, e, t, v, g, b and d.",
             id="unknown",
         ),
         pytest.param(
             "p=tok&s=1&P=2&z=1",
             "Unknown parameter 'P' in the event request; the parameters are p, s, a,"
-            " h, e, t, v, g and b.",
+            " h, e, t, v, g, b and d.",
             id="unknown-upper-case",
         ),
         pytest.param(

@@ -30,6 +30,9 @@ if t.TYPE_CHECKING:
 SECRET = "middleware-tests"
 SCRIPT = importlib.resources.files("piggyback").joinpath("js/piggyback.js").read_bytes()
 VERSION = hashlib.sha256(SCRIPT).hexdigest()[:12]
+# The deploy of an app with no handlers: the script's version and no names.
+NO_HANDLERS = hashlib.sha256(b"").hexdigest()[:10]
+DEPLOY = hashlib.sha256(f"{VERSION} {NO_HANDLERS}".encode()).hexdigest()[:10]
 TOKEN = re.compile(rb'data-token="([^"]+)"')
 
 PAGE = b"<!doctype html><html><body><p>hello</p></body></html>"
@@ -105,7 +108,7 @@ def _open(live: Piggyback, path: str = "/") -> TestPage:
 def _tag(token: str, root: str = "", mount: str = "/_pb", nonce: str | None = None) -> bytes:
     attributes = (
         f'src="{root}{mount}/piggyback.js?v={VERSION}" data-token="{token}"'
-        f' data-endpoint="{root}{mount}/event"'
+        f' data-endpoint="{root}{mount}/event" data-deploy="{DEPLOY}"'
     )
     if nonce is not None:
         attributes += f' nonce="{nonce}"'
