@@ -24,15 +24,16 @@ _SCRIPT_DIRECTIVES = ("script-src-elem", "script-src", "default-src")
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 
 
-def script_tag(
-    src: str, token: str, endpoint: str, deploy: str, nonce: str | None, poll: float | None
-) -> Markup:
-    """The client's tag, carrying the page's token and configuration."""
+def script_tag(src: str, token: str, endpoint: str, deploy: str, **optional: t.Any) -> Markup:
+    """The client's tag, carrying the page's token and configuration.
+
+    :param optional: ``nonce``, ``poll`` and ``transport``; left out when empty.
+    """
     attributes = {"src": src, "data-token": token, "data-endpoint": endpoint, "data-deploy": deploy}
-    if nonce:
-        attributes["nonce"] = nonce
-    if poll:
-        attributes["data-poll"] = f"{poll:g}"
+    names = {"nonce": "nonce", "poll": "data-poll", "transport": "data-transport"}
+    for key, value in optional.items():
+        if value:
+            attributes[names[key]] = f"{value:g}" if isinstance(value, float | int) else value
     html = " ".join(f'{name}="{escape(value)}"' for name, value in attributes.items())
     return Markup(f"<script {html}></script>")
 

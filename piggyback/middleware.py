@@ -85,6 +85,8 @@ class Piggyback:
     :param runner: calls each handler as ``runner(handler, page, event)``; framework
         adapters use it to provide their request context.
     :param registry: the handlers, when they are registered before the app exists.
+    :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
+        even where ``fetch`` exists.
     """
 
     def __init__(
@@ -102,11 +104,17 @@ class Piggyback:
         max_body_bytes: int = 1024 * 1024,
         runner: Runner = run_directly,
         registry: Registry | None = None,
+        transport: str | None = None,
     ) -> None:
         self.app = app
         self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
         self.mount = "/" + mount.strip("/")
         self.inject = inject
+        if transport not in (None, "iframe"):
+            raise ValueError(
+                f"transport must be None (the best one) or 'iframe', not {transport!r}."
+            )
+        self.transport = transport
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
         self.registry = registry if registry is not None else Registry()
@@ -168,6 +176,7 @@ class Piggyback:
             deploy=self.deploy,
             nonce=nonce,
             poll=page.poll_interval,
+            transport=self.transport,
         )
 
     @property

@@ -41,6 +41,8 @@ def index(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes
 
 
 app = live = Piggyback(index)
+#: The same app and handlers, with clients forced onto the hidden-iframe transport.
+iframe_app = Piggyback(index, registry=live.registry, transport="iframe")
 
 
 @live.handler
