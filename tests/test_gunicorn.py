@@ -167,4 +167,9 @@ def test_killed_workers_lose_and_duplicate_nothing(server: tuple[str, Path, t.An
     for page in pages:
         assert counts(page) == [str(n) for n in range(1, 11)]
         assert handled_seqs(page) == list(range(1, 11))
-    assert sum(page.lost for page in pages) > 0, "no request was cut: the test proved nothing"
+    lost = sum(page.lost for page in pages)
+    assert lost > 0, "no request was cut: the test proved nothing"
+    print(
+        f"\nkilled workers: {len(pages) * 10} events, {lost} requests cut and retried,"
+        f" 0 duplicated, 0 lost"
+    )
