@@ -80,9 +80,8 @@ class Answerer:
             reply = self._quiet_poll(page_id, seq, ack)
             if reply is not None:
                 return reply
-        owner = self._lock(page_id)
+        owner, record, mail = self._begin(page_id)
         try:
-            record, mail = self.store.load(page_id)
             if record is None:
                 if ack > 0:
                     raise PageExpired("The server no longer knows this page; reload it.")
@@ -117,13 +116,14 @@ class Answerer:
         unacked = [b for b in record.batches if b["seq"] > ack]
         return {"seq": seq, "batches": _for_client(unacked)}
 
-    def _lock(self, page_id: str) -> str:
+    def _begin(self, page_id: str) -> tuple[str, PageRecord | None, Mail]:
+        """Take the page's lease and load it, waiting a little while it is busy."""
         deadline = time.monotonic() + self.lock_wait
         pause = 0.002
         while True:
-            owner = self.store.lock(page_id, self.lease)
-            if owner is not None:
-                return owner
+            begun = self.store.begin(page_id, self.lease)
+            if begun is not None:
+                return begun
             if time.monotonic() + pause > deadline:
                 raise PageBusy("Another request of this page is still running.")
             time.sleep(pause)

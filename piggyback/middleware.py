@@ -8,23 +8,15 @@ import logging
 import os
 import re
 import typing as t
-from urllib.parse import urlsplit
 
 from markupsafe import Markup
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.wrappers import Request
 from werkzeug.wsgi import ClosingIterator
 
 from .answer import Answerer
 from .answer import run_directly
 from .answer import Runner
-from .event import EventRequest
-from .event import read_event_request
-from .exceptions import EventRejected
-from .exceptions import PageExpired
-from .exceptions import TooLarge
-from .exceptions import UnknownHandler
+from .endpoint import EventEndpoint
 from .handles import GroupHandle
 from .handles import PageHandle
 from .inject import csp_nonce
@@ -34,7 +26,6 @@ from .inject import script_tag
 from .page import Page
 from .registry import Handler
 from .registry import Registry
-from .script import answer_document
 from .stores import store_from_url
 from .stores.base import Changes
 from .stores.base import DEFAULT_PAGE_TTL
@@ -127,6 +118,7 @@ class Piggyback:
         self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
         self._script_path = f"{self.mount}/piggyback.js"
         self._deploy = (-1, "")
+        self._endpoint = EventEndpoint(self)
 
     @t.overload
     def handler(self, name: F) -> F: ...
@@ -259,7 +251,7 @@ class Piggyback:
     def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         name = environ.get("PATH_INFO", "")[len(self.mount) + 1 :]
         if name == "event":
-            return self._event(environ, start_response)
+            return self._endpoint(environ, start_response)
         if name == "piggyback.js":
             return self._serve_script(environ, start_response)
         return _plain(start_response, 404, f"piggyback has nothing at {name!r}.")
@@ -280,97 +272,6 @@ class Piggyback:
         ]
         start_response("200 OK", headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
-
-    def _event(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
-        request = Request(environ)
-        request.max_content_length = self.max_body_bytes
-        request.max_form_memory_size = self.max_body_bytes
-        extra: list[tuple[str, str]] = []
-        try:
-            reply = self._answer(request, extra)
-            status = 200
-        except EventRejected as rejection:
-            logger.info("Rejected an event: %s", rejection.reason)
-            reply = {"seq": _seq_of(request), "code": rejection.code, "error": rejection.reason}
-            status = rejection.status
-        finally:
-            request.close()
-        body, script_source = answer_document(reply)
-        headers = [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("X-Frame-Options", "SAMEORIGIN"),
-            ("Referrer-Policy", "no-referrer"),
-            (
-                "Content-Security-Policy",
-                f"default-src 'none'; script-src {script_source}; frame-ancestors 'self';"
-                " base-uri 'none'; form-action 'none'",
-            ),
-        ]
-        if status == 405:
-            headers.append(("Allow", "GET, POST"))
-        headers.extend(extra)
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
-        return [body]
-
-    def _answer(self, request: Request, headers: list[tuple[str, str]]) -> dict[str, t.Any]:
-        _check_origin(request)
-        if len(request.environ.get("QUERY_STRING", "")) > self.max_query_bytes:
-            raise TooLarge(
-                f"The event's query string is longer than {self.max_query_bytes} bytes.", status=414
-            )
-        try:
-            incoming = read_event_request(request)
-        except RequestEntityTooLarge:
-            raise TooLarge(
-                f"The event's body is larger than {self.max_body_bytes} bytes."
-            ) from None
-        page_id = self.signer.verify(incoming.token)
-        handler = self._find_handler(incoming)
-        event, young = incoming.event, self.signer.is_young(incoming.token)
-        reply = self.answerer.answer(
-            page_id, incoming.seq, incoming.ack, handler, event, quiet=young
-        )
-        reply["token"] = incoming.token if young else self.signer.sign(page_id)
-        headers.extend(event.headers)
-        return reply
-
-    def _find_handler(self, incoming: EventRequest) -> Handler | None:
-        """The event's handler; a page of an older deploy naming a gone one is expired."""
-        name = incoming.event.handler
-        if name is None:
-            return None
-        try:
-            return self.registry.find(name)
-        except UnknownHandler:
-            if incoming.deploy is None or incoming.deploy == self.deploy:
-                raise
-        raise PageExpired("The app was updated since this page was rendered; reload it.")
-
-
-def _check_origin(request: Request) -> None:
-    """Refuse events sent by pages of other origins, where the browser says so.
-
-    Browsers send ``Sec-Fetch-Site``, and ``Origin`` with POSTs (``null`` under some
-    referrer policies, which proves nothing). The page token is the real capability.
-    """
-    site = request.headers.get("Sec-Fetch-Site")
-    if site not in (None, "same-origin"):
-        raise EventRejected(
-            f"Events must come from the page's own origin, not {site!r}.", status=403
-        )
-    origin = request.headers.get("Origin")
-    if origin not in (None, "null") and urlsplit(origin).netloc != request.host:
-        raise EventRejected(
-            f"Events must come from the page's own origin, not {origin!r}.", status=403
-        )
-
-
-def _seq_of(request: Request) -> int | None:
-    text = request.args.get("s", "")
-    return int(text) if _DECIMAL.fullmatch(text) else None
 
 
 def _is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:

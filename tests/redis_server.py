@@ -58,9 +58,7 @@ def _wait_for_ping(
         if _ping(port):
             return
         time.sleep(0.05)
-    raise RuntimeError(
-        f"redis-server did not answer PING on port {port} in {timeout} s."
-    )
+    raise RuntimeError(f"redis-server did not answer PING on port {port} in {timeout} s.")
 
 
 def _ping(port: int) -> bool:

@@ -14,6 +14,7 @@ import re
 import sqlite3
 import stat
 import sys
+import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,7 @@ class Clock:
 class Backend:
     """Opens stores on one storage, and lets time pass for them."""
 
-    def __init__(
-        self, make: t.Callable[..., Store], travel: t.Callable[[float], None]
-    ) -> None:
+    def __init__(self, make: t.Callable[..., Store], travel: t.Callable[[float], None]) -> None:
         self.make = make
         self.travel = travel
         self.stores: list[Store] = []
@@ -129,9 +128,7 @@ def store(backend: Backend) -> Store:
     return backend.open()
 
 
-def commit(
-    store: Store, page_id: str, record: PageRecord | None = None, **kw: t.Any
-) -> None:
+def commit(store: Store, page_id: str, record: PageRecord | None = None, **kw: t.Any) -> None:
     """Lock the page and save ``Changes(record, **kw)``, as an event would."""
     owner = store.lock(page_id, 60)
     assert owner is not None
@@ -252,6 +249,133 @@ def test_lock_lost_carries_the_page_id() -> None:
     assert str(error) == (
         "The lease on page 'p' is no longer held by this owner; nothing was saved."
     )
+
+
+# Begin: the lease and the load in one go
+
+
+def _fill(store: Store, page_id: str) -> None:
+    """A page with a record, an inbox and two groups, one with news."""
+    store.join(page_id, "quiet")
+    store.join(page_id, "busy")
+    commit(store, page_id, PageRecord(seq=3, state={"n": 3}, batches=[{"seq": 3, "commands": A}]))
+    store.push(page_id, B)
+    store.publish("busy", C)
+
+
+def test_begin_returns_what_lock_and_load_return(store: Store) -> None:
+    _fill(store, "p")
+    taken = store.begin("p", 60)
+    assert taken is not None
+    owner, record, mail = taken
+    assert isinstance(owner, str)
+    store.unlock("p", owner)
+    locked = store.lock("p", 60)
+    assert locked is not None
+    assert (record, mail) == store.load("p")
+    assert (record, mail) == (
+        PageRecord(seq=3, state={"n": 3}, batches=[{"seq": 3, "commands": A}]),
+        Mail(inbox=[(1, B)], groups={"busy": [(2, C)], "quiet": []}),
+    )
+
+
+def test_begin_on_an_unknown_page(store: Store) -> None:
+    taken = store.begin("p", 60)
+    assert taken is not None
+    owner, record, mail = taken
+    assert (record, mail) == (None, Mail())
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_begin_is_refused_while_a_live_owner_holds_the_lease(store: Store) -> None:
+    commit(store, "p", PageRecord(seq=1))
+    taken = store.begin("p", 60)
+    assert taken is not None
+    owner = taken[0]
+    assert store.begin("p", 60) is None
+    assert store.lock("p", 60) is None
+    assert store.begin("q", 60) is not None
+    store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    other = store.lock("p", 60)
+    assert other is not None
+    assert store.begin("p", 60) is None
+    store.unlock("p", other)
+    again = store.begin("p", 60)
+    assert again is not None
+    assert again[1] == PageRecord(seq=2)
+
+
+def test_begin_takes_over_a_lease_that_ran_out(backend: Backend) -> None:
+    store = backend.open()
+    commit(store, "p", PageRecord(seq=1))
+    stale = store.begin("p", 0.1)
+    assert stale is not None
+    backend.travel(0.3)
+    taken = store.begin("p", 60)
+    assert taken is not None
+    owner, record, _ = taken
+    assert owner != stale[0]
+    assert record == PageRecord(seq=1)
+    with pytest.raises(LockLost):
+        store.save("p", stale[0], Changes(record=PageRecord(seq=9)))
+    store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_load_needs_no_lease_while_an_event_runs(store: Store) -> None:
+    _fill(store, "p")
+    before = store.load("p")
+    taken = store.begin("p", 60)
+    assert taken is not None
+    owner = taken[0]
+    assert store.load("p") == before
+    store.push("p", A)  # while the handler runs
+    during = store.load("p")
+    assert during[1].inbox == [(1, B), (3, A)]
+    changes = Changes(record=PageRecord(seq=4), inbox_upto=1, cursors={"busy": 2})
+    store.save("p", owner, changes)
+    assert store.load("p") == (
+        PageRecord(seq=4),
+        Mail(inbox=[(3, A)], groups={"busy": [], "quiet": []}),
+    )
+
+
+def test_begin_of_an_expired_page_has_no_record(backend: Backend) -> None:
+    store = backend.open(page_ttl=TTL)
+    commit(store, "p", PageRecord(seq=1))
+    backend.travel(TTL * 1.5)
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1:] == (None, Mail())
+    store.unlock("p", taken[0])
+    assert store.load("p") == (None, Mail())
+
+
+class DefaultBegin(MemoryStore):
+    """A store that relies on :meth:`Store.begin`, built on its lock and load."""
+
+    begin = Store.begin
+    fail_load = False
+
+    def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
+        if self.fail_load:
+            raise RuntimeError("The store is down.")
+        return super().load(page_id)
+
+
+def test_default_begin_is_lock_then_load() -> None:
+    store = DefaultBegin()
+    _fill(store, "p")
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1:] == store.load("p")
+    assert store.begin("p", 60) is None
+    store.unlock("p", taken[0])
+    store.fail_load = True
+    with pytest.raises(RuntimeError, match="down"):
+        store.begin("p", 60)
+    assert store.lock("p", 60) is not None  # the failed begin gave the lease back
 
 
 # Records
@@ -527,9 +651,7 @@ def test_sqlite_creates_a_private_wal_file_and_its_directory(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        pytest.param(
-            ":memory:", "SQLiteStore needs a file, not ':memory:'", id="memory"
-        ),
+        pytest.param(":memory:", "SQLiteStore needs a file, not ':memory:'", id="memory"),
         pytest.param("", "SQLiteStore needs a file, not ''", id="empty"),
     ],
 )
@@ -544,11 +666,14 @@ def test_sqlite_needs_a_positive_ttl(tmp_path: Path) -> None:
 
 
 def _count_rows(path: Path) -> dict[str, int]:
-    tables = ("pages", "leases", "messages", "memberships")
+    counts = {
+        "pages": "SELECT count(*) FROM pages",
+        "leases": "SELECT count(*) FROM pages WHERE owner IS NOT NULL",
+        "messages": "SELECT count(*) FROM messages",
+        "memberships": "SELECT count(*) FROM memberships",
+    }
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return {
-            n: db.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in tables
-        }
+        return {name: db.execute(sql).fetchone()[0] for name, sql in counts.items()}
 
 
 def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
@@ -561,9 +686,10 @@ def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
         store.push(f"p{n}", A)
         store.publish("g", B)
     store.lock("crashed", 10)
+    store.lock("p0", 10)
     assert _count_rows(path) == {
-        "pages": 20,
-        "leases": 1,
+        "pages": 21,
+        "leases": 2,
         "messages": 40,
         "memberships": 20,
     }
@@ -587,25 +713,188 @@ def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
     store.publish("g", B)
     commit(store, "p", inbox_upto=1, cursors={"g": 2}, pushes=[("q", C)], joins=["h"])
     commit(store, "p", publishes=[("g", C)], leaves=["h"])
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert store.begin("p", 60) is None
+    store.save("p", taken[0], Changes(record=PageRecord(seq=1)))
+    store.unlock("p", "nobody")
     store.load("p")
+    store.load("q")
     store.leave("p", "g")
     clock.advance(20)
     store.push("p", A)  # and the sweep before it
     scans = []
     with contextlib.closing(sqlite3.connect(store.path)) as db:
+        db.create_function("piggyback_alive", 2, lambda pid, host: True)
         for sql in statements:
             if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
                 plan = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
-                scans += [d for *_, d in plan if re.match(r"SCAN (?!leases)", d)]
+                scans += [d for *_, d in plan if re.match(r"SCAN (?!CONSTANT ROW)", d)]
     assert len(statements) > 20
     assert scans == []
 
 
+def test_sqlite_page_in_steady_use_stays_alive(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store.sqlite3", page_ttl=100, clock=clock)
+    store.join("p", "g")
+    for seq in range(1, 301):  # for 1.5 TTL, so often that most saves touch nothing
+        commit(store, "p", PageRecord(seq=seq))
+        clock.advance(0.5)
+    clock.advance(98)
+    store.publish("g", A)
+    assert store.load("p") == (PageRecord(seq=300), Mail(groups={"g": [(1, A)]}))
+    clock.advance(2)
+    assert store.load("p") == (None, Mail())
+
+
+def _statements(store: SQLiteStore, run: t.Callable[[], t.Any]) -> list[str]:
+    """The first word of each statement ``run`` makes the store execute."""
+    statements: list[str] = []
+    store._db().set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+    run()
+    store._db().set_trace_callback(None)
+    return statements
+
+
+def test_sqlite_plain_event_is_one_statement_to_begin_and_one_to_save(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    commit(store, "p", PageRecord(seq=1))
+    taken: list[t.Any] = []
+    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == ["INSERT"]
+    owner, record, mail = taken[0]
+    assert (record, mail) == (PageRecord(seq=1), Mail())
+    save = lambda: store.save("p", owner, Changes(record=PageRecord(seq=2)))  # noqa: E731
+    assert _statements(store, save) == ["UPDATE"]
+    assert _statements(store, lambda: store.load("p")) == ["SELECT"]
+
+
+def test_sqlite_reads_mail_only_for_a_page_that_may_have_some(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    store.push("p", A)
+    taken: list[t.Any] = []
+    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == [
+        "INSERT",
+        "SELECT",
+    ]
+    assert taken[0][2] == Mail(inbox=[(1, A)])
+    save = lambda: store.save("p", taken[0][0], Changes(record=PageRecord(), inbox_upto=1))  # noqa: E731
+    assert _statements(store, save) == ["BEGIN", "UPDATE", "DELETE", "COMMIT"]
+
+
+def _hold_the_write_lock(path: Path, seconds: float) -> threading.Thread:
+    """Another connection holds the database's write lock for ``seconds``."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        time.sleep(seconds)
+        db.execute("COMMIT")
+        db.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread
+
+
+def test_sqlite_waits_while_another_connection_writes(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    store.push("p", A)
+    holder = _hold_the_write_lock(path, 0.2)
+    started = time.monotonic()
+    taken = store.begin("p", 60)
+    assert time.monotonic() - started >= 0.15
+    holder.join()
+    assert taken is not None
+    assert taken[2] == Mail(inbox=[(1, A)])
+
+
+def test_sqlite_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path, timeout=0.05)
+    store.push("p", A)
+    holder = _hold_the_write_lock(path, 0.5)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        store.push("p", B)
+    holder.join()
+    store.push("p", C)
+    assert store.load("p") == (None, Mail(inbox=[(1, A), (2, C)]))
+
+
+_SCHEMA_V1 = """
+CREATE TABLE secret (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL);
+CREATE TABLE pages (id TEXT PRIMARY KEY, record TEXT NOT NULL, touched REAL NOT NULL);
+CREATE INDEX pages_touched ON pages (touched);
+CREATE TABLE leases (
+    page_id TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL,
+    host TEXT NOT NULL, expires REAL NOT NULL
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('page', 'group')),
+    name TEXT NOT NULL, commands TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX messages_box ON messages (kind, name, id);
+CREATE INDEX messages_created ON messages (created);
+CREATE TABLE memberships (
+    page_id TEXT NOT NULL, group_name TEXT NOT NULL, cursor INTEGER NOT NULL,
+    touched REAL NOT NULL, PRIMARY KEY (page_id, group_name)
+) WITHOUT ROWID;
+CREATE INDEX memberships_touched ON memberships (touched);
+INSERT INTO secret VALUES (1, x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff');
+INSERT INTO pages VALUES ('p', '{"seq":2,"state":{"n":2},"batches":[]}', 1000000);
+INSERT INTO leases VALUES ('q', 'old', 1, 'elsewhere', 9999999999);
+INSERT INTO messages VALUES (1, 'page', 'p', '[["text","a","1"]]', 1000000);
+INSERT INTO messages VALUES (2, 'group', 'g', '[["js","console.log(3)"]]', 1000000);
+INSERT INTO memberships VALUES ('p', 'g', 1, 1000000);
+PRAGMA user_version = 1;
+"""
+
+
+def test_sqlite_migrates_a_version_1_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(_SCHEMA_V1)
+    clock = Clock()
+    store = SQLiteStore(path, clock=clock)
+    assert store.secret() == bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
+    assert store.load("p") == (
+        PageRecord(seq=2, state={"n": 2}),
+        Mail(inbox=[(1, A)], groups={"g": [(2, C)]}),
+    )
+    assert store.begin("q", 60) is not None  # leases held before are dropped
+    store.push("p", B)
+    assert store.load("p")[1].inbox == [(1, A), (3, B)]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "leases" not in tables
+    assert "pages_v1" not in tables
+
+
+def test_sqlite_refuses_a_file_of_a_newer_release(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match=r"has schema version 99, newer than this"):
+        SQLiteStore(path).push("p", A)
+
+
+def test_sqlite_needs_sqlite_3_35(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(RuntimeError, match=r"^SQLiteStore needs SQLite 3\.35 or newer"):
+        SQLiteStore(tmp_path / "store.sqlite3")
+
+
 def _event(store: Store, page_id: str = "p") -> None:
     """One event: wait for the lease, count it, take delivery of the mail, save."""
-    while (owner := store.lock(page_id, 60)) is None:
+    while (taken := store.begin(page_id, 60)) is None:
         time.sleep(0.001)
-    record, mail = store.load(page_id)
+    owner, record, mail = taken
     record = record or PageRecord()
     record.state["n"] = record.state.get("n", 0) + 1
     messages = sorted(mail.inbox + [m for log in mail.groups.values() for m in log])
@@ -669,9 +958,7 @@ def test_processes_lose_no_update(
         got[send, worker].append(n)
     # Each send exactly once, and each process's sends in the order it made them.
     assert got == {
-        (send, worker): list(range(50))
-        for send in ("push", "publish")
-        for worker in range(4)
+        (send, worker): list(range(50)) for send in ("push", "publish") for worker in range(4)
     }
 
 
@@ -701,16 +988,17 @@ def test_sqlite_takes_over_the_lease_of_a_dead_process(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     context = multiprocessing.get_context("fork")
     locked, release = context.Event(), context.Event()
-    child = context.Process(
-        target=_lock_and_wait, args=(path, locked, release), daemon=True
-    )
+    child = context.Process(target=_lock_and_wait, args=(path, locked, release), daemon=True)
     child.start()
     assert locked.wait(60)
     assert store.lock("p", 60) is None
+    assert store.begin("p", 60) is None
     release.set()
     child.join(60)
     assert child.exitcode == 0
-    assert store.lock("p", 60) is not None
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1:] == (None, Mail())
 
 
 def _start(path: str, barrier: t.Any, secrets: t.Any) -> None:
@@ -725,8 +1013,7 @@ def test_sqlite_processes_starting_at_once_on_a_new_file(tmp_path: Path) -> None
     context = multiprocessing.get_context("fork")
     barrier, secrets = context.Barrier(8), context.Queue()
     workers = [
-        context.Process(target=_start, args=(path, barrier, secrets), daemon=True)
-        for _ in range(8)
+        context.Process(target=_start, args=(path, barrier, secrets), daemon=True) for _ in range(8)
     ]
     for process in workers:
         process.start()
@@ -736,9 +1023,7 @@ def test_sqlite_processes_starting_at_once_on_a_new_file(tmp_path: Path) -> None
     assert [process.exitcode for process in workers] == [0] * 8
     assert shared == {SQLiteStore(path).secret()}
     _, mail = SQLiteStore(path).load("p")
-    assert sorted(pid for _, [[_, pid]] in mail.inbox) == sorted(
-        process.pid for process in workers
-    )
+    assert sorted(pid for _, [[_, pid]] in mail.inbox) == sorted(process.pid for process in workers)
 
 
 # Redis

@@ -31,9 +31,7 @@ def store_from_url(url: str | None = None, **options: t.Any) -> Store:
     if url.startswith("sqlite:///") or not url:
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(
-            url.removeprefix("sqlite:///") or DEFAULT_SQLITE_PATH, **options
-        )
+        return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_SQLITE_PATH, **options)
     raise ValueError(
         f"Unknown store URL {url!r}: expected 'memory:', 'sqlite:///<path>' or"
         " 'redis://<host>:<port>/<db>'."

@@ -1,12 +1,14 @@
 """An in-process store: for tests and single-process servers.
 
 Nothing is shared between processes, so under ``gunicorn -w 4`` use the SQLite default.
+Records and commands are kept as JSON text: reading one back gives the caller new
+objects, which costs far less than deep copies.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -15,11 +17,17 @@ import typing as t
 from .base import Changes
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
+from .base import dump_record
+from .base import dumps
+from .base import load_record
 from .base import LockLost
 from .base import Mail
 from .base import Message
 from .base import PageRecord
 from .base import Store
+
+#: A stored message: when it was sent, its id, its commands as JSON.
+_Entry = tuple[float, int, str]
 
 
 class MemoryStore(Store):
@@ -40,10 +48,11 @@ class MemoryStore(Store):
         self._mutex = threading.Lock()
         self._secret = secrets.token_bytes(32)
         self._ids = itertools.count(1)
-        self._records: dict[str, tuple[float, PageRecord]] = {}
+        self._owners = itertools.count(1)
+        self._records: dict[str, tuple[float, str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
-        self._inboxes: dict[str, list[tuple[float, Message]]] = {}
-        self._logs: dict[str, list[tuple[float, Message]]] = {}
+        self._inboxes: dict[str, list[_Entry]] = {}
+        self._logs: dict[str, list[_Entry]] = {}
         self._members: dict[str, dict[str, tuple[float, int]]] = {}
         self._next_sweep = 0.0
 
@@ -53,12 +62,15 @@ class MemoryStore(Store):
     def lock(self, page_id: str, lease: float) -> str | None:
         now = self._clock()
         with self._mutex:
-            held = self._leases.get(page_id)
-            if held is not None and held[1] > now:
+            return self._lock(now, page_id, lease)
+
+    def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
+        now = self._clock()
+        with self._mutex:
+            owner = self._lock(now, page_id, lease)
+            if owner is None:
                 return None
-            owner = secrets.token_hex(8)
-            self._leases[page_id] = (owner, now + lease)
-            return owner
+            return (owner, *self._load(now, page_id))
 
     def unlock(self, page_id: str, owner: str) -> None:
         with self._mutex:
@@ -67,41 +79,22 @@ class MemoryStore(Store):
 
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         now = self._clock()
-        # Sweeps are occasional, so what expired since the last one is skipped here.
-        cutoff = now - self.page_ttl
         with self._mutex:
-            self._expire(now)
-            entry = self._records.get(page_id)
-            record = copy.deepcopy(entry[1]) if entry and entry[0] >= cutoff else None
-            inbox = self._inboxes.get(page_id, [])
-            mail = Mail(inbox=[m for at, m in inbox if at >= cutoff])
-            for group, (touched, cursor) in self._members.get(page_id, {}).items():
-                if touched < cutoff:
-                    continue
-                log = self._logs.get(group, [])
-                mail.groups[group] = [
-                    m for at, m in log if at >= cutoff and m[0] > cursor
-                ]
-            return record, copy.deepcopy(mail)
+            return self._load(now, page_id)
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
         now = self._clock()
+        record = dump_record(changes.record)
         with self._mutex:
             held = self._leases.get(page_id)
             if held is None or held[0] != owner:
                 raise LockLost(page_id)
             del self._leases[page_id]
-            self._records[page_id] = (now, copy.deepcopy(changes.record))
-            inbox = self._inboxes.get(page_id, [])
-            self._inboxes[page_id] = [e for e in inbox if e[1][0] > changes.inbox_upto]
-            members = self._touch(now, page_id)
-            for group, cursor in changes.cursors.items():
-                if group in members:
-                    members[group] = (now, cursor)
-            for group in changes.leaves:
-                members.pop(group, None)
-            for group in changes.joins:
-                self._join(now, page_id, group)
+            self._records[page_id] = (now, record)
+            if changes.inbox_upto:
+                self._take_delivery(page_id, changes.inbox_upto)
+            if page_id in self._members or changes.joins:
+                self._update_memberships(now, page_id, changes)
             for target, commands in changes.pushes:
                 self._push(now, target, commands)
             for group, commands in changes.publishes:
@@ -125,13 +118,51 @@ class MemoryStore(Store):
         with self._mutex:
             self._members.get(page_id, {}).pop(group, None)
 
+    def _lock(self, now: float, page_id: str, lease: float) -> str | None:
+        held = self._leases.get(page_id)
+        if held is not None and held[1] > now:
+            return None
+        owner = str(next(self._owners))
+        self._leases[page_id] = (owner, now + lease)
+        return owner
+
+    def _load(self, now: float, page_id: str) -> tuple[PageRecord | None, Mail]:
+        self._expire(now)
+        # Sweeps are occasional, so what expired since the last one is skipped here.
+        cutoff = now - self.page_ttl
+        entry = self._records.get(page_id)
+        record = load_record(entry[1]) if entry and entry[0] >= cutoff else None
+        mail = Mail(inbox=_messages(self._inboxes.get(page_id, ()), cutoff))
+        for group, (touched, cursor) in self._members.get(page_id, {}).items():
+            if touched >= cutoff:
+                log = self._logs.get(group, ())
+                mail.groups[group] = _messages(log, cutoff, after=cursor)
+        return record, mail
+
+    def _take_delivery(self, page_id: str, upto: int) -> None:
+        kept = [e for e in self._inboxes.get(page_id, ()) if e[1] > upto]
+        if kept:
+            self._inboxes[page_id] = kept
+        else:  # an empty list per page that ever got mail would only grow
+            self._inboxes.pop(page_id, None)
+
+    def _update_memberships(self, now: float, page_id: str, changes: Changes) -> None:
+        members = self._touch(now, page_id)
+        for group, cursor in changes.cursors.items():
+            if group in members:
+                members[group] = (now, cursor)
+        for group in changes.leaves:
+            members.pop(group, None)
+        for group in changes.joins:
+            self._join(now, page_id, group)
+
     def _push(self, now: float, page_id: str, commands: list[Command]) -> None:
-        message = (next(self._ids), copy.deepcopy(commands))
-        self._inboxes.setdefault(page_id, []).append((now, message))
+        entry = (now, next(self._ids), dumps(commands))
+        self._inboxes.setdefault(page_id, []).append(entry)
 
     def _publish(self, now: float, group: str, commands: list[Command]) -> None:
-        message = (next(self._ids), copy.deepcopy(commands))
-        self._logs.setdefault(group, []).append((now, message))
+        entry = (now, next(self._ids), dumps(commands))
+        self._logs.setdefault(group, []).append(entry)
 
     def _join(self, now: float, page_id: str, group: str) -> None:
         members = self._members.setdefault(page_id, {})
@@ -148,7 +179,7 @@ class MemoryStore(Store):
 
     def _head(self, group: str) -> int:
         log = self._logs.get(group)
-        return log[-1][1][0] if log else 0
+        return log[-1][1] if log else 0
 
     def _expire(self, now: float) -> None:
         # A sweep walks everything, so it runs at most ten times per TTL.
@@ -170,3 +201,8 @@ class MemoryStore(Store):
                 self._members[page_id] = live
             else:
                 del self._members[page_id]
+
+
+def _messages(entries: t.Iterable[_Entry], cutoff: float, after: int = 0) -> list[Message]:
+    """The live messages after the id ``after``, decoded: new objects for the caller."""
+    return [(n, json.loads(text)) for at, n, text in entries if at >= cutoff and n > after]

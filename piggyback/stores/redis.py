@@ -11,7 +11,6 @@ by message id. Redis Cluster is not supported: one script touches many pages' ke
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import secrets
 import typing as t
@@ -19,6 +18,9 @@ import typing as t
 from .base import Changes
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
+from .base import dump_record
+from .base import dumps
+from .base import load_record
 from .base import LockLost
 from .base import Mail
 from .base import Message
@@ -64,16 +66,37 @@ end
 local function join(members, ids, group)
   redis.call('HSETNX', members, group, redis.call('GET', ids) or 0)
 end
+
+-- Whether the lease was taken: false while a live owner holds it.
+local function lock(lease, owner, duration, ttl)
+  local at = now()
+  local expires = tonumber(redis.call('HGET', lease, 'expires'))
+  if expires and expires > at then return false end
+  redis.call('HSET', lease, 'owner', owner, 'expires', at + duration)
+  redis.call('PEXPIRE', lease, duration + ttl)
+  return true
+end
+
+-- {record or false, inbox, {group, messages, group, messages, ...}}
+local function load(page, inbox, members, log_prefix, ttl)
+  local cutoff = now() - ttl
+  local groups = {}
+  local cursors = redis.call('HGETALL', members)
+  for i = 1, #cursors, 2 do
+    local log = log_prefix .. cursors[i]
+    local after = redis.call('ZRANGEBYSCORE', log, '(' .. cursors[i + 1], '+inf')
+    groups[#groups + 1] = cursors[i]
+    groups[#groups + 1] = fresh(after, cutoff)
+  end
+  local messages = fresh(redis.call('ZRANGE', inbox, 0, -1), cutoff)
+  return {redis.call('GET', page), messages, groups}
+end
 """
 
 # KEYS: lease. ARGV: owner, lease, page TTL.
 _LOCK = """
-local at = now()
-local expires = tonumber(redis.call('HGET', KEYS[1], 'expires'))
-if expires and expires > at then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', at + ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[2] + ARGV[3])
-return 1
+if lock(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
+return 0
 """
 
 # KEYS: lease. ARGV: owner.
@@ -83,17 +106,14 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1
 
 # KEYS: page, inbox, memberships. ARGV: the log key prefix, page TTL.
 _LOAD = """
-local cutoff = now() - ARGV[2]
-local groups = {}
-local members = redis.call('HGETALL', KEYS[3])
-for i = 1, #members, 2 do
-  local log = ARGV[1] .. members[i]
-  local after = redis.call('ZRANGEBYSCORE', log, '(' .. members[i + 1], '+inf')
-  groups[#groups + 1] = members[i]
-  groups[#groups + 1] = fresh(after, cutoff)
-end
-local inbox = fresh(redis.call('ZRANGE', KEYS[2], 0, -1), cutoff)
-return {redis.call('GET', KEYS[1]), inbox, groups}
+return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"""
+
+# KEYS: lease, page, inbox, memberships. ARGV: owner, lease, page TTL, log key prefix.
+# Nothing when a live owner holds the lease, else what _LOAD returns.
+_BEGIN = """
+if not lock(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
+return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3])
 """
 
 # KEYS: lease, page, inbox, memberships, ids, then the inbox or log of each send.
@@ -133,16 +153,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _dumps(value: t.Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def _messages(stored: list[bytes | str]) -> list[Message]:
     messages = []
     for text in stored:
         message_id, _, commands = json.loads(text)
         messages.append((message_id, commands))
     return messages
+
+
+def _loaded(reply: list[t.Any]) -> tuple[PageRecord | None, Mail]:
+    """The record and mail in the reply of a script that loads them."""
+    record, inbox, groups = reply
+    mail = Mail(inbox=_messages(inbox))
+    for group, messages in zip(groups[::2], groups[1::2], strict=True):
+        mail.groups[_text(group)] = _messages(messages)
+    return (None if record is None else load_record(record)), mail
 
 
 class RedisStore(Store):
@@ -176,6 +201,7 @@ class RedisStore(Store):
         self._lock = script(_LUA_PRELUDE + _LOCK)
         self._unlock = script(_UNLOCK)
         self._load = script(_LUA_PRELUDE + _LOAD)
+        self._begin = script(_LUA_PRELUDE + _BEGIN)
         self._save = script(_LUA_PRELUDE + _SAVE)
         self._append = script(_LUA_PRELUDE + _APPEND)
         self._join = script(_LUA_PRELUDE + _JOIN)
@@ -200,12 +226,9 @@ class RedisStore(Store):
             import redis
         except ImportError as e:
             raise ImportError(
-                "The Redis store needs the 'redis' package:"
-                " pip install 'piggyback[redis]'."
+                "The Redis store needs the 'redis' package: pip install 'piggyback[redis]'."
             ) from e
-        store = cls(
-            redis.Redis.from_url(url, **options), prefix=prefix, page_ttl=page_ttl
-        )
+        store = cls(redis.Redis.from_url(url, **options), prefix=prefix, page_ttl=page_ttl)
         store._owns_client = True
         return store
 
@@ -230,24 +253,24 @@ class RedisStore(Store):
     def unlock(self, page_id: str, owner: str) -> None:
         self._unlock(keys=[self._key("lease", page_id)], args=[owner])
 
+    def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
+        owner = secrets.token_hex(8)
+        lease_ms = max(1, round(lease * 1000))
+        keys = [self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")]
+        args: list[str | int] = [owner, lease_ms, self._ttl, self._key("log", "")]
+        loaded = self._begin(keys=keys, args=args)
+        if loaded is None:
+            return None
+        return (owner, *_loaded(loaded))
+
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         keys = [self._key(kind, page_id) for kind in ("page", "inbox", "member")]
-        record, inbox, groups = self._load(
-            keys=keys, args=[self._key("log", ""), self._ttl]
-        )
-        mail = Mail(inbox=_messages(inbox))
-        for group, messages in zip(groups[::2], groups[1::2], strict=True):
-            mail.groups[_text(group)] = _messages(messages)
-        if record is None:
-            return None, mail
-        return PageRecord(**json.loads(record)), mail
+        return _loaded(self._load(keys=keys, args=[self._key("log", ""), self._ttl]))
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
         sends = [(self._key("inbox", p), c) for p, c in changes.pushes]
         sends += [(self._key("log", g), c) for g, c in changes.publishes]
-        keys = [
-            self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")
-        ]
+        keys = [self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")]
         keys += [self._key("ids"), *(key for key, _ in sends)]
         plan = {
             "inbox_upto": changes.inbox_upto,
@@ -255,19 +278,19 @@ class RedisStore(Store):
             "leaves": changes.leaves,
             "joins": changes.joins,
         }
-        record = _dumps(dataclasses.asdict(changes.record))
-        args: list[str | int] = [owner, self._ttl, record, _dumps(plan)]
-        args += [_dumps(commands) for _, commands in sends]
+        record = dump_record(changes.record)
+        args: list[str | int] = [owner, self._ttl, record, dumps(plan)]
+        args += [dumps(commands) for _, commands in sends]
         if not self._save(keys=keys, args=args):
             raise LockLost(page_id)
 
     def push(self, page_id: str, commands: list[Command]) -> None:
         keys = [self._key("ids"), self._key("inbox", page_id)]
-        self._append(keys=keys, args=[_dumps(commands), self._ttl])
+        self._append(keys=keys, args=[dumps(commands), self._ttl])
 
     def publish(self, group: str, commands: list[Command]) -> None:
         keys = [self._key("ids"), self._key("log", group)]
-        self._append(keys=keys, args=[_dumps(commands), self._ttl])
+        self._append(keys=keys, args=[dumps(commands), self._ttl])
 
     def join(self, page_id: str, group: str) -> None:
         keys = [self._key("member", page_id), self._key("ids")]

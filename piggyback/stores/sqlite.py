@@ -1,14 +1,19 @@
 """The default store: one SQLite file shared by every process and thread on a machine.
 
-Each write is one short ``BEGIN IMMEDIATE`` transaction; no transaction is open while a
-handler runs, because the page's lease (:meth:`SQLiteStore.lock`) is what serializes a
-page's events. Connections are opened lazily, one per process and thread.
+A page's lease lives on its row, beside its record, so an event's start (take the lease,
+read the record, see whether mail waits) is one statement and its end (release the lease,
+write the record) is one more, with a short transaction only when the event also moves
+mail, memberships or sends. No transaction is open while a handler runs: the lease is
+what serializes a page's events. Connections are opened lazily, one per process and
+thread.
+
+Schema version 2 moved the leases onto the pages' rows; a version 1 file is migrated on
+first use (its pages, mail and secret are kept; leases held at that moment are dropped).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
@@ -22,74 +27,158 @@ import weakref
 from .base import Changes
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
+from .base import dump_record
+from .base import dumps
+from .base import load_record
 from .base import LockLost
 from .base import Mail
 from .base import PageRecord
 from .base import Store
 
-_SCHEMA_VERSION = 1
+# RETURNING needs SQLite 3.35.
+_MIN_SQLITE = (3, 35, 0)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS secret (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    key BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pages (
-    id TEXT PRIMARY KEY,
-    record TEXT NOT NULL,
-    touched REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pages_touched ON pages (touched);
-CREATE TABLE IF NOT EXISTS leases (
-    page_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    expires REAL NOT NULL
-);
--- Inboxes and group logs share one id sequence, so a page receives both in send
--- order; AUTOINCREMENT never reuses an id, so a cursor never skips a new message.
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK (kind IN ('page', 'group')),
-    name TEXT NOT NULL,
-    commands TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_box ON messages (kind, name, id);
-CREATE INDEX IF NOT EXISTS messages_created ON messages (created);
-CREATE TABLE IF NOT EXISTS memberships (
-    page_id TEXT NOT NULL,
-    group_name TEXT NOT NULL,
-    cursor INTEGER NOT NULL,
-    touched REAL NOT NULL,
-    PRIMARY KEY (page_id, group_name)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memberships_touched ON memberships (touched);
+_SCHEMA_VERSION = 2
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS secret (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        key BLOB NOT NULL
+    )""",
+    # A row may carry a lease and no record yet: a page's first event is running.
+    # owner is NULL when nobody holds the lease.
+    """CREATE TABLE IF NOT EXISTS pages (
+        id TEXT PRIMARY KEY,
+        record TEXT,
+        touched REAL NOT NULL,
+        owner TEXT,
+        pid INTEGER,
+        host TEXT,
+        expires REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS pages_touched ON pages (touched)",
+    # Inboxes and group logs share one id sequence, so a page receives both in send
+    # order; AUTOINCREMENT never reuses an id, so a cursor never skips a new message.
+    """CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('page', 'group')),
+        name TEXT NOT NULL,
+        commands TEXT NOT NULL,
+        created REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_box ON messages (kind, name, id)",
+    "CREATE INDEX IF NOT EXISTS messages_created ON messages (created)",
+    """CREATE TABLE IF NOT EXISTS memberships (
+        page_id TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        cursor INTEGER NOT NULL,
+        touched REAL NOT NULL,
+        PRIMARY KEY (page_id, group_name)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS memberships_touched ON memberships (touched)",
+)
+
+# Version 1 kept leases in a table of their own; messages and memberships are unchanged.
+_FROM_V1 = (
+    "ALTER TABLE pages RENAME TO pages_v1",
+    "DROP INDEX pages_touched",
+    "DROP TABLE leases",
+    *_SCHEMA,
+    "INSERT INTO pages (id, record, touched) SELECT id, record, touched FROM pages_v1",
+    "DROP TABLE pages_v1",
+)
+
+# Whether mail may wait for the page: two index lookups, so that the mail query runs
+# only for pages that have an inbox or a membership.
+_MAY_HAVE_MAIL = """
+    EXISTS (SELECT 1 FROM messages WHERE kind = 'page' AND name = :page_id)
+    OR EXISTS (SELECT 1 FROM memberships WHERE page_id = :page_id)
 """
 
-_LOAD_GROUPS = """
-SELECT m.group_name, msg.id, msg.commands
+# Takes the lease of a page that is free, whose lease ran out or whose owner died, and
+# returns the record, when it was written and whether mail may wait; returns no row when
+# a live owner holds it. A page's first lease makes its row. (RETURNING gives plain
+# columns: SQLite 3.40 compares the row's own columns wrongly there, e.g. a REAL column
+# with a number, in a table whose primary key is TEXT.)
+_LOCK = f"""
+INSERT INTO pages (id, touched, owner, pid, host, expires)
+VALUES (:page_id, :now, :owner, :pid, :host, :expires)
+ON CONFLICT (id) DO UPDATE
+    SET owner = :owner, pid = :pid, host = :host, expires = :expires
+    WHERE pages.owner IS NULL OR pages.expires <= :now
+        OR NOT piggyback_alive(pages.pid, pages.host)
+RETURNING record, touched, {_MAY_HAVE_MAIL}
+"""
+
+# Rows of (source, group, message id, JSON): the inbox's messages, then each membership
+# with the messages after its cursor (one row with no message for a group with none).
+_MAIL_ROWS = """
+SELECT 'inbox', NULL, id, commands FROM messages
+WHERE kind = 'page' AND name = :page_id AND created >= :cutoff
+UNION ALL
+SELECT 'group', m.group_name, msg.id, msg.commands
 FROM memberships AS m
 LEFT JOIN messages AS msg
     ON msg.kind = 'group' AND msg.name = m.group_name
     AND msg.id > m.cursor AND msg.created >= :cutoff
 WHERE m.page_id = :page_id AND m.touched >= :cutoff
-ORDER BY msg.id
 """
 
+_MAIL = f"{_MAIL_ROWS} ORDER BY 3"
+
+# The record too: one statement is one snapshot, with no transaction around it.
+_LOAD = f"""
+SELECT 'record', NULL, NULL, record FROM pages
+WHERE id = :page_id AND touched >= :cutoff AND record IS NOT NULL
+UNION ALL {_MAIL_ROWS} ORDER BY 3
+"""
+
+# Whether any of the page's live memberships is due to be touched.
+_MEMBERSHIPS_DUE = """
+EXISTS (
+    SELECT 1 FROM memberships
+    WHERE page_id = :page_id AND touched >= :cutoff AND touched < :due
+)
+"""
+
+# Writes the record and releases the lease of a row touched lately; no row when
+# ``owner`` no longer holds the lease, or the row is due to be touched.
+_SAVE = f"""
+UPDATE pages SET record = :record, owner = NULL
+WHERE id = :page_id AND owner = :owner AND touched >= :due
+RETURNING {_MEMBERSHIPS_DUE}
+"""
+
+# The same, touching the row; no row when ``owner`` no longer holds the lease.
+_SAVE_AND_TOUCH = f"""
+UPDATE pages SET record = :record, owner = NULL, touched = :now
+WHERE id = :page_id AND owner = :owner
+RETURNING {_MEMBERSHIPS_DUE}
+"""
+
+# Keeps the page's memberships alive, except those that expired already.
+_TOUCH = """
+UPDATE memberships SET touched = :now
+WHERE page_id = :page_id AND touched >= :cutoff AND touched < :due
+"""
+
+# Joining again keeps the cursor, so nothing published meanwhile is skipped; joining
+# after the membership expired starts afresh.
 _JOIN = """
 INSERT INTO memberships (page_id, group_name, cursor, touched)
 SELECT :page_id, :group, coalesce(max(id), 0), :now
 FROM messages WHERE kind = 'group' AND name = :group
-ON CONFLICT DO NOTHING
+ON CONFLICT (page_id, group_name) DO UPDATE
+    SET cursor = excluded.cursor, touched = excluded.touched
+WHERE memberships.touched < :cutoff
 """
 
+_APPEND = "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)"
+
 _SWEEP = (
-    "DELETE FROM pages WHERE touched < :cutoff",
+    "DELETE FROM pages WHERE touched < :cutoff AND (owner IS NULL OR expires < :cutoff)",
     "DELETE FROM messages WHERE created < :cutoff",
     "DELETE FROM memberships WHERE touched < :cutoff",
-    "DELETE FROM leases WHERE expires < :cutoff",
 )
 
 
@@ -119,8 +208,36 @@ def _alive(pid: int, host: str) -> bool:
     return True
 
 
-def _dumps(value: t.Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def _busy(error: sqlite3.OperationalError) -> bool:
+    # The low byte is the primary code: SQLITE_BUSY_SNAPSHOT and the like are BUSY too.
+    return error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _read(rows: sqlite3.Cursor) -> tuple[str | None, Mail]:
+    """The record's text and the mail in the rows of ``_LOAD`` or ``_MAIL``."""
+    record, mail = None, Mail()
+    for source, group, number, text in rows:
+        if source == "record":
+            record = text
+        elif source == "inbox":
+            mail.inbox.append((number, json.loads(text)))
+        else:
+            messages = mail.groups.setdefault(group, [])
+            if number is not None:
+                messages.append((number, json.loads(text)))
+    return record, mail
+
+
+def _moves_mail(changes: Changes) -> bool:
+    """Whether saving ``changes`` writes more than the page's own row."""
+    return bool(
+        changes.inbox_upto
+        or changes.cursors
+        or changes.joins
+        or changes.leaves
+        or changes.pushes
+        or changes.publishes
+    )
 
 
 class _Connection(sqlite3.Connection):
@@ -149,7 +266,9 @@ class SQLiteStore(Store):
     configuration: ``gunicorn -w 4`` with sync or threaded workers alike.
 
     :param path: the database file.
-    :param page_ttl: seconds after its last use that a page is forgotten.
+    :param page_ttl: seconds after its last use that a page is forgotten, or up to a
+        hundredth of that sooner: times of use are kept to that precision, which
+        spares most events an index update.
     :param timeout: seconds to wait for another process's write to finish.
     :param clock: returns the current time in seconds; for tests.
     """
@@ -162,6 +281,11 @@ class SQLiteStore(Store):
         timeout: float = 10.0,
         clock: t.Callable[[], float] = time.time,
     ) -> None:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise RuntimeError(
+                f"SQLiteStore needs SQLite 3.35 or newer; this Python has"
+                f" {sqlite3.sqlite_version!r}. Use a newer Python, or the Redis store."
+            )
         self.path = os.fspath(path)
         if self.path == ":memory:" or not self.path:
             raise ValueError(
@@ -184,7 +308,8 @@ class SQLiteStore(Store):
 
     def secret(self) -> bytes:
         if self._secret is None:
-            with self._write() as db:
+            db = self._writer()
+            with self._transaction(db):
                 db.execute(
                     "INSERT OR IGNORE INTO secret (id, key) VALUES (1, ?)",
                     (secrets.token_bytes(32),),
@@ -193,90 +318,81 @@ class SQLiteStore(Store):
         return self._secret
 
     def lock(self, page_id: str, lease: float) -> str | None:
-        now = self._clock()
         owner = secrets.token_hex(8)
-        with self._write() as db:
-            held = db.execute(
-                "SELECT pid, host, expires FROM leases WHERE page_id = ?", (page_id,)
-            ).fetchone()
-            if held is not None and held[2] > now and _alive(held[0], held[1]):
-                return None
-            db.execute(
-                "INSERT OR REPLACE INTO leases (page_id, owner, pid, host, expires)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (page_id, owner, os.getpid(), _HOST, now + lease),
-            )
+        if self._lock(self._writer(), page_id, owner, lease) is None:
+            return None
         return owner
 
+    def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
+        owner = secrets.token_hex(8)
+        db = self._writer()
+        taken = self._lock(db, page_id, owner, lease)
+        if taken is None:
+            return None
+        text, touched, may_have_mail = taken
+        record = self._unexpired(text, touched)
+        if not may_have_mail:
+            return owner, record, Mail()
+        try:
+            # The lease keeps the record as it was; mail arriving meanwhile waits.
+            return owner, record, self._mail(db, page_id)
+        except BaseException:
+            self.unlock(page_id, owner)
+            raise
+
     def unlock(self, page_id: str, owner: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "DELETE FROM leases WHERE page_id = ? AND owner = ?", (page_id, owner)
-            )
+        self._execute(
+            self._writer(),
+            "UPDATE pages SET owner = NULL WHERE id = ? AND owner = ?",
+            (page_id, owner),
+        )
 
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl}
-        with self._read() as db:
-            row = db.execute(
-                "SELECT record FROM pages WHERE id = :page_id AND touched >= :cutoff",
-                params,
-            ).fetchone()
-            inbox = db.execute(
-                "SELECT id, commands FROM messages WHERE kind = 'page'"
-                " AND name = :page_id AND created >= :cutoff ORDER BY id",
-                params,
-            ).fetchall()
-            groups = db.execute(_LOAD_GROUPS, params).fetchall()
-        record = PageRecord(**json.loads(row[0])) if row else None
-        mail = Mail(inbox=[(number, json.loads(text)) for number, text in inbox])
-        for group, number, text in groups:
-            messages = mail.groups.setdefault(group, [])
-            if number is not None:
-                messages.append((number, json.loads(text)))
-        return record, mail
+        text, mail = _read(self._execute(self._db(), _LOAD, params))
+        return (None if text is None else load_record(text)), mail
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
         now = self._clock()
-        with self._write() as db:
-            released = db.execute(
-                "DELETE FROM leases WHERE page_id = ? AND owner = ?", (page_id, owner)
-            )
-            if released.rowcount == 0:
-                raise LockLost(page_id)
-            db.execute(
-                "INSERT OR REPLACE INTO pages (id, record, touched) VALUES (?, ?, ?)",
-                (page_id, _dumps(dataclasses.asdict(changes.record)), now),
-            )
-            db.execute(
-                "DELETE FROM messages WHERE kind = 'page' AND name = ? AND id <= ?",
-                (page_id, changes.inbox_upto),
-            )
-            self._update_memberships(db, now, page_id, changes)
-            for target, commands in changes.pushes:
-                self._append(db, now, "page", target, commands)
-            for group, commands in changes.publishes:
-                self._append(db, now, "group", group, commands)
+        record = dump_record(changes.record)
+        params = {"page_id": page_id, "owner": owner, "record": record, **self._times(now)}
+        db = self._writer()
+        if not _moves_mail(changes):
+            # The usual event: one statement, its own transaction.
+            if self._save_record(db, params):
+                self._execute(db, _TOUCH, params)
+            return
+        sends = [("page", p, dumps(c), now) for p, c in changes.pushes]
+        sends += [("group", g, dumps(c), now) for g, c in changes.publishes]
+        with self._transaction(db):
+            touch = self._save_record(db, params)
+            if changes.inbox_upto:
+                db.execute(
+                    "DELETE FROM messages WHERE kind = 'page' AND name = ? AND id <= ?",
+                    (page_id, changes.inbox_upto),
+                )
+            self._update_memberships(db, params, changes, touch)
+            db.executemany(_APPEND, sends)
 
     def push(self, page_id: str, commands: list[Command]) -> None:
-        with self._write() as db:
-            self._append(db, self._clock(), "page", page_id, commands)
+        self._append("page", page_id, commands)
 
     def publish(self, group: str, commands: list[Command]) -> None:
-        with self._write() as db:
-            self._append(db, self._clock(), "group", group, commands)
+        self._append("group", group, commands)
 
     def join(self, page_id: str, group: str) -> None:
-        now = self._clock()
-        with self._write() as db:
-            self._touch_memberships(db, now, page_id)
-            db.execute(_JOIN, {"page_id": page_id, "group": group, "now": now})
+        params = {"page_id": page_id, "group": group, **self._times(self._clock())}
+        db = self._writer()
+        with self._transaction(db):
+            db.execute(_TOUCH, params)
+            db.execute(_JOIN, params)
 
     def leave(self, page_id: str, group: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "DELETE FROM memberships WHERE page_id = ? AND group_name = ?",
-                (page_id, group),
-            )
+        self._execute(
+            self._writer(),
+            "DELETE FROM memberships WHERE page_id = ? AND group_name = ?",
+            (page_id, group),
+        )
 
     def close(self) -> None:
         """Close this process's connections; each thread opens a new one on next use."""
@@ -284,67 +400,115 @@ class SQLiteStore(Store):
             if db.pid == os.getpid():
                 db.close()
 
+    def _lock(
+        self, db: _Connection, page_id: str, owner: str, lease: float
+    ) -> tuple[str | None, float, int] | None:
+        """Take the lease: the record, when it was written, whether mail may wait."""
+        now = self._clock()
+        params = {
+            "page_id": page_id,
+            "owner": owner,
+            "pid": os.getpid(),
+            "host": _HOST,
+            "now": now,
+            "expires": now + lease,
+        }
+        row: tuple[str | None, float, int] | None = self._execute(db, _LOCK, params).fetchone()
+        return row
+
+    def _unexpired(self, text: str | None, touched: float) -> PageRecord | None:
+        """The record on a page's row, unless it expired or the row has none yet."""
+        if text is None or touched < self._clock() - self.page_ttl:
+            return None
+        return load_record(text)
+
+    def _mail(self, db: _Connection, page_id: str) -> Mail:
+        params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl}
+        return _read(self._execute(db, _MAIL, params))[1]
+
+    def _times(self, now: float) -> dict[str, float]:
+        """``now``; the ``cutoff`` before which things expired; and when they are ``due``.
+
+        A page's row and memberships are touched again only once they are a hundredth
+        of the TTL old, so most saves leave the indexes on those times alone (that
+        halves a save's cost); a page unused for 99% of its TTL may expire.
+        """
+        return {"now": now, "cutoff": now - self.page_ttl, "due": now - self.page_ttl / 100}
+
+    def _save_record(self, db: _Connection, params: dict[str, t.Any]) -> bool:
+        """Write the record and release the lease; whether memberships are due a touch.
+
+        :raise LockLost: ``params["owner"]`` no longer holds the lease.
+        """
+        row = self._execute(db, _SAVE, params).fetchone()
+        if row is None:
+            row = self._execute(db, _SAVE_AND_TOUCH, params).fetchone()
+        if row is None:
+            raise LockLost(params["page_id"])
+        return bool(row[0])
+
     def _update_memberships(
-        self, db: _Connection, now: float, page_id: str, changes: Changes
+        self, db: _Connection, params: dict[str, t.Any], changes: Changes, touch: bool
     ) -> None:
-        self._touch_memberships(db, now, page_id)
+        page_id = params["page_id"]
+        if touch:
+            db.execute(_TOUCH, params)
         # An UPDATE cannot resurrect a membership that was left meanwhile.
-        db.executemany(
-            "UPDATE memberships SET cursor = ? WHERE page_id = ? AND group_name = ?",
-            [(cursor, page_id, group) for group, cursor in changes.cursors.items()],
-        )
-        db.executemany(
-            "DELETE FROM memberships WHERE page_id = ? AND group_name = ?",
-            [(page_id, group) for group in changes.leaves],
-        )
-        db.executemany(
-            _JOIN,
-            [{"page_id": page_id, "group": g, "now": now} for g in changes.joins],
-        )
+        if changes.cursors:
+            db.executemany(
+                "UPDATE memberships SET cursor = ? WHERE page_id = ? AND group_name = ?",
+                [(cursor, page_id, group) for group, cursor in changes.cursors.items()],
+            )
+        if changes.leaves:
+            db.executemany(
+                "DELETE FROM memberships WHERE page_id = ? AND group_name = ?",
+                [(page_id, group) for group in changes.leaves],
+            )
+        if changes.joins:
+            db.executemany(_JOIN, [{**params, "group": group} for group in changes.joins])
 
-    def _touch_memberships(self, db: _Connection, now: float, page_id: str) -> None:
-        """Keep the page's memberships alive, except those that expired already."""
-        params = {"page_id": page_id, "now": now, "cutoff": now - self.page_ttl}
-        db.execute(
-            "DELETE FROM memberships WHERE page_id = :page_id AND touched < :cutoff",
-            params,
-        )
-        db.execute(
-            "UPDATE memberships SET touched = :now WHERE page_id = :page_id", params
-        )
+    def _append(self, kind: str, name: str, commands: list[Command]) -> None:
+        row = (kind, name, dumps(commands), self._clock())
+        self._execute(self._writer(), _APPEND, row)
 
-    def _append(
-        self, db: _Connection, now: float, kind: str, name: str, commands: list[Command]
-    ) -> None:
-        db.execute(
-            "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)",
-            (kind, name, _dumps(commands), now),
-        )
+    def _execute(self, db: _Connection, sql: str, params: t.Any = ()) -> sqlite3.Cursor:
+        """Run a statement that takes a lock, waiting while another connection has it.
 
-    @contextlib.contextmanager
-    def _write(self) -> t.Iterator[_Connection]:
-        """A short write transaction, after the occasional sweep."""
+        SQLite's own busy handler sleeps a millisecond or more at a time, while a write
+        here holds the lock for tens of microseconds: short naps waste far less time.
+        A statement that found the database busy did nothing, so it is simply retried.
+        """
+        try:
+            return db.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            if not _busy(e):
+                raise
+        deadline = time.monotonic() + self.timeout
+        pause = 0.00005
+        while True:
+            time.sleep(pause)
+            try:
+                return db.execute(sql, params)
+            except sqlite3.OperationalError as e:
+                if not _busy(e) or time.monotonic() > deadline:
+                    raise
+            pause = min(pause * 2, 0.005)
+
+    def _writer(self) -> _Connection:
+        """This thread's connection, after the occasional sweep."""
         db = self._db()
-        # Sweeping first: if it fails, the write it came with has not happened.
         now = self._clock()
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_every
-            with self._transaction(db, "BEGIN IMMEDIATE"):
+            with self._transaction(db):
                 for statement in _SWEEP:
                     db.execute(statement, {"cutoff": now - self.page_ttl})
-        with self._transaction(db, "BEGIN IMMEDIATE"):
-            yield db
+        return db
 
     @contextlib.contextmanager
-    def _read(self) -> t.Iterator[_Connection]:
-        """One snapshot for several reads; it never blocks writers."""
-        db = self._db()
-        with self._transaction(db, "BEGIN"):
-            yield db
-
-    @contextlib.contextmanager
-    def _transaction(self, db: _Connection, begin: str) -> t.Iterator[None]:
-        db.execute(begin)
+    def _transaction(self, db: _Connection) -> t.Iterator[None]:
+        """A write transaction."""
+        self._execute(db, "BEGIN IMMEDIATE")
         try:
             yield
             db.execute("COMMIT")
@@ -373,11 +537,12 @@ class SQLiteStore(Store):
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(
             self.path,
-            timeout=self.timeout,
+            timeout=0,  # waits are _execute's
             isolation_level=None,
             check_same_thread=False,
             factory=_Connection,
         )
+        db.create_function("piggyback_alive", 2, _alive)
         self._use_wal(db)
         # In WAL mode NORMAL can lose the last commits on power loss, never corrupt.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -400,12 +565,28 @@ class SQLiteStore(Store):
         )
 
     def _create_schema(self, db: _Connection) -> None:
-        if db.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+        if self._schema_version(db) == _SCHEMA_VERSION:
             return
-        script = f"{_SCHEMA} PRAGMA user_version = {_SCHEMA_VERSION};"
-        try:
-            db.executescript(f"BEGIN IMMEDIATE; {script} COMMIT;")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        with self._transaction(db):
+            # Another process may have done it while this one waited for the lock.
+            version = self._schema_version(db)
+            if version == _SCHEMA_VERSION:
+                return
+            for statement in self._migration(version):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _schema_version(self, db: _Connection) -> int:
+        version: int = self._execute(db, "PRAGMA user_version").fetchone()[0]
+        return version
+
+    def _migration(self, version: int) -> tuple[str, ...]:
+        if version == 0:
+            return _SCHEMA
+        if version == 1:
+            return _FROM_V1
+        raise RuntimeError(
+            f"{self.path!r} has schema version {version}, newer than this piggyback's"
+            f" ({_SCHEMA_VERSION}): it was written by a newer release. Upgrade"
+            " piggyback, or point the store at another file."
+        )
