@@ -37,6 +37,9 @@ logger = logging.getLogger("piggyback")
 
 #: Unacknowledged batches kept per page; older ones are not redelivered again.
 MAX_UNACKED = 16
+#: Out-of-band messages that may wait for one page; a page that fell further behind is
+#: better reloaded than replayed, so it is told it expired.
+MAX_WAITING = 1000
 
 #: Runs a handler, e.g. inside the host framework's request context.
 Runner = t.Callable[["Handler", Page, Event], t.Any]
@@ -89,6 +92,8 @@ class Answerer:
             if seq <= record.seq:
                 self.store.unlock(page_id, owner)
                 return _replay(record, seq, ack, event)
+            if _count(mail) > MAX_WAITING:
+                self._drop_mail(page_id, owner, record, mail, seq)
             changes = self._run(page_id, record, mail, handler, event, ack)
             self.store.save(page_id, owner, changes)
         except LockLost:
@@ -128,6 +133,15 @@ class Answerer:
                 raise PageBusy("Another request of this page is still running.")
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def _drop_mail(
+        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int
+    ) -> t.NoReturn:
+        """Forget what waited for a page that fell too far behind, and say it expired."""
+        changes = Changes(record=PageRecord(seq=seq, state=record.state))
+        _deliver(mail, changes)
+        self.store.save(page_id, owner, changes)
+        raise PageExpired(f"More than {MAX_WAITING} commands waited for this page; reload it.")
 
     def _run(
         self,
@@ -180,6 +194,10 @@ class Answerer:
         changes.joins = [group for group, op in last_op.items() if op == "join"]
         changes.leaves = [group for group, op in last_op.items() if op == "leave"]
         return None
+
+
+def _count(mail: Mail) -> int:
+    return len(mail.inbox) + sum(map(len, mail.groups.values()))
 
 
 def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from werkzeug.test import Client as HTTPClient
 
 from piggyback import Piggyback
+from piggyback.answer import MAX_WAITING
 from piggyback.stores import MemoryStore
 from piggyback.testing import read_reply
 
@@ -63,3 +64,33 @@ def test_the_deploy_changes_with_the_handler_names() -> None:
     other = Piggyback(_app, store=MemoryStore(), secret_key="answer")
     other.handler("one")(lambda page, event: None)
     assert other.deploy == live.deploy
+
+
+def test_a_page_that_fell_too_far_behind_is_expired_and_its_mail_dropped() -> None:
+    store = MemoryStore()
+    live = Piggyback(_app, store=store, secret_key="answer")
+    http = HTTPClient(live)
+    token = live.signer.sign("C" * 22)
+    for n in range(MAX_WAITING + 1):
+        live.page("C" * 22).set_text("n", n)
+    response = http.get(f"/_pb/event?{urlencode({'p': token, 's': 1})}")
+    reason = f"More than {MAX_WAITING} commands waited for this page; reload it."
+    assert response.status_code == 410
+    assert read_reply(response.get_data(as_text=True)) == {
+        "seq": 1,
+        "code": "expired",
+        "error": reason,
+    }
+    _, mail = store.load("C" * 22)
+    assert mail.inbox == []
+
+
+def test_a_page_just_within_the_limit_gets_everything() -> None:
+    live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
+    http = HTTPClient(live)
+    token = live.signer.sign("D" * 22)
+    for n in range(MAX_WAITING):
+        live.page("D" * 22).set_text("n", n)
+    response = http.get(f"/_pb/event?{urlencode({'p': token, 's': 1})}")
+    reply = read_reply(response.get_data(as_text=True))
+    assert [c[2] for c in reply["batches"][0]["commands"]] == [str(n) for n in range(MAX_WAITING)]
