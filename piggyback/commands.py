@@ -20,6 +20,8 @@ Command = list[t.Any]
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*\Z")
 _FUNCTION_PATH = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "poster", "data"}
+# An SVG <animate> can set an href from these: each ;-separated value is a URL.
+_ANIMATION_ATTRIBUTES = {"to", "from", "by", "values"}
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # Browsers drop tabs and newlines anywhere in a URL ("java\tscript:" is "javascript:")
@@ -73,6 +75,9 @@ class Commands:
             value = str(value)
             if name.lower() in _URL_ATTRIBUTES:
                 _check_url(value)
+            elif name.lower() in _ANIMATION_ATTRIBUTES:
+                for item in value.split(";"):
+                    _check_url(item)
         self._queue(["attr", _id(id), name, value])
 
     def add_class(self, id: str, name: str) -> None:

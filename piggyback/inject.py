@@ -18,6 +18,8 @@ if t.TYPE_CHECKING:
 
 Headers = list[tuple[str, str]]
 
+#: Headers of an edited page that would be wrong for it, or let a cache reuse it.
+_REPLACED_HEADERS = {"content-length", "cache-control", "etag", "last-modified", "expires"}
 _NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
 # A browser checks a script element against the first of these the policy has.
 _SCRIPT_DIRECTIVES = ("script-src-elem", "script-src", "default-src")
@@ -119,11 +121,13 @@ class ResponseCatcher:
         return None
 
     def release(self, body: bytes | None = None) -> t.Callable[[bytes], object]:
-        """Call the real ``start_response``, with Content-Length fixed for a new body."""
+        """Call the real ``start_response``; for a new body, with its length and no
+        caching: the body carries a page token, which no other tab may reuse.
+        """
         assert self.caught is not None
         self.released = True
         status, headers, exc_info = self.caught
         if body is not None:
-            headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
-            headers.append(("Content-Length", str(len(body))))
+            headers = [(n, v) for n, v in headers if n.lower() not in _REPLACED_HEADERS]
+            headers += [("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
         return self._start_response(status, headers, exc_info)

@@ -770,3 +770,24 @@ def test_unknown_paths_under_the_mount(path: str, name: str) -> None:
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(text))),
     ]
+
+
+def test_an_edited_page_is_never_cached() -> None:
+    # The body carries a page token: a cache must not hand it to another tab.
+    cacheable = [
+        ("Cache-Control", "public, max-age=3600"),
+        ("ETag", '"v1"'),
+        ("Last-Modified", "Tue, 24 Nov 2026 00:00:00 GMT"),
+        ("Expires", "Tue, 24 Nov 2026 01:00:00 GMT"),
+        ("X-Kept", "yes"),
+    ]
+    served = _serve(_live(_html_app(extra=cacheable)))
+    names = [name for name, _ in served.headers]
+    assert served.header("Cache-Control") == "no-store"
+    assert (served.header("ETag"), served.header("Last-Modified"), served.header("Expires")) == (
+        None,
+        None,
+        None,
+    )
+    assert served.header("X-Kept") == "yes"
+    assert names.count("Content-Length") == 1
