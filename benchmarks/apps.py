@@ -125,24 +125,10 @@ def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -
     return _html(start_response, b"not found", "404 Not Found")
 
 
-#: Not shipped: what a fetch transport costs, as a yardstick until the client has one.
-#: It swaps in through the client's one replaceable transport function.
-FETCH_SKETCH = """<script>window.piggyback.transport = function (request) {
-  fetch(request.url, {credentials: "same-origin"})
-    .then(function (response) { return response.text(); })
-    .then(function (text) {
-      var start = text.indexOf("receive(") + "receive(".length;
-      window.piggyback.receive(JSON.parse(text.slice(start, text.lastIndexOf(")<\\/script>"))));
-    })
-    .catch(function (error) { request.fail(String(error)); });
-};</script>"""
-
-
 def _piggyback_page(environ: WSGIEnvironment) -> str:
     """The piggyback page, its tag placed here so it can carry ``data-transport``.
 
-    ``?transport=NAME`` puts ``data-transport="NAME"`` on the tag; ``?sketch=fetch``
-    adds :data:`FETCH_SKETCH` after it.
+    ``?transport=NAME`` puts ``data-transport="NAME"`` on the tag.
     """
     query = parse_qs(environ.get("QUERY_STRING", ""))
     tag = str(live.script_tag(environ))
@@ -150,8 +136,6 @@ def _piggyback_page(environ: WSGIEnvironment) -> str:
         tag = tag.replace(
             "<script ", f'<script data-transport="{escape(query["transport"][0])}" ', 1
         )
-    if query.get("sketch") == ["fetch"]:
-        tag += FETCH_SKETCH
     return PIGGYBACK_PAGE.format(tag=tag)
 
 

@@ -31,15 +31,14 @@ from dataclasses import field
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
-#: One row per way of updating the page: (name, path). A piggyback transport is one
-#: more line here, e.g. ("piggyback fetch", "/bench/pb?transport=fetch").
+#: One row per way of updating the page: (name, path). ``?transport=NAME`` puts
+#: ``data-transport="NAME"`` on piggyback's tag: one row per real transport.
 VARIANTS: list[tuple[str, str]] = [
     ("raw fetch()", "/bench/raw"),
     ("htmx", "/bench/htmx"),
     ("piggyback (default transport)", "/bench/pb"),
+    ("piggyback data-transport=fetch", "/bench/pb?transport=fetch"),
     ("piggyback data-transport=iframe", "/bench/pb?transport=iframe"),
-    # A yardstick, not the product: apps.FETCH_SKETCH, a fetch transport in page JS.
-    ("sketch: fetch transport (not shipped)", "/bench/pb?sketch=fetch"),
 ]
 
 #: Which request of each variant is "the event", for its bytes on the wire.

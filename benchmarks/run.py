@@ -467,12 +467,6 @@ def report_browser(
     report.table(
         ["variant", "click", "median ms", "p90 ms", "clicks", "÷ raw fetch", "÷ htmx"], rows
     )
-    report.add(
-        "The sketch row swaps a 9-line fetch transport (`benchmarks/apps.py`, FETCH_SKETCH)"
-        " into the shipped client through `window.piggyback.transport`: a yardstick for the"
-        " coming fetch transport, not part of piggyback.",
-        "",
-    )
     if trips.skipped:
         report.add(*(f"{name} skipped: {why}" for name, why in trips.skipped.items()), "")
 

@@ -120,6 +120,8 @@ def _body_parameters(request: Request, query: dict[str, str]) -> dict[str, str]:
     both = sorted(set(body) & set(query))
     if both:
         raise EventRejected(f"The parameter {both[0]!r} appears more than once.")
+    if "v" in body:  # form encoding turned the control's LF line breaks into CRLF
+        body["v"] = body["v"].replace("\r\n", "\n")
     return body
 
 

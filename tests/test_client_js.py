@@ -2,10 +2,14 @@
 
 The fake server is a small werkzeug app in this file. Each test gets its own page
 (``FakePage``): its HTML at ``/page/<name>`` (under a strict nonce-based CSP) and its
-event endpoint at ``/event/<name>``, which records every request and answers with
+event endpoint at ``/event/<name>``, which records every request (its query, and what
+carried it: method, ``Sec-Fetch-Dest``, body fields and files) and answers with
 documents in the protocol's exact grammar. By default it behaves like the real server
 (it keeps the batch it answered for each seq and sends every batch above the request's
 ``a``); a test replaces ``answer``, ``commands`` or ``extra`` to script it.
+
+Tests that take the ``transport`` fixture run twice: on the default transport (fetch,
+in Chromium) and with ``data-transport="iframe"``; they check which one carried them.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import os
 import threading
 import time
 import typing as t
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.serving import make_server
@@ -42,6 +49,21 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debi
 
 Params = dict[str, str]
 Answer = tuple[int, t.Any]
+
+
+@dataclass
+class Carried:
+    """How one event request travelled."""
+
+    method: str
+    #: ``Sec-Fetch-Dest``: ``"empty"`` for fetch, ``"iframe"`` for the hidden iframe.
+    dest: str | None
+    #: The media type of the body, without its parameters.
+    body_type: str = ""
+    form: dict[str, list[str]] = field(default_factory=dict)
+    #: Each file field: (file name, content).
+    files: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+
 
 # The test page. Its own script records piggyback's events (``window.seen``) and CSP
 # violations (``window.violations``) before the client loads.
@@ -111,6 +133,7 @@ class FakePage:
         )
         self.requests: list[Params] = []
         self.queries: list[str] = []
+        self.carried: list[Carried] = []
         self.loads = 0
         self.active = 0
         self.max_active = 0
@@ -133,11 +156,27 @@ class FakePage:
             token = f"{self.name}.{self.issued}"
         return 200, {"seq": seq, "token": token, "batches": batches, **self.extra(params)}
 
+    @staticmethod
+    def carry(request: Request) -> Carried:
+        files = request.files
+        return Carried(
+            method=request.method,
+            dest=request.headers.get("Sec-Fetch-Dest"),
+            body_type=request.mimetype,
+            form={key: request.form.getlist(key) for key in request.form},
+            files={
+                key: [(f.filename or "", f.read()) for f in files.getlist(key)] for key in files
+            },
+        )
+
     def event(self, request: Request) -> Response:
         params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
+        with request:  # closes the files it parsed
+            carried = self.carry(request)
         with self.lock:
             self.requests.append(params)
             self.queries.append(request.query_string.decode())
+            self.carried.append(carried)
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
@@ -317,6 +356,32 @@ def wait_seen(tab: t.Any, kind: str, count: int, timeout: float = 5000) -> None:
     )
 
 
+@dataclass
+class Transport:
+    """A transport under test: the tag's attributes that choose it, what it looks like."""
+
+    name: str
+    attrs: dict[str, str]
+    #: The ``Sec-Fetch-Dest`` of its requests.
+    dest: str
+
+    def check(self, page: FakePage) -> None:
+        """Every request of ``page`` went by this transport."""
+        assert page.carried, "no request reached the server"
+        assert {carried.dest for carried in page.carried} == {self.dest}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(Transport("fetch", {}, "empty"), id="fetch"),
+        pytest.param(Transport("iframe", {"transport": "iframe"}, "iframe"), id="iframe"),
+    ]
+)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """The default transport (fetch, in Chromium), then the forced hidden iframe."""
+    return t.cast(Transport, request.param)
+
+
 def without_token(params: Params) -> Params:
     return {key: value for key, value in params.items() if key != "p"}
 
@@ -331,7 +396,9 @@ def rejection(code: str, status: int = 400) -> t.Callable[[Params], Answer]:
 # The event request
 
 
-def test_click_sends_the_event_and_the_token_of_each_answer(tab: t.Any, server: FakeServer) -> None:
+def test_click_sends_the_event_and_the_token_of_each_answer(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
     page = open_page(
         tab,
         server,
@@ -340,6 +407,7 @@ def test_click_sends_the_event_and_the_token_of_each_answer(tab: t.Any, server: 
         Go <b id="inner">!</b></button>
       <input id="name" data-pb-change="rename" value="">
     """,
+        **transport.attrs,
     )
     tab.click("#inner")  # a child of the element: found by walking up
     wait_seen(tab, "done", 1)
@@ -378,6 +446,8 @@ def test_click_sends_the_event_and_the_token_of_each_answer(tab: t.Any, server: 
         ("done", 2, None, "name"),
     ]
     assert all(e["bubbles"] and not e["cancelable"] for e in seen(tab))
+    transport.check(page)
+    assert {carried.method for carried in page.carried} == {"GET"}
 
 
 def test_checkbox_value_only_when_checked_and_link_click_does_not_navigate(
@@ -406,25 +476,6 @@ def test_checkbox_value_only_when_checked_and_link_click_does_not_navigate(
         ("tick", None),
         ("pick", "b"),
         ("follow", None),
-    ]
-    assert tab.url == server.url(page)
-    assert page.loads == 1
-
-
-def test_submit_does_not_navigate_and_sends_the_event(tab: t.Any, server: FakeServer) -> None:
-    page = open_page(
-        tab,
-        server,
-        """
-      <form id="form" action="/landing" data-pb-submit="save">
-        <input name="title" value="t"><button id="submit">Save</button></form>
-    """,
-    )
-    tab.click("#submit")
-    wait_seen(tab, "done", 1)
-
-    assert [without_token(r) for r in page.requests] == [
-        {"s": "1", "a": "0", "h": "save", "e": "submit", "t": "form", "g": "{}"},
     ]
     assert tab.url == server.url(page)
     assert page.loads == 1
@@ -492,6 +543,24 @@ def test_send_from_script(tab: t.Any, server: FakeServer) -> None:
     ]
 
 
+def test_the_deploy_goes_with_each_event_that_names_a_handler(
+    tab: t.Any, server: FakeServer
+) -> None:
+    page = open_page(tab, server, GO, deploy="3f2a 9", poll="60")
+    tab.click("#go")
+    wait_seen(tab, "done", 1)
+    tab.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # a poll
+    wait_seen(tab, "done", 2)
+    tab.evaluate("piggyback.send('bare')")
+    wait_seen(tab, "done", 3)
+
+    assert [(r.get("h"), r.get("d")) for r in page.requests] == [
+        ("go", "3f2a 9"),
+        (None, None),
+        ("bare", "3f2a 9"),
+    ]
+
+
 def test_elements_inserted_later_are_live(tab: t.Any, server: FakeServer) -> None:
     page = open_page(
         tab,
@@ -543,10 +612,148 @@ def test_the_client_loaded_twice_stays_one_client(tab: t.Any, server: FakeServer
     assert [r["h"] for r in page.requests] == ["go"]
 
 
+# Forms
+
+
+FORM = """
+  <form id="form" action="/landing" data-pb-submit="save" data-pb-args='{"k": 1}'>
+    <input name="title" value="Zoë &amp; <b>">
+    <textarea name="notes">one
+two</textarea>
+    <select name="pick" multiple><option selected>x</option><option>y</option>
+      <option selected>z</option></select>
+    <input type="checkbox" name="done" value="yes" checked>
+    <input type="checkbox" name="skip" value="no">
+    <input name="submit" value="shadows form.submit">
+    <input type="file" id="upload" name="upload" multiple>
+    <button id="save">Save</button>
+  </form>
+"""
+
+FORM_ATTRIBUTES = """() => ["action", "method", "enctype", "target"].map(
+  name => document.getElementById("form").getAttribute(name))"""
+
+
+def test_a_submit_sends_the_form_and_its_files_and_does_not_navigate(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, FORM, **transport.attrs)
+    tab.set_input_files(
+        "#upload",
+        [
+            {"name": "a.txt", "mimeType": "text/plain", "buffer": b"hello <b>\n"},
+            {"name": "b.bin", "mimeType": "application/octet-stream", "buffer": bytes(range(256))},
+        ],
+    )
+    tab.click("#save")
+    wait_seen(tab, "done", 1)
+
+    assert [without_token(r) for r in page.requests] == [
+        {"s": "1", "a": "0", "h": "save", "e": "submit", "t": "form", "g": '{"k":1}'},
+    ]
+    [carried] = page.carried
+    assert (carried.method, carried.body_type) == ("POST", "multipart/form-data")
+    assert carried.form == {
+        "title": ["Zoë & <b>"],
+        "notes": ["one\r\ntwo"],  # a form's line breaks are sent as CRLF
+        "pick": ["x", "z"],
+        "done": ["yes"],
+        "submit": ["shadows form.submit"],
+    }
+    assert carried.files == {
+        "upload": [("a.txt", b"hello <b>\n"), ("b.bin", bytes(range(256)))],
+    }
+    assert tab.url == server.url(page)
+    assert page.loads == 1
+    assert tab.evaluate(FORM_ATTRIBUTES) == ["/landing", None, None, None]
+    transport.check(page)
+
+
+def test_twenty_submits_add_no_history_entries(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, FORM + '<p id="out"></p>', **transport.attrs)
+    page.commands = lambda params: [["text", "out", params["s"]]]
+    before = tab.evaluate("history.length")
+    for count in range(1, 21):
+        tab.fill("[name=title]", f"title {count}")
+        tab.click("#save")
+        wait_seen(tab, "done", count)
+
+    assert tab.text_content("#out") == "20"
+    assert tab.evaluate("history.length") == before
+    assert [carried.form["title"] for carried in page.carried] == [
+        [f"title {count}"] for count in range(1, 21)
+    ]
+    tab.wait_for_function("() => document.querySelectorAll('iframe').length === 0")
+    assert tab.url == server.url(page)
+    assert tab.evaluate(FORM_ATTRIBUTES) == ["/landing", None, None, None]
+    transport.check(page)
+
+
+def test_a_form_given_to_send_sends_its_fields(tab: t.Any, server: FakeServer) -> None:
+    page = open_page(tab, server, '<form id="form"><input name="q" value="v"></form>')
+    tab.evaluate("piggyback.send('search', {}, document.getElementById('form'))")
+    wait_seen(tab, "done", 1)
+
+    assert [(r["h"], r["t"]) for r in page.requests] == [("search", "form")]
+    assert page.carried[0].form == {"q": ["v"]}
+
+
+# Long payloads
+
+LONG = "Zoë & <b> 20 kB, line\nbreaks and all. " * 520
+
+
+def test_a_long_value_goes_in_a_post_body(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(
+        tab, server, '<textarea id="text" data-pb-change="save"></textarea>', **transport.attrs
+    )
+    tab.evaluate(
+        """value => {
+          const text = document.getElementById("text");
+          text.value = value;
+          text.dispatchEvent(new Event("change", {bubbles: true}));
+        }""",
+        LONG,
+    )
+    wait_seen(tab, "done", 1)
+
+    assert len(LONG.encode()) > 20000
+    assert [without_token(r) for r in page.requests] == [
+        {"s": "1", "a": "0", "h": "save", "e": "change", "t": "text", "b": "1"},
+    ]
+    [carried] = page.carried
+    assert carried.method == "POST"
+    assert carried.form == {"v": [LONG.replace("\n", "\r\n")], "g": ["{}"]}
+    assert carried.files == {}
+    transport.check(page)
+
+
+def test_long_args_go_in_a_post_body_and_short_ones_in_the_url(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, "<p>send</p>", **transport.attrs)
+    tab.evaluate("piggyback.send('short', {text: 'x'.repeat(1500)})")
+    wait_seen(tab, "done", 1)
+    tab.evaluate("piggyback.send('long', {text: 'x'.repeat(2000)})")
+    wait_seen(tab, "done", 2)
+
+    short, long = page.requests
+    assert (short["h"], "b" in short) == ("short", False)
+    assert short["g"] == '{"text":"%s"}' % ("x" * 1500)
+    assert (long["h"], "g" in long, long["b"]) == ("long", False, "1")
+    assert [carried.method for carried in page.carried] == ["GET", "POST"]
+    assert page.carried[1].form == {"g": ['{"text":"%s"}' % ("x" * 2000)]}
+    transport.check(page)
+
+
 # Commands
 
 
-def test_commands_apply_in_order(tab: t.Any, server: FakeServer) -> None:
+def test_commands_apply_in_order(tab: t.Any, server: FakeServer, transport: Transport) -> None:
     page = open_page(
         tab,
         server,
@@ -557,6 +764,7 @@ def test_commands_apply_in_order(tab: t.Any, server: FakeServer) -> None:
       <input id="value" value="old"><p id="gone">bye</p><input id="focus">
       <div id="replaced">old</div>
     """,
+        **transport.attrs,
     )
     page.commands = lambda params: [
         ["text", "text", "<i>not markup</i>"],
@@ -601,6 +809,7 @@ def test_commands_apply_in_order(tab: t.Any, server: FakeServer) -> None:
         "replacement": '<section id="replacement">new</section>',
     }
     assert seen(tab, "error") == []
+    transport.check(page)
 
 
 def test_redirect_allows_only_http_and_relative_urls(tab: t.Any, server: FakeServer) -> None:
@@ -766,9 +975,10 @@ def test_a_batch_is_never_applied_twice_and_late_replies_are_ignored(
 
 
 def test_a_lost_answer_is_retried_then_given_up_and_redelivered_later(
-    tab: t.Any, server: FakeServer
+    tab: t.Any, server: FakeServer, transport: Transport
 ) -> None:
-    page = open_page(tab, server, GO + '<ul id="out"></ul>')
+    """A body without the document's grammar (a proxy's error page) is a failed try."""
+    page = open_page(tab, server, GO + '<ul id="out"></ul>', **transport.attrs)
     page.commands = lambda params: [["append", "out", f"<li>{params['s']}</li>"]]
 
     def answer(params: Params) -> Answer:
@@ -800,12 +1010,13 @@ def test_a_lost_answer_is_retried_then_given_up_and_redelivered_later(
         ("3", "2"),
     ]
     assert tab.inner_html("#out") == "<li>1</li><li>2</li><li>3</li>"
+    transport.check(page)
 
 
 def test_a_server_that_never_answers_is_retried_then_an_error(
-    tab: t.Any, server: FakeServer
+    tab: t.Any, server: FakeServer, transport: Transport
 ) -> None:
-    page = open_page(tab, server, GO + '<p id="out"></p>', timeout="300")
+    page = open_page(tab, server, GO + '<p id="out"></p>', timeout="300", **transport.attrs)
     page.commands = lambda params: [["text", "out", params["s"]]]
 
     def answer(params: Params) -> Answer:
@@ -828,10 +1039,13 @@ def test_a_server_that_never_answers_is_retried_then_an_error(
     assert [(r["s"], r["a"]) for r in page.requests] == [("1", "0")] * 3 + [("2", "0")]
     assert 3 * 0.3 + 0.5 + 1.0 <= elapsed < 6  # three timeouts and two backoffs
     assert tab.text_content("#out") == "2"
+    transport.check(page)
 
 
-def test_busy_is_retried_with_the_same_seq(tab: t.Any, server: FakeServer) -> None:
-    page = open_page(tab, server, GO + '<p id="out"></p>')
+def test_busy_is_retried_with_the_same_seq(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, GO + '<p id="out"></p>', **transport.attrs)
     page.commands = lambda params: [["text", "out", "done"]]
     busy = rejection("busy", 409)
     page.answer = lambda params: (
@@ -844,6 +1058,7 @@ def test_busy_is_retried_with_the_same_seq(tab: t.Any, server: FakeServer) -> No
     assert page.requests[0] == page.requests[1]
     assert seen(tab, "error") == []
     assert tab.text_content("#out") == "done"
+    transport.check(page)
 
 
 def test_busy_every_time_is_an_error_after_three_tries(tab: t.Any, server: FakeServer) -> None:
@@ -861,8 +1076,11 @@ def test_busy_every_time_is_an_error_after_three_tries(tab: t.Any, server: FakeS
 @pytest.mark.parametrize(
     "code", ["bad_request", "bad_token", "unknown_handler", "too_large", "stale"]
 )
-def test_rejections_are_reported_and_not_retried(tab: t.Any, server: FakeServer, code: str) -> None:
-    page = open_page(tab, server, GO)
+def test_rejections_are_reported_and_not_retried(
+    tab: t.Any, server: FakeServer, transport: Transport, code: str
+) -> None:
+    """A 4xx answer that is a protocol document is a rejection, on fetch too."""
+    page = open_page(tab, server, GO, **transport.attrs)
     page.answer = rejection(code)
     tab.click("#go")
     wait_seen(tab, "error", 1)
@@ -874,15 +1092,17 @@ def test_rejections_are_reported_and_not_retried(tab: t.Any, server: FakeServer,
         (f"Rejected: {code}.", code, 1, "go"),
     ]
     assert [r["s"] for r in page.requests] == ["1", "2"]
+    transport.check(page)
 
 
-def test_expired_reloads_the_page(tab: t.Any, server: FakeServer) -> None:
-    page = open_page(tab, server, GO)
+def test_expired_reloads_the_page(tab: t.Any, server: FakeServer, transport: Transport) -> None:
+    page = open_page(tab, server, GO, **transport.attrs)
     page.answer = rejection("expired", 410)
     with tab.expect_navigation():
         tab.click("#go")
     wait_until(lambda: page.loads == 2)
     assert tab.url == server.url(page)
+    transport.check(page)
 
 
 def test_expired_can_be_prevented_and_stops_polling(tab: t.Any, server: FakeServer) -> None:
@@ -922,8 +1142,10 @@ def test_expired_can_be_prevented_and_stops_polling(tab: t.Any, server: FakeServ
 # One event in flight
 
 
-def test_rapid_clicks_are_sent_one_at_a_time_in_order(tab: t.Any, server: FakeServer) -> None:
-    page = open_page(tab, server, GO + '<ol id="out"></ol>')
+def test_rapid_clicks_are_sent_one_at_a_time_in_order(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, GO + '<ol id="out"></ol>', **transport.attrs)
     page.commands = lambda params: [["append", "out", f"<li>{params['s']}</li>"]]
 
     def answer(params: Params) -> Answer:
@@ -940,19 +1162,30 @@ def test_rapid_clicks_are_sent_one_at_a_time_in_order(tab: t.Any, server: FakeSe
     assert tab.evaluate("[...document.querySelectorAll('#out li')].map(li => li.textContent)") == [
         str(n) for n in range(1, 31)
     ]
+    transport.check(page)
 
 
-def test_twenty_events_add_no_history_entries(tab: t.Any, server: FakeServer) -> None:
-    open_page(tab, server, GO)
+def test_twenty_events_add_no_history_entries(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, GO, **transport.attrs)
+    tab.evaluate("""() => {
+      window.frameStyles = [];
+      new MutationObserver(records => records.forEach(record => record.addedNodes.forEach(
+        node => node.nodeName === "IFRAME" && window.frameStyles.push(node.style.display)
+      ))).observe(document.body, {childList: true});
+    }""")
     before = tab.evaluate("history.length")
     for count in range(1, 21):
         tab.click("#go")
         wait_seen(tab, "done", count)
 
     assert tab.evaluate("history.length") == before
-    assert tab.evaluate("""() => [...document.querySelectorAll("iframe")].map(frame => [
-      frame.style.display, frame.getAttribute("tabindex"), frame.getAttribute("aria-hidden")])
-    """) == [["none", "-1", "true"]]
+    # The iframe path uses a fresh hidden frame per request, gone once it loaded.
+    tab.wait_for_function("() => document.querySelectorAll('iframe').length === 0")
+    frames = 20 if transport.name == "iframe" else 0
+    assert tab.evaluate("window.frameStyles") == ["none"] * frames
+    transport.check(page)
 
 
 def test_typing_coalesces_queued_input_events(tab: t.Any, server: FakeServer) -> None:
@@ -1150,3 +1383,71 @@ def test_a_transport_failure_is_retried_then_an_error(tab: t.Any, server: FakeSe
     errors = [(e["reason"], e["seq"], e["element"]) for e in seen(tab, "error")]
     assert errors == [("offline", 1, "go")]
     assert page.requests == []
+
+
+@pytest.mark.parametrize(
+    ("attrs", "script", "dest"),
+    [
+        pytest.param({}, "", "empty", id="default-fetch"),
+        pytest.param({"transport": "fetch"}, "", "empty", id="fetch"),
+        pytest.param({"transport": "iframe"}, "", "iframe", id="forced-iframe"),
+        pytest.param({}, "delete window.fetch;", "iframe", id="no-fetch"),
+    ],
+)
+def test_fetch_carries_events_where_it_exists_unless_the_tag_says_iframe(
+    tab: t.Any, server: FakeServer, attrs: dict[str, str], script: str, dest: str
+) -> None:
+    tab.add_init_script(script)
+    page = open_page(tab, server, GO + '<p id="out"></p>', **attrs)
+    page.commands = lambda params: [["text", "out", "applied"]]
+    tab.click("#go")
+    wait_seen(tab, "done", 1)
+
+    assert tab.text_content("#out") == "applied"
+    assert [(carried.method, carried.dest) for carried in page.carried] == [("GET", dest)]
+
+
+def test_the_reply_is_read_from_the_first_receive_to_the_last_script_end(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, GO + '<p id="out"></p>', **transport.attrs)
+    text = "parent.piggyback.receive({}) ) </script> \u2028 & done"
+    page.commands = lambda params: [["text", "out", text]]
+    tab.click("#go")
+    wait_seen(tab, "done", 1)
+
+    assert tab.text_content("#out") == text
+    transport.check(page)
+
+
+def test_a_network_error_is_retried_then_an_error(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    page = open_page(tab, server, GO + '<p id="out"></p>', **transport.attrs)
+    page.commands = lambda params: [["text", "out", params["s"]]]
+    cut: list[str] = []
+
+    def cut_four(route: t.Any) -> None:
+        if len(cut) < 4:
+            cut.append(route.request.url)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    tab.route(f"**/event/{page.name}?*", cut_four)
+    tab.click("#go")  # three tries cut: given up
+    wait_seen(tab, "error", 1)
+    tab.click("#go")  # one try cut, the next one answered
+    wait_seen(tab, "done", 1)
+
+    first = f"p={page.token}&s=1&a=0&h=go&e=click&t=go&g=%7B%7D"
+    second = first.replace("s=1", "s=2")  # seq 1 was given up: never sent again
+    assert [urlsplit(url).query for url in cut] == [first] * 3 + [second]
+    assert page.queries == [second]
+    # Neither transport can tell a network error from a body without the grammar.
+    assert [(e["reason"], e["seq"], e["element"]) for e in seen(tab, "error")] == [
+        (DID_NOT_REPORT, 1, "go"),
+    ]
+    assert tab.text_content("#out") == "2"
+    assert tab.evaluate("document.getElementById('go').className") == ""
+    transport.check(page)

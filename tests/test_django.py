@@ -269,9 +269,12 @@ def test_wrapped_app_keeps_its_cookies_and_headers(
 
     wrapped, unwrapped = headers(example(django_app)), headers(django_app)
     assert wrapped[0] == unwrapped[0] == [" csrftoken"]  # Django's own leading space
-    assert [h for h in wrapped[1] if h[0] != "Content-Length"] == [
-        h for h in unwrapped[1] if h[0] != "Content-Length"
+    # All kept but the two an edited page must replace: its length, and its caching.
+    replaced = ("Content-Length", "Cache-Control")
+    assert [h for h in wrapped[1] if h[0] not in replaced] == [
+        h for h in unwrapped[1] if h[0] not in replaced
     ]
+    assert ("Cache-Control", "no-store") in wrapped[1]
     assert ("X-Frame-Options", "DENY") in wrapped[1]
     response = Client(example(django_app)).http.get("/login/")
     assert response.headers["Content-Length"] == str(len(response.data))

@@ -553,3 +553,9 @@ def test_bad_b1_posts_are_rejected(
     with pytest.raises(EventRejected) as caught:
         read_event_request(_request(query, method=method, data=data))
     assert caught.value.reason == reason
+
+
+def test_a_b1_value_keeps_the_controls_line_breaks() -> None:
+    # Form encoding sends CRLF; the control's value (and a GET's) has LF.
+    request = _request("p=tok&s=1&b=1", method="POST", data={"v": "one\r\ntwo\nthree"})
+    assert read_event_request(request).event.value == "one\ntwo\nthree"

@@ -1,4 +1,5 @@
-"""Static checks of piggyback.js: ECMAScript 5 only, no string evaluation, size budget."""
+"""Static checks of piggyback.js: ECMAScript 5 only, no string evaluation, size budget,
+and a manual (docs/client.md) that names everything the client reads and does."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import pyjsparser
 import pytest
 
-CLIENT_JS = Path(__file__).resolve().parent.parent / "piggyback" / "js" / "piggyback.js"
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_JS = ROOT / "piggyback" / "js" / "piggyback.js"
+CLIENT_DOC = ROOT / "docs" / "client.md"
+PROTOCOL_DOC = ROOT / "docs" / "protocol.md"
 #: The hard budget, gzip -9, as shipped (comments and all).
 GZIP_BUDGET = 3500
 
@@ -127,6 +131,39 @@ def test_one_listener_per_event_type_on_document(source: str) -> None:
         "EVENTS[i]",
         '"visibilitychange"',
     ]
+
+
+def test_the_header_is_short_and_points_to_the_manual(source: str) -> None:
+    header = source[: source.index("*/") + 2]
+    assert header.startswith("/*! piggyback.js")
+    assert "docs/client.md" in header
+    assert header.count("\n") <= 2
+
+
+def test_every_option_of_the_tag_is_in_the_manual(source: str) -> None:
+    options = set(re.findall(r"\bconfig\.(\w+)", source))
+    assert options == {"token", "endpoint", "deploy", "timeout", "transport", "poll"}
+    manual = CLIENT_DOC.read_text(encoding="utf-8")
+    assert [name for name in sorted(options) if f"`data-{name}`" not in manual] == []
+
+
+def test_every_event_type_and_lifecycle_event_is_in_the_manual(source: str) -> None:
+    manual = CLIENT_DOC.read_text(encoding="utf-8")
+    events = re.search(r'var EVENTS = "([a-z ]+)"', source)
+    assert events is not None
+    assert [name for name in events.group(1).split() if f"`{name}`" not in manual] == []
+    lifecycle = {"send", "done", "error", "expired"}
+    assert [name for name in sorted(lifecycle) if f'"{name}"' not in source] == []
+    assert [name for name in sorted(lifecycle) if f"`piggyback:{name}`" not in manual] == []
+
+
+def test_every_command_is_in_the_protocol(source: str) -> None:
+    start = source.index("var commands = {")
+    table = source[start : source.index("};", start)]
+    names = re.findall(r"^    (\w+):", table, flags=re.MULTILINE)
+    assert len(names) == 13
+    protocol = PROTOCOL_DOC.read_text(encoding="utf-8")
+    assert [name for name in names if f'["{name}"' not in protocol] == []
 
 
 def test_size_budget(source: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,4 @@
-/*! piggyback.js: live page updates over plain HTTP (docs/protocol.md).
- * ES5, no dependencies, no build. Budget: 3,500 bytes gzip -9 as shipped.
- * Script tag: data-token, data-endpoint, data-poll (s), data-timeout (ms a try;
- * 3 tries), nonce. Markup: data-pb-EVENT="handler" (EVENTS), data-pb-args='{}'.
- * Sent: the element's id, a form control's value (checkbox, radio: only when
- * checked), args.key on keydown/keyup. Events on document: piggyback:send, done,
- * error, expired (cancelable: reloads). Queued or in flight: class pb-busy.
- */
+/*! piggyback.js: live page updates over plain HTTP. Read docs/client.md. */
 (function () {
   "use strict";
 
@@ -15,7 +8,7 @@
 
   var EVENTS = "click dblclick change input submit keydown keyup focusin focusout".split(" ");
   var TRIES = 3;
-  var BACKOFF = 500; // ms, times the tries so far
+  var BACKOFF = 500;
 
   var script = document.currentScript || document.querySelector("script[data-token]");
   var config = script.dataset;
@@ -24,7 +17,7 @@
   var nonce = script.nonce || script.getAttribute("nonce");
 
   var seq = 0;
-  var applied = 0; // the highest batch seq applied, sent as the acknowledgement
+  var applied = 0;
   var queue = [];
   var flight = null;
   var timer = null;
@@ -43,6 +36,20 @@
   function setClass(element, name, on) {
     var names = (" " + (element.getAttribute("class") || "") + " ").replace(" " + name + " ", " ");
     element.setAttribute("class", (on ? names + name : names).trim());
+  }
+
+  function setAttr(element, name, value) {
+    if (value === null) {
+      element.removeAttribute(name);
+    } else {
+      element.setAttribute(name, value);
+    }
+  }
+
+  function removeNode(node) {
+    if (node.parentNode) {
+      node.parentNode.removeChild(node);
+    }
   }
 
   function onEvent(event) {
@@ -67,10 +74,9 @@
       dispatch("error", {reason: "data-pb-args is not a JSON object", element: element});
       return;
     }
-    if (type === "keydown" || type === "keyup") {
+    if (/^key/.test(type)) {
       args.key = event.key;
     }
-    // Seam: a submit's form fields will go as a POST body.
     send(element.getAttribute("data-pb-" + type), args, element, type);
   }
 
@@ -83,11 +89,14 @@
           (element.checked || !/^(checkbox|radio)$/.test(element.type))) {
         event.value = element.value;
       }
+      if (element.nodeName === "FORM") {
+        event.form = element;
+      }
       setClass(element, "pb-busy", true);
     }
     if (name === "input" && last && last.name === name &&
         last.element === element && last.handler === handler) {
-      queue.pop(); // typing: the newer value replaces it
+      queue.pop();
     }
     queue.push(event);
     next();
@@ -113,31 +122,63 @@
     attempt();
   }
 
-  function urlFor(event) {
-    var params = {p: token, s: event.seq, a: applied, h: event.handler, e: event.name,
-      t: event.id, v: event.value, g: JSON.stringify(event.args)};
-    var query = [];
+  function encode(params) {
+    var query = "";
     for (var name in params) {
       if (params[name] !== undefined) {
-        query.push(name + "=" + encodeURIComponent(params[name]));
+        query += "&" + name + "=" + encodeURIComponent(params[name]);
       }
     }
-    return config.endpoint + "?" + query.join("&");
+    return query;
+  }
+
+  function requestFor(event) {
+    var data = {v: event.value, g: JSON.stringify(event.args)};
+    var url = config.endpoint + "?p=" + encodeURIComponent(token) + encode({s: event.seq,
+      a: applied, h: event.handler, d: event.handler && config.deploy, e: event.name,
+      t: event.id});
+    var tail = encode(data);
+    if (!event.form && (url + tail).length > 2000) {
+      return {url: url + "&b=1", form: hiddenForm(data)};
+    }
+    return {url: url + tail, form: event.form};
+  }
+
+  function hiddenForm(data) {
+    var form = document.createElement("form");
+    var input;
+    for (var name in data) {
+      if (data[name] !== undefined) {
+        input = form.appendChild(document.createElement("input"));
+        input.type = "hidden";
+        input.name = name;
+        input.value = data[name];
+      }
+    }
+    return document.body.appendChild(form);
   }
 
   function attempt() {
     var event = flight;
-    var request = {url: urlFor(event), seq: event.seq, fail: fail};
+    var request = requestFor(event);
     function fail(reason) {
       if (event.request === request) {
         event.request = null;
+        if (request.abort) {
+          request.abort();
+        }
         retry(event, reason);
       }
     }
+    request.seq = event.seq;
+    request.fail = fail;
     event.tries += 1;
     event.request = request;
     timer = setTimeout(fail, timeout, "no answer in " + timeout + " ms");
     window.piggyback.transport(request);
+    if (request.form !== event.form) {
+      removeNode(request.form);
+    }
   }
 
   function retry(event, reason, code) {
@@ -150,14 +191,13 @@
   }
 
   function finish(event, type, detail) {
-    var outcome;
     flight = null;
     detail.seq = event.seq;
     detail.element = event.element;
     if (event.element && !inQueue("element", event.element)) {
       setClass(event.element, "pb-busy", false);
     }
-    outcome = dispatch(type, detail);
+    var outcome = dispatch(type, detail);
     if (type === "expired") {
       setPoll(0);
       if (!outcome.defaultPrevented) {
@@ -169,11 +209,9 @@
 
   function receive(reply) {
     var event = flight;
-    var request = event && event.request;
-    if (!request || reply.seq !== event.seq) {
+    if (!event || !event.request || reply.seq !== event.seq) {
       return;
     }
-    request.answered = true;
     event.request = null;
     clearTimeout(timer);
     token = reply.token || token;
@@ -201,7 +239,7 @@
         dispatch("error", {reason: batch.error, seq: event.seq, element: event.element});
       }
     }
-    if (typeof reply.poll === "number") {
+    if (reply.poll >= 0) {
       setPoll(reply.poll);
     }
   }
@@ -224,8 +262,8 @@
     element.text = code;
     element.setAttribute("nonce", nonce || "");
     window.addEventListener("error", onError);
-    document.head.appendChild(element); // runs now, in the global scope
-    document.head.removeChild(element);
+    document.head.appendChild(element);
+    removeNode(element);
     window.removeEventListener("error", onError);
     if (thrown) {
       throw thrown;
@@ -234,12 +272,11 @@
 
   function callPath(path, args) {
     var names = path.split(".");
-    var last = names.pop();
     var owner = window;
-    while (names.length) {
+    while (names.length > 1) {
       owner = owner[names.shift()];
     }
-    owner[last].apply(owner, args);
+    owner[names[0]].apply(owner, args);
   }
 
   function redirect(url) {
@@ -259,14 +296,8 @@
     html: function (id, html) { byId(id).innerHTML = html; },
     replace: function (id, html) { byId(id).outerHTML = html; },
     append: function (id, html) { byId(id).insertAdjacentHTML("beforeend", html); },
-    remove: function (id) { byId(id).parentNode.removeChild(byId(id)); },
-    attr: function (id, name, value) {
-      if (value === null) {
-        byId(id).removeAttribute(name);
-      } else {
-        byId(id).setAttribute(name, value);
-      }
-    },
+    remove: function (id) { removeNode(byId(id)); },
+    attr: function (id, name, value) { setAttr(byId(id), name, value); },
     addClass: function (id, name) { setClass(byId(id), name, true); },
     removeClass: function (id, name) { setClass(byId(id), name, false); },
     value: function (id, value) { byId(id).value = value; },
@@ -295,48 +326,57 @@
     pollTimer = seconds > 0 ? setInterval(poll, seconds * 1000) : null;
   }
 
-  var frame = null;
-  var loading = null;
-  var waiting = null;
+  function fetchTransport(request) {
+    fetch(request.url, {
+      method: request.form ? "POST" : "GET",
+      body: request.form && new FormData(request.form),
+      credentials: "same-origin",
+      cache: "no-store"
+    }).then(function (response) {
+      return response.text();
+    }).then(function (text) {
+      receive(JSON.parse(/receive\(([\s\S]*)\)<\/script>/.exec(text)[1]));
+    }).catch(function () {
+      request.fail("the response did not report back");
+    });
+  }
 
   function iframeTransport(request) {
-    if (!frame) {
-      frame = document.createElement("iframe");
-      frame.style.display = "none";
-      frame.setAttribute("tabindex", "-1");
-      frame.setAttribute("aria-hidden", "true");
-      document.body.appendChild(frame);
-      frame.addEventListener("load", onFrameLoad);
-    }
-    if (loading && loading.answered) {
-      waiting = request; // until that document's load, lest it count as this one's
-      return;
-    }
-    if (loading) {
-      // Stop the try still loading, or Chrome ignores a new one to the same URL.
-      frame.contentWindow.location.replace("about:blank");
-    }
-    loading = request;
-    waiting = null;
-    frame.contentWindow.location.replace(request.url); // no history entry
-  }
-
-  function onFrameLoad() {
-    var request = loading;
-    var doc = frame.contentDocument; // null for a browser's error page
-    if (doc && doc.URL === "about:blank") {
-      return;
-    }
-    loading = null;
-    if (request && !request.answered) {
-      request.fail("the response did not report back");
-    }
-    if (waiting) {
-      iframeTransport(waiting);
+    var frame = document.createElement("iframe");
+    frame.name = "piggyback" + request.seq;
+    frame.style.display = "none";
+    document.body.appendChild(frame);
+    request.abort = removeNode.bind(null, frame); // or a retry to its URL waits for it
+    frame.addEventListener("load", function () {
+      var doc = frame.contentDocument;
+      if (!doc || doc.URL !== "about:blank") {
+        removeNode(frame);
+        request.fail("the response did not report back");
+      }
+    });
+    if (request.form) {
+      post(request.form, {action: request.url, method: "post",
+        enctype: "multipart/form-data", target: frame.name});
+    } else {
+      frame.contentWindow.location.replace(request.url); // no history entry
     }
   }
 
-  window.piggyback = {send: send, receive: receive, transport: iframeTransport};
+  function post(form, changes) {
+    var saved = {};
+    var name;
+    for (name in changes) {
+      saved[name] = form.getAttribute(name);
+      form.setAttribute(name, changes[name]);
+    }
+    HTMLFormElement.prototype.submit.call(form); // even with a field named "submit"
+    for (name in saved) {
+      setAttr(form, name, saved[name]);
+    }
+  }
+
+  window.piggyback = {send: send, receive: receive,
+    transport: window.fetch && config.transport !== "iframe" ? fetchTransport : iframeTransport};
 
   for (var i = 0; i < EVENTS.length; i += 1) {
     document.addEventListener(EVENTS[i], onEvent);
