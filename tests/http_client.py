@@ -60,12 +60,18 @@ class RemotePage:
         return self.token.split(".")[0]
 
     def request(
-        self, seq: int, handler: str = "", args: dict[str, t.Any] | None = None
+        self,
+        seq: int,
+        handler: str = "",
+        args: dict[str, t.Any] | None = None,
+        value: str | None = None,
     ) -> tuple[int, dict[str, t.Any]]:
         """Send one event request with the given seq; return status and reply unapplied."""
         query = {"p": self.token, "s": seq, "a": self.applied, "h": handler, "e": "click"}
         if args:
             query["g"] = json.dumps(args)
+        if value is not None:
+            query["v"] = value
         status, body = get(f"{self.base}/_pb/event?{urlencode(query)}")
         return status, read_reply(body)
 

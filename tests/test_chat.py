@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .http_client import RemotePage
+from .redis_server import redis_server
 from .servers import gunicorn
 from .servers import ROOT
 
@@ -108,3 +110,21 @@ def test_a_lost_answer_is_retried_and_applied_once(browser: t.Any, live_url: str
         assert tab.inner_text("#count") == "1"
     finally:
         context.close()
+
+
+def test_the_same_chat_runs_on_redis_when_the_deployment_says_so(tmp_path: Path) -> None:
+    """``PIGGYBACK_STORE=redis://…``: workers and the bot share Redis, not a file."""
+    with redis_server() as redis_url:
+        env = {"PIGGYBACK_STORE": redis_url}
+        with gunicorn("examples.chat:app", tmp_path, env=env) as (url, _):
+            speaker, listener = RemotePage(url).open(), RemotePage(url).open()
+            speaker.seq += 1
+            status, _ = speaker.request(speaker.seq, "say", value="hello over redis")
+            assert status == 200
+            bot = [sys.executable, "-m", "examples.chat_bot", "beep"]
+            bot_env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env}
+            subprocess.run(bot, cwd=tmp_path, env=bot_env, check=True, timeout=30)
+            listener.fire()
+    appended = [c[2] for c in listener.applied_commands if c[0] == "append"]
+    assert [text.split("</b>: ")[1] for text in appended] == ["hello over redis</li>", "beep</li>"]
+    assert not (tmp_path / ".piggyback").exists()
