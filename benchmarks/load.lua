@@ -7,7 +7,8 @@
 --          the next page (round robin over this thread's pages): s grows by one per
 --          page, a acknowledges the page's previous event. Run one connection per
 --          thread (-t N -c N): then a page's previous event has always been answered.
---   poll   the same, without a handler: an empty poll.
+--   poll   the same, without a handler, and a = 0: an empty poll, which finds nothing
+--          waiting and is answered without a batch, so there is nothing to acknowledge.
 --   fresh  the same pages, but a = 0: for the memory store, whose two workers each
 --          know only the pages they served (a page's next event may reach the other).
 --   get    ARG is a path; every request GETs it.
@@ -54,7 +55,7 @@ end
 
 local function event_request(page, seq)
   local ack = seq - 1
-  if mode == "fresh" then
+  if mode == "fresh" or mode == "poll" then
     ack = 0
   end
   local path = "/_pb/event?p=" .. tokens[page] .. "&s=" .. seq .. "&a=" .. ack

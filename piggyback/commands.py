@@ -22,7 +22,9 @@ _FUNCTION_PATH = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII
 _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "poster", "data"}
 # An SVG <animate> can set an href from these: each ;-separated value is a URL.
 _ANIMATION_ATTRIBUTES = {"to", "from", "by", "values"}
-_URL_SCHEMES = {"http", "https", "mailto", "tel"}
+_URL_SCHEMES = ("http", "https", "mailto", "tel")
+# A redirect leaves the page: the client follows only these.
+_PAGE_SCHEMES = ("http", "https")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # Browsers drop tabs and newlines anywhere in a URL ("java\tscript:" is "javascript:")
 # and control characters and spaces around it.
@@ -111,7 +113,7 @@ class Commands:
 
     def redirect(self, url: str) -> None:
         """Send the browser to ``url`` (http, https or relative)."""
-        self._queue(["redirect", _check_url(str(url))])
+        self._queue(["redirect", _check_url(str(url), _PAGE_SCHEMES)])
 
 
 def _html(value: t.Any) -> str:
@@ -144,11 +146,10 @@ def _attribute_name(name: t.Any) -> str:
     return name
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, schemes: tuple[str, ...] = _URL_SCHEMES) -> str:
     scheme = _SCHEME.match(_URL_IGNORED.sub("", url).lstrip(_URL_TRIMMED))
-    if scheme and scheme.group(1).lower() not in _URL_SCHEMES:
+    if scheme and scheme.group(1).lower() not in schemes:
         raise ValueError(
-            f"Refusing the URL {url!r}: only http, https, mailto, tel and relative URLs"
-            " are allowed."
+            f"Refusing the URL {url!r}: only {', '.join(schemes)} and relative URLs are allowed."
         )
     return url
