@@ -8,6 +8,8 @@ The steps, for a request carrying sequence number ``seq`` and acknowledgement ``
 3. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
    number, state, sends and answered batch together. Batches stay stored until the
    client acknowledges them, so a lost answer is redelivered, not dropped.
+
+A poll that finds nothing waiting skips all of it: one read, no lease, no write.
 """
 
 from __future__ import annotations
@@ -158,14 +160,14 @@ class Answerer:
         batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
         if handler is not None:
             error = self._call(handler, page, event, changes)
-            if error is not None:  # the handler may have changed the state it was given
-                changes.record.state = self._stored_state(page_id)
             if error is None:
                 batch["commands"].extend(page.commands)
                 if event.headers:  # e.g. a session cookie: sent again with a replay
                     batch["headers"] = event.headers
             else:
                 batch["error"] = error
+                # The handler may have changed the state it was given in place.
+                changes.record.state = self._stored_state(page_id)
         if page.poll_interval is not None:
             batch["poll"] = page.poll_interval
         unacked = [b for b in record.batches if b["seq"] > ack]
@@ -190,9 +192,7 @@ class Answerer:
             current_changes.reset(token)
         changes.record.state = page.state
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
-        last_op = dict((group, op) for op, group in page.memberships)
-        changes.joins = [group for group, op in last_op.items() if op == "join"]
-        changes.leaves = [group for group, op in last_op.items() if op == "leave"]
+        changes.joins, changes.leaves = page.group_changes()
         return None
 
 

@@ -235,12 +235,12 @@ class Piggyback:
         """Store what rendering gave the page: state, commands, groups. Usually none."""
         if not (page.state or page.commands or page.memberships):
             return
-        last_op = dict((group, op) for op, group in page.memberships)
+        joins, leaves = page.group_changes()
         changes = Changes(
             record=PageRecord(state=page.state),
             pushes=[(page.id, page.commands)] if page.commands else [],
-            joins=[group for group, op in last_op.items() if op == "join"],
-            leaves=[group for group, op in last_op.items() if op == "leave"],
+            joins=joins,
+            leaves=leaves,
         )
         owner = self.store.lock(page.id, self.answerer.lease)
         if owner is None:  # an event of this brand-new page is already running

@@ -49,6 +49,12 @@ class Page(Commands):
         """Leave ``group``; leaving a group the page is not in is fine."""
         self.memberships.append(("leave", _group_name(group)))
 
+    def group_changes(self) -> tuple[list[str], list[str]]:
+        """The groups joined and the groups left in this request; the last word wins."""
+        last = dict((group, op) for op, group in self.memberships)
+        joins = [group for group, op in last.items() if op == "join"]
+        return joins, [group for group, op in last.items() if op == "leave"]
+
     def poll(self, seconds: float) -> None:
         """Ask the client to poll every ``seconds`` (0 stops), so out-of-band commands
         arrive without user action. Polls pause while the tab is hidden.

@@ -150,3 +150,13 @@ def test_poll_refuses(seconds: t.Any) -> None:
         page.poll(seconds)
     assert str(info.value) == f"poll() takes seconds from 0 to 86400, not {seconds!r}."
     assert page.poll_interval is None
+
+
+def test_group_changes_keep_the_last_word_per_group() -> None:
+    page = Page("p")
+    page.join("a")
+    page.join("b")
+    page.leave("a")
+    page.leave("c")
+    page.join("c")
+    assert page.group_changes() == (["b", "c"], ["a"])
