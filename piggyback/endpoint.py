@@ -49,7 +49,7 @@ class EventEndpoint:
         request.max_form_memory_size = self.live.max_body_bytes
         extra: list[tuple[str, str]] = []
         try:
-            reply = self._answer(request, extra)
+            reply, extra = self._answer(request)
             status = 200
         except EventRejected as rejection:
             logger.info("Rejected an event: %s", rejection.reason)
@@ -77,7 +77,8 @@ class EventEndpoint:
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
         return [body]
 
-    def _answer(self, request: Request, headers: list[tuple[str, str]]) -> dict[str, t.Any]:
+    def _answer(self, request: Request) -> tuple[dict[str, t.Any], list[tuple[str, str]]]:
+        """The reply, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
         _check_origin(request)
         if len(request.environ.get("QUERY_STRING", "")) > self.live.max_query_bytes:
             raise TooLarge(
@@ -97,8 +98,7 @@ class EventEndpoint:
             page_id, incoming.seq, incoming.ack, handler, event, quiet=young
         )
         reply["token"] = incoming.token if young else self.live.signer.sign(page_id)
-        headers.extend(event.headers)
-        return reply
+        return reply, event.headers
 
     def _find_handler(self, incoming: EventRequest) -> Handler | None:
         """The event's handler; a page of an older deploy naming a gone one is expired."""

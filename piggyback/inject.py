@@ -69,11 +69,14 @@ def is_html(status: str, headers: Headers) -> bool:
     """Whether the response is uncompressed HTML with a body."""
     if status[:3] in ("204", "304") or status[:1] == "1":
         return False
-    found = {name.lower(): value for name, value in headers}
-    media_type = found.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("text/html", "application/xhtml+xml"):
-        return False
-    return found.get("content-encoding", "identity").lower() == "identity"
+    html = False
+    for name, value in headers:  # every response passes here: no dict, no copies
+        lowered = name.lower()
+        if lowered == "content-type":
+            html = value.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+        elif lowered == "content-encoding" and value.lower() != "identity":
+            return False
+    return html
 
 
 def insert_tag(body: bytes, tag: bytes) -> bytes | None:

@@ -6,7 +6,6 @@ import hashlib
 import importlib.resources
 import logging
 import os
-import re
 import typing as t
 
 from markupsafe import Markup
@@ -41,8 +40,6 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("piggyback")
 
 F = t.TypeVar("F", bound=Handler)
-
-_DECIMAL = re.compile(r"[0-9]{1,16}")
 
 #: HTML bodies larger than this are passed through without the client tag.
 MAX_EDITED_BODY = 8 * 1024 * 1024
