@@ -791,3 +791,23 @@ def test_an_edited_page_is_never_cached() -> None:
     )
     assert served.header("X-Kept") == "yes"
     assert names.count("Content-Length") == 1
+
+
+def test_transport_iframe_is_put_on_the_tag() -> None:
+    served = _serve(_live(_html_app(), transport="iframe"))
+    (tag,) = re.findall(rb"<script [^>]*></script>", served.chunks[0])
+    assert tag.endswith(b' data-transport="iframe"></script>')
+
+
+def test_the_default_transport_leaves_the_tag_alone() -> None:
+    served = _serve(_live(_html_app()))
+    assert b"data-transport" not in served.chunks[0]
+
+
+@pytest.mark.parametrize("transport", ["fetch", "IFRAME", "", 1])
+def test_an_unknown_transport_is_refused(transport: t.Any) -> None:
+    with pytest.raises(ValueError) as info:
+        Piggyback(_html_app(), store=MemoryStore(), transport=transport)
+    assert str(info.value) == (
+        f"transport must be None (the best one) or 'iframe', not {transport!r}."
+    )
