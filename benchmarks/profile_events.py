@@ -48,8 +48,10 @@ def environs(live: Piggyback, kind: str, count: int, pages: int = 64) -> list[di
             path, query = "/page", ""
         else:
             seq = number // pages + 1
-            query = f"p={tokens[number % pages]}&s={seq}&a={seq - 1}"
-            query += "&h=bump&e=click&t=go" if kind == "event" else ""
+            if kind == "event":
+                query = f"p={tokens[number % pages]}&s={seq}&a={seq - 1}&h=bump&e=click&t=go"
+            else:  # an empty poll, as load.lua sends it: nothing to acknowledge
+                query = f"p={tokens[number % pages]}&s={seq}&a=0"
             path = "/_pb/event"
         builder = EnvironBuilder(path=path, query_string=query)
         result.append(builder.get_environ())

@@ -155,7 +155,7 @@ class Answerer:
         ack: int,
     ) -> Changes:
         page = Page(page_id, state=record.state)  # the store's fresh copy
-        event.request.environ["piggyback.page"] = page
+        event.environ["piggyback.page"] = page
         changes = Changes(record=PageRecord(seq=event.seq, state=record.state))
         batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
         if handler is not None:

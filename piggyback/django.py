@@ -99,7 +99,7 @@ class DjangoRunner:
             results.append(handler(page, event))
             return HttpResponse()
 
-        environ = event.request.environ
+        environ = event.environ
         set_script_prefix(get_script_name(environ))
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:

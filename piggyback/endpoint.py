@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_host
 
 from .event import EventRequest
 from .event import read_event_request
@@ -30,6 +31,18 @@ logger = logging.getLogger("piggyback")
 
 _DECIMAL = re.compile(r"[0-9]{1,16}")
 
+#: Every answer's headers between its length and its policy (which allows its script).
+_HEADERS = (
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "no-referrer"),
+)
+_CSP = (
+    "default-src 'none'; script-src %s; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+_STATUS = {code: f"{code} {reason}" for code, reason in HTTP_STATUS_CODES.items()}
+
 
 class EventEndpoint:
     """Answers ``<mount>/event``: checks every field, runs the handler, writes the
@@ -44,60 +57,62 @@ class EventEndpoint:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> t.Iterable[bytes]:
-        request = Request(environ)
-        request.max_content_length = self.live.max_body_bytes
-        request.max_form_memory_size = self.live.max_body_bytes
+        # Only a POST's body needs werkzeug's parsing; a GET is read from the environ.
+        post = self._post(environ) if environ.get("REQUEST_METHOD") == "POST" else None
         extra: list[tuple[str, str]] = []
         try:
-            reply, extra = self._answer(request)
+            reply, extra = self._answer(environ, post)
             status = 200
         except EventRejected as rejection:
             logger.info("Rejected an event: %s", rejection.reason)
-            reply = {"seq": _seq_of(request), "code": rejection.code, "error": rejection.reason}
+            reply = {"seq": _seq_of(environ), "code": rejection.code, "error": rejection.reason}
             status = rejection.status
         finally:
-            request.close()
+            if post is not None:
+                post.close()
         body, script_source = answer_document(reply)
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("X-Frame-Options", "SAMEORIGIN"),
-            ("Referrer-Policy", "no-referrer"),
-            (
-                "Content-Security-Policy",
-                f"default-src 'none'; script-src {script_source}; frame-ancestors 'self';"
-                " base-uri 'none'; form-action 'none'",
-            ),
+            *_HEADERS,
+            ("Content-Security-Policy", _CSP % script_source),
         ]
         if status == 405:
             headers.append(("Allow", "GET, POST"))
         headers.extend(extra)
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
+        start_response(_STATUS[status], headers)
         return [body]
 
-    def _answer(self, request: Request) -> tuple[dict[str, t.Any], list[tuple[str, str]]]:
+    def _post(self, environ: WSGIEnvironment) -> Request:
+        request = Request(environ)
+        request.max_content_length = self.live.max_body_bytes
+        request.max_form_memory_size = self.live.max_body_bytes
+        return request
+
+    def _answer(
+        self, environ: WSGIEnvironment, post: Request | None
+    ) -> tuple[dict[str, t.Any], list[tuple[str, str]]]:
         """The reply, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
-        _check_origin(request)
-        if len(request.environ.get("QUERY_STRING", "")) > self.live.max_query_bytes:
+        _check_origin(environ)
+        if len(environ.get("QUERY_STRING", "")) > self.live.max_query_bytes:
             raise TooLarge(
                 f"The event's query string is longer than {self.live.max_query_bytes} bytes.",
                 status=414,
             )
         try:
-            incoming = read_event_request(request)
+            incoming = read_event_request(environ, post)
         except RequestEntityTooLarge:
             raise TooLarge(
                 f"The event's body is larger than {self.live.max_body_bytes} bytes."
             ) from None
-        page_id = self.live.signer.verify(incoming.token)
+        signer = self.live.signer
+        page_id = signer.verify(incoming.token)
         handler = self._find_handler(incoming)
-        event, young = incoming.event, self.live.signer.is_young(incoming.token)
+        event, young = incoming.event, signer.is_young(incoming.token)
         reply = self.live.answerer.answer(
             page_id, incoming.seq, incoming.ack, handler, event, quiet=young
         )
-        reply["token"] = incoming.token if young else self.live.signer.sign(page_id)
+        reply["token"] = incoming.token if young else signer.sign(page_id)
         return reply, event.headers
 
     def _find_handler(self, incoming: EventRequest) -> Handler | None:
@@ -113,24 +128,28 @@ class EventEndpoint:
         raise PageExpired("The app was updated since this page was rendered; reload it.")
 
 
-def _check_origin(request: Request) -> None:
+def _check_origin(environ: WSGIEnvironment) -> None:
     """Refuse events sent by pages of other origins, where the browser says so.
 
     Browsers send ``Sec-Fetch-Site``, and ``Origin`` with POSTs (``null`` under some
     referrer policies, which proves nothing). The page token is the real capability.
     """
-    site = request.headers.get("Sec-Fetch-Site")
+    site = environ.get("HTTP_SEC_FETCH_SITE")
     if site not in (None, "same-origin"):
         raise EventRejected(
             f"Events must come from the page's own origin, not {site!r}.", status=403
         )
-    origin = request.headers.get("Origin")
-    if origin not in (None, "null") and urlsplit(origin).netloc != request.host:
+    origin = environ.get("HTTP_ORIGIN")
+    if origin not in (None, "null") and urlsplit(origin).netloc != get_host(environ):
         raise EventRejected(
             f"Events must come from the page's own origin, not {origin!r}.", status=403
         )
 
 
-def _seq_of(request: Request) -> int | None:
-    text = request.args.get("s", "")
-    return int(text) if _DECIMAL.fullmatch(text) else None
+def _seq_of(environ: WSGIEnvironment) -> int | None:
+    """The event's sequence number, if a rejected request carried a plain one."""
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if part.startswith("s="):
+            text = part[2:]
+            return int(text) if _DECIMAL.fullmatch(text) else None
+    return None

@@ -11,12 +11,14 @@ from dataclasses import field
 from urllib.parse import unquote_plus
 
 from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Request
 
 from .exceptions import EventRejected
 
 if t.TYPE_CHECKING:
-    from werkzeug.wrappers import Request
+    from _typeshed.wsgi import WSGIEnvironment
 
 #: The largest sequence number: the largest integer JavaScript counts exactly.
 MAX_SEQ = 2**53
@@ -29,6 +31,8 @@ _BODY_PARAMETERS = frozenset("vg")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 _DOM_EVENT = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
 _DECIMAL = re.compile(r"[0-9]{1,16}\Z")
+#: The form and files of an event that submitted none.
+_NOTHING: ImmutableMultiDict[t.Any, t.Any] = ImmutableMultiDict()
 
 
 @dataclass(eq=False)
@@ -45,18 +49,29 @@ class Event:
     args: dict[str, t.Any]
     #: The target's value, for form controls.
     value: str | None
-    #: The request that carried the event.
-    request: Request
+    #: The WSGI environ of the request that carried the event.
+    environ: WSGIEnvironment
     #: A submitted form's fields.
-    form: MultiDict[str, str] = field(default_factory=MultiDict)
+    form: MultiDict[str, str] = field(default=_NOTHING)
     #: A submitted form's files.
-    files: MultiDict[str, FileStorage] = field(default_factory=MultiDict)
+    files: MultiDict[str, FileStorage] = field(default=_NOTHING)
     #: The host framework's request, where an adapter provides one.
     host_request: t.Any = None
     #: The event's sequence number within its page.
     seq: int = 0
     #: Headers to add to the answer, e.g. the host framework's ``Set-Cookie``.
     headers: list[tuple[str, str]] = field(default_factory=list)
+    _request: Request | None = field(default=None, repr=False)
+
+    @property
+    def request(self) -> Request:
+        """The request that carried the event, as a werkzeug ``Request``.
+
+        A GET event's is made on first use: most handlers never ask for it.
+        """
+        if self._request is None:
+            self._request = Request(self.environ)
+        return self._request
 
 
 @dataclass
@@ -71,23 +86,29 @@ class EventRequest:
     deploy: str | None = None
 
 
-def read_event_request(request: Request) -> EventRequest:
+def read_event_request(environ: WSGIEnvironment, post: Request | None = None) -> EventRequest:
     """Read and check every field of an event request.
 
+    :param environ: the request's WSGI environ.
+    :param post: the request as a werkzeug ``Request`` (with its body limits), for a
+        POST, whose body is read from it.
     :raise EventRejected: with a sentence naming the bad field.
     """
-    if request.method not in ("GET", "POST"):
-        raise EventRejected(f"Event requests use GET or POST, not {request.method}.", status=405)
-    query = _single_values(_query_pairs(request.environ.get("QUERY_STRING", "")))
-    unknown = sorted(set(query) - _PARAMETERS)
-    if unknown:
+    method = environ.get("REQUEST_METHOD", "GET")
+    if method not in ("GET", "POST"):
+        raise EventRejected(f"Event requests use GET or POST, not {method}.", status=405)
+    if method == "POST" and post is None:
+        post = Request(environ)
+    query = _single_values(_query_pairs(environ.get("QUERY_STRING", "")))
+    if not query.keys() <= _PARAMETERS:
+        unknown = sorted(set(query) - _PARAMETERS)
         raise EventRejected(
             f"Unknown parameter {unknown[0]!r} in the event request; the parameters are"
             " p, s, a, h, e, t, v, g, b and d."
         )
     in_body = "b" in query
     if in_body:
-        query.update(_body_parameters(request, query))
+        query.update(_body_parameters(post, query))
     if not query.get("p"):
         raise EventRejected("The event request has no page token (parameter 'p').")
     seq = _number(query, "s", low=1)
@@ -100,17 +121,18 @@ def read_event_request(request: Request) -> EventRequest:
         target=query.get("t") or None,
         args=_args(query.get("g")),
         value=query.get("v"),
-        request=request,
+        environ=environ,
         seq=seq,
+        _request=post,
     )
-    if request.method == "POST" and not in_body:
-        event.form, event.files = request.form, request.files
+    if post is not None and not in_body:
+        event.form, event.files = post.form, post.files
     return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
 
 
-def _body_parameters(request: Request, query: dict[str, str]) -> dict[str, str]:
+def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str, str]:
     """``v`` and ``g`` from the body of a ``b=1`` POST, for payloads too long for a URL."""
-    if query["b"] != "1" or request.method != "POST":
+    if query["b"] != "1" or request is None:
         raise EventRejected("The parameter 'b' must be '1', and only on a POST.")
     body = _single_values(request.form.items(multi=True))
     unknown = sorted(set(body) - _BODY_PARAMETERS)

@@ -165,11 +165,12 @@ class FlaskPiggyback:
 
 def _run(app: Flask, handler: Handler, page: Page, event: Event) -> t.Any:
     """Run a handler in ``app``'s request context; its session goes in the answer."""
-    with app.request_context(event.request.environ) as context:
+    with app.request_context(event.environ) as context:
         event.host_request = request = context.request
-        # piggyback has read the body: hand Flask the same form instead of the
-        # emptied stream, which werkzeug would take for a client that hung up.
-        request.form, request.files = event.request.form, event.request.files
+        if event.environ.get("REQUEST_METHOD") == "POST":
+            # piggyback has read the body: hand Flask the same form instead of the
+            # emptied stream, which werkzeug would take for a client that hung up.
+            request.form, request.files = event.request.form, event.request.files
         result = handler(page, event)
         event.headers.extend(_session_cookies(app, context.session))
     return result

@@ -11,6 +11,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from piggyback import EventRejected
+from piggyback.event import EventRequest
 from piggyback.event import MAX_ARGS_DEPTH
 from piggyback.event import MAX_SEQ
 from piggyback.event import read_event_request
@@ -19,6 +20,11 @@ from piggyback.event import read_event_request
 def _request(query: str, method: str = "GET", **options: t.Any) -> Request:
     builder = EnvironBuilder(path="/_pb/event", query_string=query, method=method, **options)
     return Request(builder.get_environ())
+
+
+def _read(request: Request) -> EventRequest:
+    """What the endpoint does: the environ, and the Request for a POST's body."""
+    return read_event_request(request.environ, request if request.method == "POST" else None)
 
 
 def _g(value: t.Any) -> str:
@@ -120,7 +126,7 @@ def _nested(depth: int) -> str:
 )
 def test_good_requests(query: str, expected: tuple[t.Any, ...]) -> None:
     request = _request(query)
-    incoming = read_event_request(request)
+    incoming = _read(request)
     event = incoming.event
     assert (
         incoming.token,
@@ -133,7 +139,8 @@ def test_good_requests(query: str, expected: tuple[t.Any, ...]) -> None:
         event.value,
     ) == expected
     assert event.seq == incoming.seq
-    assert event.request is request
+    assert event.environ is request.environ
+    assert type(event.request) is Request and event.request.environ is request.environ
     assert (event.form, event.files, event.host_request) == (
         MultiDict(),
         MultiDict(),
@@ -427,7 +434,7 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
 )
 def test_bad_requests(query: str, reason: str) -> None:
     with pytest.raises(EventRejected) as info:
-        read_event_request(_request(query))
+        _read(_request(query))
     assert info.value.reason == reason
     assert (type(info.value), info.value.code, info.value.status) == (
         EventRejected,
@@ -439,14 +446,14 @@ def test_bad_requests(query: str, reason: str) -> None:
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"])
 def test_wrong_method(method: str) -> None:
     with pytest.raises(EventRejected) as info:
-        read_event_request(_request("p=tok&s=1&h=x", method=method))
+        _read(_request("p=tok&s=1&h=x", method=method))
     assert info.value.reason == f"Event requests use GET or POST, not {method}."
     assert (info.value.code, info.value.status) == ("bad_request", 405)
 
 
 def test_wrong_method_is_checked_first() -> None:
     with pytest.raises(EventRejected) as info:
-        read_event_request(_request("x=1", method="PUT"))
+        _read(_request("x=1", method="PUT"))
     assert info.value.status == 405
 
 
@@ -461,7 +468,7 @@ def test_post_form_and_files() -> None:
         },
     )
     with request:
-        incoming = read_event_request(request)
+        incoming = _read(request)
         event = incoming.event
         assert (event.files["doc"].filename, event.files["doc"].read()) == (
             "a.txt",
@@ -481,7 +488,7 @@ def test_post_form_and_files() -> None:
 def test_post_parameters_come_from_the_query_only() -> None:
     # Protocol fields in a form body are just form fields.
     request = _request("p=tok&s=1&h=save", method="POST", data={"h": "other", "s": "9"})
-    incoming = read_event_request(request)
+    incoming = _read(request)
     assert (incoming.seq, incoming.event.handler) == (1, "save")
     assert incoming.event.form.to_dict() == {"h": "other", "s": "9"}
 
@@ -492,7 +499,7 @@ def test_get_does_not_read_a_body() -> None:
         data="title=a",
         content_type="application/x-www-form-urlencoded",
     )
-    incoming = read_event_request(request)
+    incoming = _read(request)
     assert (incoming.event.form, incoming.event.files) == (MultiDict(), MultiDict())
     assert request.stream.read() == b"title=a"
 
@@ -502,7 +509,7 @@ def test_a_b1_post_carries_value_and_args_in_its_body() -> None:
     request = _request(
         "p=tok&s=1&h=save&b=1", method="POST", data={"v": long_value, "g": '{"n": 3}'}
     )
-    incoming = read_event_request(request)
+    incoming = _read(request)
     assert (incoming.event.value, incoming.event.args) == (long_value, {"n": 3})
     assert incoming.event.form == MultiDict()
 
@@ -551,11 +558,11 @@ def test_bad_b1_posts_are_rejected(
     query: str, method: str, data: dict[str, str] | None, reason: str
 ) -> None:
     with pytest.raises(EventRejected) as caught:
-        read_event_request(_request(query, method=method, data=data))
+        _read(_request(query, method=method, data=data))
     assert caught.value.reason == reason
 
 
 def test_a_b1_value_keeps_the_controls_line_breaks() -> None:
     # Form encoding sends CRLF; the control's value (and a GET's) has LF.
     request = _request("p=tok&s=1&b=1", method="POST", data={"v": "one\r\ntwo\nthree"})
-    assert read_event_request(request).event.value == "one\ntwo\nthree"
+    assert _read(request).event.value == "one\ntwo\nthree"

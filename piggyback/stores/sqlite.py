@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import socket
 import sqlite3
@@ -208,6 +209,11 @@ def _alive(pid: int, host: str) -> bool:
     return True
 
 
+def _new_owner() -> str:
+    # Unique, not secret: the PRNG is enough (and ``random`` reseeds after fork).
+    return f"{random.getrandbits(64):016x}"
+
+
 def _busy(error: sqlite3.OperationalError) -> bool:
     # The low byte is the primary code: SQLITE_BUSY_SNAPSHOT and the like are BUSY too.
     return error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
@@ -318,13 +324,13 @@ class SQLiteStore(Store):
         return self._secret
 
     def lock(self, page_id: str, lease: float) -> str | None:
-        owner = secrets.token_hex(8)
+        owner = _new_owner()
         if self._lock(self._writer(), page_id, owner, lease) is None:
             return None
         return owner
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
-        owner = secrets.token_hex(8)
+        owner = _new_owner()
         db = self._writer()
         taken = self._lock(db, page_id, owner, lease)
         if taken is None:
