@@ -599,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per load per round")
     parser.add_argument("--clicks", type=int, help="clicks per browser variant and kind")
     parser.add_argument("--no-browser", action="store_true", help="skip section 3")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip htmx and Flask-Sijax (no downloads)"
+    )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -609,7 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     wrk = find_wrk()
     load_before = os.getloadavg()
     started = time.monotonic()
-    htmx, sijax = peers.htmx(), peers.flask_sijax()
+    if args.no_peers:
+        htmx = peers.Peer("htmx", skipped="--no-peers")
+        sijax = peers.Peer("Flask-Sijax", skipped="--no-peers")
+    else:
+        htmx, sijax = peers.htmx(), peers.flask_sijax()
     for peer in (htmx, sijax):
         log(f"{peer.name}: {peer.version or 'skipped: ' + peer.skipped}")
 
