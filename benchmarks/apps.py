@@ -69,6 +69,17 @@ RAW_PAGE = (
     b"</body></html>"
 )
 
+#: The floor of the iframe transport: a plain hidden iframe, navigated without a history
+#: entry, whose document sets the text in its parent.
+RAW_IFRAME_PAGE = (
+    b"<!doctype html><html><head><meta charset='utf-8'><title>raw iframe</title></head><body>"
+    + _COUNTER % b""
+    + b"<iframe id='frame' style='display:none'></iframe>"
+    b"<script>document.getElementById('go').addEventListener('click', function () {"
+    b" document.getElementById('frame').contentWindow.location.replace('/bench/frame'); });"
+    b"</script></body></html>"
+)
+
 HTMX_PAGE = (
     b"<!doctype html><html><head><meta charset='utf-8'><title>htmx</title>"
     b"<script src='/bench/htmx.min.js'></script></head><body>"
@@ -115,6 +126,13 @@ def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -
         return _html(start_response, RAW_PAGE)
     if name == "htmx":
         return _html(start_response, HTMX_PAGE)
+    if name == "raw-iframe":
+        return _html(start_response, RAW_IFRAME_PAGE)
+    if name == "frame":  # what the plain iframe loads: a new value every time
+        script = b"parent.document.getElementById('count').textContent = '%s';"
+        return _html(
+            start_response, b"<script>" + script % secrets.token_hex(4).encode() + b"</script>"
+        )
     if name == "bump":  # a new value every time, so every click changes the DOM
         return _bytes(start_response, secrets.token_hex(4).encode(), "text/html; charset=utf-8")
     if name == "htmx.min.js":

@@ -36,13 +36,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VARIANTS: list[tuple[str, str]] = [
     ("raw fetch()", "/bench/raw"),
     ("htmx", "/bench/htmx"),
+    ("plain hidden iframe", "/bench/raw-iframe"),
     ("piggyback (default transport)", "/bench/pb"),
     ("piggyback data-transport=fetch", "/bench/pb?transport=fetch"),
     ("piggyback data-transport=iframe", "/bench/pb?transport=iframe"),
 ]
 
 #: Which request of each variant is "the event", for its bytes on the wire.
-EVENT_PATHS = ("/bench/bump", "/_pb/event")
+EVENT_PATHS = ("/bench/bump", "/bench/frame", "/_pb/event")
 
 _SETUP = """() => {
   const bench = window.__bench = {t0: null, t1: null, resolve: null, done: null};

@@ -464,6 +464,13 @@ def report_browser(
                 iframe / raw,
                 iframe / raw <= 1.5,
             )
+            plain = trips.median("plain hidden iframe", kind)
+            report.target(
+                "iframe transport ÷ a plain hidden iframe (trusted): the browser's floor",
+                "≈ 1x",
+                iframe / plain,
+                iframe / plain <= 1.1,
+            )
     report.table(
         ["variant", "click", "median ms", "p90 ms", "clicks", "÷ raw fetch", "÷ htmx"], rows
     )
