@@ -22,6 +22,7 @@
   var flight = null;
   var timer = null;
   var pollTimer = null;
+  var iframe = null; // GETs reuse it
 
   function dispatch(type, detail) {
     var event = document.createEvent("CustomEvent");
@@ -47,7 +48,7 @@
   }
 
   function removeNode(node) {
-    if (node.parentNode) {
+    if (node && node.parentNode) {
       node.parentNode.removeChild(node);
     }
   }
@@ -103,12 +104,7 @@
   }
 
   function inQueue(key, value) {
-    for (var i = 0; i < queue.length; i += 1) {
-      if (queue[i][key] === value) {
-        return true;
-      }
-    }
-    return false;
+    return queue.some(function (event) { return event[key] === value; });
   }
 
   function next() {
@@ -227,10 +223,7 @@
   }
 
   function apply(event, reply) {
-    var batches = reply.batches || [];
-    var batch;
-    for (var i = 0; i < batches.length; i += 1) {
-      batch = batches[i];
+    (reply.batches || []).forEach(function (batch) {
       if (batch.seq > applied) {
         run(batch.commands || [], batch.seq);
         applied = batch.seq;
@@ -238,7 +231,7 @@
       if (batch.seq === event.seq && batch.error) {
         dispatch("error", {reason: batch.error, seq: event.seq, element: event.element});
       }
-    }
+    });
     if (reply.poll >= 0) {
       setPoll(reply.poll);
     }
@@ -342,18 +335,24 @@
   }
 
   function iframeTransport(request) {
-    var frame = document.createElement("iframe");
-    frame.name = "piggyback" + request.seq;
-    frame.style.display = "none";
-    document.body.appendChild(frame);
-    request.abort = removeNode.bind(null, frame); // or a retry to its URL waits for it
-    frame.addEventListener("load", function () {
+    var frame = iframe;
+    if (request.form || !frame) {
+      removeNode(frame);
+      frame = iframe = document.createElement("iframe");
+      frame.name = "piggyback";
+      frame.style.display = "none";
+      document.body.appendChild(frame);
+    }
+    request.abort = function () {
+      removeNode(frame);
+      iframe = null;
+    };
+    frame.onload = function () {
       var doc = frame.contentDocument;
       if (!doc || doc.URL !== "about:blank") {
-        removeNode(frame);
         request.fail("the response did not report back");
       }
-    });
+    };
     if (request.form) {
       post(request.form, {action: request.url, method: "post",
         enctype: "multipart/form-data", target: frame.name});
