@@ -89,9 +89,11 @@ HTMX_PAGE = (
 
 PIGGYBACK_PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>piggyback</title></head><body>"
-    + (_COUNTER % b" data-pb-click='tick'").decode()
-    + "{tag}</body></html>"
+    "{counter}{tag}</body></html>"
 )
+PIGGYBACK_COUNTER = (_COUNTER % b" data-pb-click='tick'").decode()
+#: The same counter in a form, so each click submits it: the POST path of a transport.
+PIGGYBACK_FORM = f"<form data-pb-submit='tick'>{(_COUNTER % b'').decode()}</form>"
 
 
 def _html(start_response: StartResponse, body: bytes, status: str = "200 OK") -> list[bytes]:
@@ -146,7 +148,8 @@ def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -
 def _piggyback_page(environ: WSGIEnvironment) -> str:
     """The piggyback page, its tag placed here so it can carry ``data-transport``.
 
-    ``?transport=NAME`` puts ``data-transport="NAME"`` on the tag.
+    ``?transport=NAME`` puts ``data-transport="NAME"`` on the tag; ``?form=1`` puts the
+    counter in a form, so that each click is a submit.
     """
     query = parse_qs(environ.get("QUERY_STRING", ""))
     tag = str(live.script_tag(environ))
@@ -154,7 +157,8 @@ def _piggyback_page(environ: WSGIEnvironment) -> str:
         tag = tag.replace(
             "<script ", f'<script data-transport="{escape(query["transport"][0])}" ', 1
         )
-    return PIGGYBACK_PAGE.format(tag=tag)
+    counter = PIGGYBACK_FORM if "form" in query else PIGGYBACK_COUNTER
+    return PIGGYBACK_PAGE.format(counter=counter, tag=tag)
 
 
 def bump(page: Page, event: Event) -> None:

@@ -40,6 +40,7 @@ VARIANTS: list[tuple[str, str]] = [
     ("piggyback (default transport)", "/bench/pb"),
     ("piggyback data-transport=fetch", "/bench/pb?transport=fetch"),
     ("piggyback data-transport=iframe", "/bench/pb?transport=iframe"),
+    ("piggyback data-transport=iframe, form POST", "/bench/pb?transport=iframe&form=1"),
 ]
 
 #: Which request of each variant is "the event", for its bytes on the wire.

@@ -464,6 +464,10 @@ def report_browser(
                 iframe / raw,
                 iframe / raw <= 1.5,
             )
+            form = trips.median("piggyback data-transport=iframe, form POST", kind)
+            report.target(
+                "iframe transport: form POST ÷ GET (trusted)", "≤ 1x", form / iframe, form <= iframe
+            )
             plain = trips.median("plain hidden iframe", kind)
             report.target(
                 "iframe transport ÷ a plain hidden iframe (trusted): the browser's floor",
