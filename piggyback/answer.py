@@ -202,6 +202,8 @@ def _count(mail: Mail) -> int:
 
 def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
     """The waiting commands in send order; marks them delivered in ``changes``."""
+    if not (mail.inbox or mail.groups):
+        return []
     messages = list(mail.inbox)
     for group, log in mail.groups.items():
         messages.extend(log)

@@ -99,7 +99,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
         raise EventRejected(f"Event requests use GET or POST, not {method}.", status=405)
     if method == "POST" and post is None:
         post = Request(environ)
-    query = _single_values(_query_pairs(environ.get("QUERY_STRING", "")))
+    query = _query_values(environ.get("QUERY_STRING", ""))
     if not query.keys() <= _PARAMETERS:
         unknown = sorted(set(query) - _PARAMETERS)
         raise EventRejected(
@@ -147,12 +147,18 @@ def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str
     return body
 
 
-def _query_pairs(query: str) -> t.Iterator[tuple[str, str]]:
-    """The query string's pairs, as ``parse_qsl`` reads them, in a third of its time."""
+def _query_values(query: str) -> dict[str, str]:
+    """The query string's parameters, read as ``parse_qsl`` reads them (in a third of its
+    time), each at most once."""
+    values: dict[str, str] = {}
     for part in query.split("&"):
         if part:
             key, _, value = part.partition("=")
-            yield _unquote(key), _unquote(value)
+            key = _unquote(key)
+            if key in values:
+                raise EventRejected(f"The parameter {key!r} appears more than once.")
+            values[key] = _unquote(value)
+    return values
 
 
 def _unquote(text: str) -> str:

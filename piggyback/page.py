@@ -51,6 +51,8 @@ class Page(Commands):
 
     def group_changes(self) -> tuple[list[str], list[str]]:
         """The groups joined and the groups left in this request; the last word wins."""
+        if not self.memberships:
+            return [], []
         last = dict((group, op) for op, group in self.memberships)
         joins = [group for group, op in last.items() if op == "join"]
         return joins, [group for group, op in last.items() if op == "leave"]

@@ -20,6 +20,8 @@ from .exceptions import PageExpired
 _TOKEN = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})\Z")
 # Machines sharing a store may disagree a little about the time.
 _CLOCK_SKEW = 300
+# Genuine tokens remembered per signer (a page sends the same one for hours).
+_REMEMBERED = 4096
 
 
 def new_page_id() -> str:
@@ -38,6 +40,8 @@ class TokenSigner:
         key = hmac.new(secret, b"piggyback.page-token", hashlib.sha256).digest()
         self._mac = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: faster
         self.max_age = max_age
+        #: token -> (page id, issued): signatures already checked; their age is not.
+        self._genuine: dict[str, tuple[str, int]] = {}
 
     def sign(self, page_id: str, now: float | None = None) -> str:
         """A fresh token for ``page_id``."""
@@ -51,6 +55,16 @@ class TokenSigner:
         :raise BadToken: the token is malformed or its signature is wrong.
         :raise PageExpired: the token is genuine but older than ``max_age``.
         """
+        page_id, issued = self._genuine.get(token) or self._check_signature(token)
+        age = (time.time() if now is None else now) - issued
+        if age > self.max_age:
+            raise PageExpired("The page expired; reload it to go on.")
+        if age < -_CLOCK_SKEW:
+            raise BadToken("The page token was issued in the future.")
+        return page_id
+
+    def _check_signature(self, token: str) -> tuple[str, int]:
+        """The page id and issue time of a genuine token, remembered for next time."""
         match = _TOKEN.match(token)
         if match is None:
             raise BadToken(f"The page token {_shorten(token)!r} is malformed.")
@@ -58,12 +72,10 @@ class TokenSigner:
         expected = self._signature(f"{page_id}.{issued}")
         if not hmac.compare_digest(signature, expected):
             raise BadToken("The page token's signature is not valid.")
-        age = (time.time() if now is None else now) - int(issued, 36)
-        if age > self.max_age:
-            raise PageExpired("The page expired; reload it to go on.")
-        if age < -_CLOCK_SKEW:
-            raise BadToken("The page token was issued in the future.")
-        return page_id
+        if len(self._genuine) >= _REMEMBERED:
+            self._genuine.clear()
+        genuine = self._genuine[token] = (page_id, int(issued, 36))
+        return genuine
 
     def is_young(self, token: str, now: float | None = None) -> bool:
         """Whether a verified token is young enough (a tenth of ``max_age``) to reuse.

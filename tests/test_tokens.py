@@ -129,6 +129,25 @@ def test_expired_token() -> None:
     assert (info.value.code, info.value.status) == ("expired", 410)
 
 
+def test_a_refused_token_is_refused_again() -> None:
+    # Genuine tokens are remembered once checked; a forged one never is.
+    signer = _signer()
+    token = signer.sign(PAGE_ID, now=NOW)
+    forged = _forge(token, 2, "A" * 22)
+    for _ in range(2):
+        assert signer.verify(token, now=NOW) == PAGE_ID
+        with pytest.raises(BadToken):
+            signer.verify(forged, now=NOW)
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    signer = _signer()
+    tokens = [signer.sign(new_page_id(), now=NOW) for _ in range(5000)]
+    for token in tokens + tokens:
+        signer.verify(token, now=NOW)
+    assert 0 < len(signer._genuine) <= 4096
+
+
 def test_forged_expired_token_is_bad_not_expired() -> None:
     signer = _signer()
     forged = _forge(signer.sign(PAGE_ID, now=NOW), 2, "A" * 22)
