@@ -2,8 +2,9 @@
 
 Every variant is a page with ``<span id="count">`` and a ``<button id="go">`` whose click
 changes the span through the server, all pages served by the same gunicorn. Variants
-run interleaved (one click of each in turn, the order rotating every round), each in
-its own browser context so they share no connections.
+run interleaved (one click of each in turn, in a new random order every round, so that
+no variant always follows the same one), each in its own browser context so they share
+no connections.
 
 Two kinds of click:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import statistics
 import time
 import typing as t
@@ -130,10 +132,11 @@ def measure(
                     for tab in tabs.values():
                         tab.bring_to_front()
                         click(tab)
-                for number in range(clicks):
+                shuffler = random.Random(0)  # the same orders in every run
+                for _ in range(clicks):
                     names = list(tabs)
-                    shift = number % len(names)
-                    for name in names[shift:] + names[:shift]:
+                    shuffler.shuffle(names)
+                    for name in names:
                         tab = tabs[name]
                         tab.bring_to_front()
                         results.times.setdefault((name, kind), []).append(click(tab))

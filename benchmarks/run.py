@@ -19,6 +19,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import random
 import secrets
 import subprocess
 import sys
@@ -162,19 +163,22 @@ def loads(servers: dict[str, Server]) -> list[Load]:
 
 
 def run_loads(runner: Runner, servers: dict[str, Server], settings: Settings) -> Results:
-    """Every load, ``rounds`` times, interleaved: the order rotates every round."""
+    """Every load, ``rounds`` times, interleaved: a new random order every round, so that
+    no load always follows the same one."""
     all_loads = loads(servers)
     results = Results()
     if settings.warmup_seconds:
         log(f"warm-up round ({len(all_loads)} loads of {settings.warmup_seconds} s)")
         for load in all_loads:
             runner.run(load, servers, settings.warmup_seconds)
+    shuffler = random.Random(0)  # the same orders in every run
     for number in range(settings.rounds):
-        shift = number * 5 % len(all_loads)
         log(
             f"round {number + 1}/{settings.rounds} ({len(all_loads)} loads of {settings.seconds} s)"
         )
-        for load in all_loads[shift:] + all_loads[:shift]:
+        order = list(all_loads)
+        shuffler.shuffle(order)
+        for load in order:
             sample = runner.run(load, servers, settings.seconds)
             results.samples.setdefault(load.key, []).append(sample)
     return results
