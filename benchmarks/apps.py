@@ -7,6 +7,8 @@
 - ``live``: ``site`` wrapped in ``Piggyback``; its store comes from ``PIGGYBACK_STORE``
   (unset: the default SQLite file in the server's working directory).
 - ``flask_app``: a bare Flask route returning the same answer bytes.
+- ``store_floor``: not piggyback, the floor of its default store: an event does only the
+  SQLite store's two statements (a poll its one read) and writes the answer document.
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
@@ -27,6 +29,11 @@ from werkzeug.test import Client as HTTPClient
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.endpoint import _CSP
+from piggyback.endpoint import _HEADERS
+from piggyback.script import answer_document
+from piggyback.stores.base import Changes
+from piggyback.stores.base import PageRecord
 from piggyback.stores.memory import MemoryStore
 
 if t.TYPE_CHECKING:
@@ -78,6 +85,23 @@ RAW_IFRAME_PAGE = (
     b"<script>document.getElementById('go').addEventListener('click', function () {"
     b" document.getElementById('frame').contentWindow.location.replace('/bench/frame'); });"
     b"</script></body></html>"
+)
+
+#: The floor of piggyback's default transport: a raw ``fetch()`` of a real event, its
+#: answer read as the client reads it, with none of the client's work. The page carries
+#: piggyback's tag only for the page token and the endpoint.
+RAW_EVENT_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>raw event</title></head><body>"
+    + (_COUNTER % b"").decode()
+    + "{tag}<script>var seq = 0, tag = document.querySelector('script[data-token]');"
+    " document.getElementById('go').addEventListener('click', function () {"
+    " seq += 1; fetch(tag.dataset.endpoint + '?p=' + encodeURIComponent(tag.dataset.token)"
+    " + '&s=' + seq + '&a=' + (seq - 1) + '&h=tick&e=click&t=go', {cache: 'no-store'})"
+    ".then(function (r) { return r.text(); }).then(function (text) {"
+    " var reply = JSON.parse(/receive\\(([\\s\\S]*)\\)<\\/script>/.exec(text)[1]);"
+    " tag.dataset.token = reply.token;"
+    " document.getElementById('count').textContent = reply.batches.pop().commands[0][2];"
+    " }); });</script></body></html>"
 )
 
 HTMX_PAGE = (
@@ -140,6 +164,9 @@ def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -
     if name == "htmx.min.js":
         with open(os.environ["PB_BENCH_HTMX"], "rb") as file:
             return _bytes(start_response, file.read(), "text/javascript; charset=utf-8")
+    if name == "raw-event" and "piggyback.page" in environ:
+        page = RAW_EVENT_PAGE.replace("{tag}", str(live.script_tag(environ)))
+        return _html(start_response, page.encode())
     if name == "pb" and "piggyback.page" in environ:
         return _html(start_response, _piggyback_page(environ).encode())
     return _html(start_response, b"not found", "404 Not Found")
@@ -199,3 +226,35 @@ flask_app = Flask(__name__)
 @flask_app.get("/_pb/event")
 def flask_event() -> Response:
     return Response(ANSWER_BODY, headers=ANSWER_HEADERS)
+
+
+def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """What any event through the default SQLite store costs at the least.
+
+    An event takes the page's lease with its record and saves the next record, a poll
+    reads the record and mail; then the answer document, with the endpoint's headers.
+    Nothing is checked and no handler runs: this is not piggyback, it is its floor.
+    """
+    if environ.get("PATH_INFO") != "/_pb/event":
+        return site(environ, start_response)
+    query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&"))
+    page_id, seq = query["p"].split(".", 1)[0], int(query["s"])
+    batches: list[dict[str, t.Any]] = []
+    if "h" in query:
+        batches = [{"seq": seq, "commands": [["text", "count", "1"]]}]
+        begun = live.store.begin(page_id, 60.0)
+        if begun is None:
+            raise RuntimeError(f"page {page_id} was busy: the load sent two events at once")
+        changes = Changes(record=PageRecord(seq=seq, batches=batches))
+        live.store.save(page_id, begun[0], changes)
+    else:
+        live.store.load(page_id)
+    body, script_source = answer_document({"seq": seq, "batches": batches, "token": query["p"]})
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        *_HEADERS,
+        ("Content-Security-Policy", _CSP % script_source),
+    ]
+    start_response("200 OK", headers)
+    return [body]
