@@ -90,7 +90,7 @@ class Results:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
 
     def median(self, key: str, attribute: str) -> float:
-        return statistics.median(getattr(s, attribute) for s in self.samples[key])
+        return float(statistics.median(getattr(s, attribute) for s in self.samples[key]))
 
     def has(self, key: str) -> bool:
         return bool(self.samples.get(key))

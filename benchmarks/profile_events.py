@@ -125,12 +125,12 @@ def _table(profile: cProfile.Profile, count: int, top: int) -> str:
     stats = pstats.Stats(profile, stream=io.StringIO())
     rows = []
     entries = stats.stats.items()  # type: ignore[attr-defined]
-    for (filename, line, name), (_, calls, own, cumulative, _) in entries:
+    for (filename, number, name), (_, calls, own, cumulative, _) in entries:
         ours = filename.startswith(PACKAGE)
         where = (
-            f"{Path(filename).relative_to(Path(PACKAGE).parent)}:{line}"
+            f"{Path(filename).relative_to(Path(PACKAGE).parent)}:{number}"
             if ours
-            else f"{Path(filename).name}:{line}"
+            else f"{Path(filename).name}:{number}"
         )
         rows.append((own, cumulative, calls, ("* " if ours else "  ") + f"{name} ({where})"))
     rows.sort(reverse=True)

@@ -174,7 +174,7 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request("GET", target, headers=headers or {})

@@ -26,7 +26,7 @@ def bump(response: t.Any) -> None:
     response.html("#count", "1")
 
 
-@flask_sijax.route(app, "/sijax")
+@flask_sijax.route(app, "/sijax")  # type: ignore[untyped-decorator]
 def index() -> t.Any:
     if g.sijax.is_sijax_request:
         g.sijax.register_callback("bump", bump)
