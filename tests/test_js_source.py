@@ -127,8 +127,9 @@ def test_one_listener_per_event_type_on_document(source: str) -> None:
         "focusin",
         "focusout",
     ]
+    assert "EVENTS.forEach(function (type) {" in source
     assert re.findall(r"document\.addEventListener\(([^,]+),", source) == [
-        "EVENTS[i]",
+        "type",
         '"visibilitychange"',
     ]
 

@@ -23,6 +23,7 @@
   var timer = null;
   var pollTimer = null;
   var iframe = null; // GETs reuse it
+  var spare = null;
 
   function dispatch(type, detail) {
     var event = document.createEvent("CustomEvent");
@@ -30,8 +31,7 @@
     if (type === "error") {
       console.error("piggyback:", detail.reason, detail);
     }
-    document.dispatchEvent(event);
-    return event;
+    return document.dispatchEvent(event);
   }
 
   function setClass(element, name, on) {
@@ -193,10 +193,10 @@
     if (event.element && !inQueue("element", event.element)) {
       setClass(event.element, "pb-busy", false);
     }
-    var outcome = dispatch(type, detail);
+    var allowed = dispatch(type, detail);
     if (type === "expired") {
       setPoll(0);
-      if (!outcome.defaultPrevented) {
+      if (allowed) {
         location.reload();
       }
     }
@@ -298,14 +298,14 @@
   };
 
   function run(list, batchSeq) {
-    for (var i = 0; i < list.length; i += 1) {
+    list.forEach(function (command) {
       try {
-        commands[list[i][0]].apply(null, list[i].slice(1));
+        commands[command[0]].apply(null, command.slice(1));
       } catch (error) {
-        dispatch("error", {reason: String(error.message || error), command: list[i],
+        dispatch("error", {reason: String(error.message || error), command: command,
           seq: batchSeq});
       }
-    }
+    });
   }
 
   function poll() {
@@ -334,14 +334,19 @@
     });
   }
 
+  function newFrame() {
+    var frame = document.createElement("iframe");
+    frame.style.display = "none";
+    return document.body.appendChild(frame);
+  }
+
   function iframeTransport(request) {
     var frame = iframe;
     if (request.form || !frame) {
       removeNode(frame);
-      frame = iframe = document.createElement("iframe");
-      frame.name = "piggyback";
-      frame.style.display = "none";
-      document.body.appendChild(frame);
+      frame = iframe = spare || newFrame();
+      frame.contentWindow.name = "piggyback";
+      spare = null;
     }
     request.abort = function () {
       removeNode(frame);
@@ -352,10 +357,13 @@
       if (!doc || doc.URL !== "about:blank") {
         request.fail("the response did not report back");
       }
+      if (request.form) {
+        spare = spare || newFrame();
+      }
     };
     if (request.form) {
       post(request.form, {action: request.url, method: "post",
-        enctype: "multipart/form-data", target: frame.name});
+        enctype: "multipart/form-data", target: "piggyback"});
     } else {
       frame.contentWindow.location.replace(request.url); // no history entry
     }
@@ -363,13 +371,12 @@
 
   function post(form, changes) {
     var saved = {};
-    var name;
-    for (name in changes) {
+    for (var name in changes) {
       saved[name] = form.getAttribute(name);
       form.setAttribute(name, changes[name]);
     }
     HTMLFormElement.prototype.submit.call(form); // even with a field named "submit"
-    for (name in saved) {
+    for (name in changes) {
       setAttr(form, name, saved[name]);
     }
   }
@@ -377,9 +384,9 @@
   window.piggyback = {send: send, receive: receive,
     transport: window.fetch && config.transport !== "iframe" ? fetchTransport : iframeTransport};
 
-  for (var i = 0; i < EVENTS.length; i += 1) {
-    document.addEventListener(EVENTS[i], onEvent);
-  }
+  EVENTS.forEach(function (type) {
+    document.addEventListener(type, onEvent);
+  });
   document.addEventListener("visibilitychange", poll);
   setPoll(Number(config.poll));
 })();
