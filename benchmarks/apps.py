@@ -87,6 +87,25 @@ RAW_IFRAME_PAGE = (
     b"</script></body></html>"
 )
 
+#: The floor of the iframe transport's POST path: a form posted into a spare hidden frame
+#: made ahead of time (a frame never navigated, so no history entry), the next spare made
+#: once the answer has loaded.
+RAW_POST_PAGE = (
+    b"<!doctype html><html><head><meta charset='utf-8'><title>raw post</title></head><body>"
+    b"<form id='form' method='post' action='/bench/frame' target='plain'>"
+    + _COUNTER
+    % b""
+    + b"</form><script>var form = document.getElementById('form'), frame = null;"
+    b" function newFrame() { var made = document.createElement('iframe');"
+    b" made.style.display = 'none'; return document.body.appendChild(made); }"
+    b" var spare = newFrame();"
+    b" form.addEventListener('submit', function (event) { event.preventDefault();"
+    b" if (frame) { frame.parentNode.removeChild(frame); }"
+    b" frame = spare || newFrame(); spare = null; frame.contentWindow.name = 'plain';"
+    b" frame.onload = function () { spare = newFrame(); };"
+    b" HTMLFormElement.prototype.submit.call(form); });</script></body></html>"
+)
+
 #: The floor of piggyback's default transport: a raw ``fetch()`` of a real event, its
 #: answer read as the client reads it, with none of the client's work. The page carries
 #: piggyback's tag only for the page token and the endpoint.
@@ -154,6 +173,8 @@ def _bench(environ: WSGIEnvironment, start_response: StartResponse, name: str) -
         return _html(start_response, HTMX_PAGE)
     if name == "raw-iframe":
         return _html(start_response, RAW_IFRAME_PAGE)
+    if name == "raw-post":
+        return _html(start_response, RAW_POST_PAGE)
     if name == "frame":  # what the plain iframe loads: a new value every time
         script = b"parent.document.getElementById('count').textContent = '%s';"
         return _html(

@@ -39,6 +39,7 @@ VARIANTS: list[tuple[str, str]] = [
     ("raw fetch()", "/bench/raw"),
     ("htmx", "/bench/htmx"),
     ("plain hidden iframe", "/bench/raw-iframe"),
+    ("plain form POST into a spare hidden frame", "/bench/raw-post"),
     ("raw fetch() of a piggyback event", "/bench/raw-event"),
     ("piggyback (default transport)", "/bench/pb"),
     ("piggyback data-transport=fetch", "/bench/pb?transport=fetch"),
