@@ -93,8 +93,7 @@ RAW_IFRAME_PAGE = (
 RAW_POST_PAGE = (
     b"<!doctype html><html><head><meta charset='utf-8'><title>raw post</title></head><body>"
     b"<form id='form' method='post' action='/bench/frame' target='plain'>"
-    + _COUNTER
-    % b""
+    + (_COUNTER % b"")
     + b"</form><script>var form = document.getElementById('form'), frame = null;"
     b" function newFrame() { var made = document.createElement('iframe');"
     b" made.style.display = 'none'; return document.body.appendChild(made); }"

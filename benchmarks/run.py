@@ -384,8 +384,8 @@ def report_events(report: Report, results: Results, settings: Settings, sijax: p
         "³ Not piggyback: what any event through the SQLite store costs at the least. An"
         " event only takes the page's lease with its record and saves the next one (a poll"
         " only reads), then writes the answer document: no checks, no handler"
-        " (`benchmarks.apps.store_floor`). From the bare row to this one is the store's"
-        " cost; from this one to piggyback's, everything else.",
+        " (`benchmarks.apps.store_floor`). From the bare row to this one is what the store"
+        " and the answer cost; from this one to piggyback's, everything else piggyback does.",
     )
     if sijax.skipped:
         report.add(f"Flask-Sijax skipped: {sijax.skipped}")
