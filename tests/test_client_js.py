@@ -716,7 +716,7 @@ WATCH_FRAMES = """() => {
     }));
     const count = document.querySelectorAll("iframe").length;
     window.mostFrames = Math.max(window.mostFrames, count);
-  }).observe(document.body, {childList: true});
+  }).observe(document.documentElement, {childList: true, subtree: true});
 }"""
 
 #: Whether the frame that carried event ``seq`` was in the document before the click.
@@ -794,6 +794,42 @@ def test_an_iframe_submit_whose_try_fails_is_retried_in_a_new_frame(
     assert tab.evaluate("history.length") == before
     assert tab.evaluate("window.mostFrames") <= 2
     tab.wait_for_function("document.querySelectorAll('iframe').length === 2")
+
+
+@pytest.mark.parametrize(
+    "swap",
+    [
+        pytest.param("document.body.innerHTML = document.body.innerHTML", id="innerHTML"),
+        pytest.param("document.body.replaceWith(document.body.cloneNode(true))", id="new-body"),
+    ],
+)
+def test_iframe_frames_outlive_a_swap_of_the_body(
+    tab: t.Any, server: FakeServer, swap: str
+) -> None:
+    """A turbolinks-style swap of the body keeps the iframe transport working at once:
+    its frames (the one in use and the spare) are not inside the body."""
+    page = open_page(tab, server, FORM + GO + '<p id="out"></p>', transport="iframe")
+    page.commands = lambda params: [["text", "out", params["s"]]]
+    before = tab.evaluate("history.length")
+    tab.click("#save")
+    wait_seen(tab, "done", 1)
+    tab.wait_for_function("document.querySelectorAll('iframe').length === 2")
+
+    tab.evaluate(swap)
+    tab.click("#go")
+    wait_seen(tab, "done", 2)
+    tab.click("#save")
+    wait_seen(tab, "done", 3)
+
+    assert tab.text_content("#out") == "3"
+    assert [seen["type"] for seen in tab.evaluate("window.seen")] == ["send", "done"] * 3
+    assert tab.evaluate("history.length") == before
+    assert tab.evaluate("document.querySelectorAll('body iframe').length") == 0
+    assert [(carried.method, carried.dest) for carried in page.carried] == [
+        ("POST", "iframe"),
+        ("GET", "iframe"),
+        ("POST", "iframe"),
+    ]
 
 
 def test_a_form_given_to_send_sends_its_fields(tab: t.Any, server: FakeServer) -> None:
@@ -1278,7 +1314,7 @@ def test_twenty_events_add_no_history_entries(
       window.frameStyles = [];
       new MutationObserver(records => records.forEach(record => record.addedNodes.forEach(
         node => node.nodeName === "IFRAME" && window.frameStyles.push(node.style.display)
-      ))).observe(document.body, {childList: true});
+      ))).observe(document.documentElement, {childList: true, subtree: true});
     }""")
     before = tab.evaluate("history.length")
     for count in range(1, 21):

@@ -1,4 +1,4 @@
-/*! piggyback.js: live page updates over plain HTTP. Read docs/client.md. */
+/*! piggyback.js: live page updates over plain HTTP. See docs/client.md. */
 (function () {
   "use strict";
 
@@ -337,7 +337,7 @@
   function newFrame() {
     var frame = document.createElement("iframe");
     frame.style.display = "none";
-    return document.body.appendChild(frame);
+    return document.documentElement.appendChild(frame);
   }
 
   function iframeTransport(request) {
