@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import typing as t
 from urllib.parse import urlsplit
 
@@ -13,6 +12,7 @@ from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_host
 
 from .event import EventRequest
+from .event import plain_seq
 from .event import read_event_request
 from .exceptions import EventRejected
 from .exceptions import PageExpired
@@ -28,8 +28,6 @@ if t.TYPE_CHECKING:
     from .registry import Handler
 
 logger = logging.getLogger("piggyback")
-
-_DECIMAL = re.compile(r"[0-9]{1,16}")
 
 #: Every answer's headers between its length and its policy (which allows its script).
 _HEADERS = (
@@ -65,7 +63,7 @@ class EventEndpoint:
             status = 200
         except EventRejected as rejection:
             logger.info("Rejected an event: %s", rejection.reason)
-            reply = {"seq": _seq_of(environ), "code": rejection.code, "error": rejection.reason}
+            reply = {"seq": plain_seq(environ), "code": rejection.code, "error": rejection.reason}
             status = rejection.status
         finally:
             if post is not None:
@@ -144,12 +142,3 @@ def _check_origin(environ: WSGIEnvironment) -> None:
         raise EventRejected(
             f"Events must come from the page's own origin, not {origin!r}.", status=403
         )
-
-
-def _seq_of(environ: WSGIEnvironment) -> int | None:
-    """The event's sequence number, if a rejected request carried a plain one."""
-    for part in environ.get("QUERY_STRING", "").split("&"):
-        if part.startswith("s="):
-            text = part[2:]
-            return int(text) if _DECIMAL.fullmatch(text) else None
-    return None

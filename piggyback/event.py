@@ -128,6 +128,16 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
 
 
+def plain_seq(environ: WSGIEnvironment) -> int | None:
+    """The request's sequence number if it carries a plain one, for the answer to a
+    request that was rejected (its other fields may be anything)."""
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if part.startswith("s="):
+            text = part[2:]
+            return int(text) if _DECIMAL.match(text) else None
+    return None
+
+
 def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str, str]:
     """``v`` and ``g`` from the body of a ``b=1`` POST, for payloads too long for a URL."""
     if query["b"] != "1" or request is None:
