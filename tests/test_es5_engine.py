@@ -114,6 +114,8 @@ class StubBrowser:
         }
         self.elements: list[dict[str, t.Any]] = []
         self.loads = 1
+        #: Whether the browser has ``document.currentScript`` (Internet Explorer has not).
+        self.current_script = True
         self.steps: list[list[t.Any]] = []
 
     def element(self, tag: str, **attributes: str) -> None:
@@ -151,7 +153,13 @@ class StubBrowser:
 
     def run(self) -> Seen:
         """Run a fresh engine through every step so far; what the page saw."""
-        page = {"loads": self.loads, "nonce": "n0", "data": self.data, "elements": self.elements}
+        page = {
+            "loads": self.loads,
+            "currentScript": self.current_script,
+            "nonce": "n0",
+            "data": self.data,
+            "elements": self.elements,
+        }
         plan = {"page": page, "steps": self.steps}
         self.plan_file.write_text(json.dumps(plan), encoding="utf-8")
         command = [self.engine, str(DRIVER), str(DOM_STUB), str(CLIENT_JS), str(self.plan_file)]
@@ -241,6 +249,15 @@ def test_without_fetch_the_hidden_iframe_carries_the_event(page: StubBrowser) ->
     assert [event["type"] for event in seen.events] == ["send"]
 
 
+def test_without_current_script_the_client_finds_its_tag_by_the_token(page: StubBrowser) -> None:
+    page.current_script = False  # Internet Explorer 11
+    page.send("one")
+    seen = page.run()
+    assert [(request.path, request.query["p"]) for request in seen.requests] == [
+        ("/_pb/event", "t0")
+    ]
+
+
 def test_events_go_one_at_a_time_in_order(page: StubBrowser) -> None:
     for handler in ("one", "two", "three"):
         page.send(handler)
@@ -282,18 +299,28 @@ def test_each_request_acknowledges_the_highest_batch_applied(page: StubBrowser) 
 
 def test_a_batch_is_never_applied_twice(page: StubBrowser) -> None:
     page.element("p", id="out")
-    page.send("one")
-    page.send("two")
+    for handler in ("one", "two", "three"):
+        page.send(handler)
     page.answer(reply(1, batch(1, record("one"), ["text", "out", "1"])))
-    # A reply that carries the applied batch again, older and newer, in order.
-    page.answer(reply(2, batch(1, record("one again")), batch(2, record("two"))))
-    # The same answer again, once the event it answered is over.
-    page.receive(reply(2, batch(2, record("two again"))))
+    # A late copy of answer 1 while 2 is in flight: another seq, ignored.
     page.receive(reply(1, batch(1, record("one again"))))
+    # A reply that carries the applied batch again, before the new one.
+    page.answer(reply(2, batch(1, record("one again")), batch(2, record("two"))))
+    page.answer(reply(3, batch(3, record("three"))))
+    # The same answer again, once the event it answered is over.
+    page.receive(reply(3, batch(3, record("three again"))))
     seen = page.run()
-    assert seen.calls == [["one"], ["two"]]
+    assert seen.calls == [["one"], ["two"], ["three"]]
     assert seen.texts == {"out": "1"}
-    assert [event["type"] for event in seen.events] == ["send", "done", "send", "done"]
+    assert [(event["type"], event["detail"]["seq"]) for event in seen.events] == [
+        ("send", 1),
+        ("done", 1),
+        ("send", 2),
+        ("done", 2),
+        ("send", 3),
+        ("done", 3),
+    ]
+    assert seen.sent("a") == ["0", "1", "2"]
 
 
 # The ways a try fails, each then tried again after 500 ms with the same sequence number.

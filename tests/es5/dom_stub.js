@@ -119,7 +119,7 @@ Element.prototype.removeChild = function (child) {
 };
 
 Element.prototype.connected = function () {
-  if (this.nodeName === "SCRIPT") {
+  if (this.nodeName === "SCRIPT" && this.text !== undefined) {
     runScript(this);
   }
   for (var i = 0; i < this.childNodes.length; i++) {
@@ -294,6 +294,17 @@ var document = {
       return new Frame();
     }
     return new Element(name);
+  },
+  /* Only the selector the client uses where document.currentScript is missing (IE):
+     TAG[ATTRIBUTE], the first such element in the document. */
+  querySelector: function (selector) {
+    var parts = /^([a-z]+)\[([a-z-]+)\]$/.exec(selector);
+    if (!parts) {
+      throw new Error("the stub's querySelector knows only tag[attribute]: " + selector);
+    }
+    return document.documentElement.descendants().filter(function (node) {
+      return node.nodeName === parts[1].toUpperCase() && node.getAttribute(parts[2]) !== null;
+    })[0] || null;
   },
   getElementById: function (id) {
     var all = document.documentElement.descendants();

@@ -46,6 +46,7 @@ function buildPage(page) {
   }
   script.dataset = page.data;
   script.nonce = page.nonce;
+  document.body.appendChild(script);
   window.record = function () {
     stub.calls.push(Array.prototype.slice.call(arguments));
   };
@@ -61,11 +62,12 @@ function buildPage(page) {
   return script;
 }
 
-/* The client runs as the script element the page loaded it from. */
-function loadClient(script) {
-  document.currentScript = script;
+/* The client runs as the script element the page loaded it from, which it finds as
+   document.currentScript, or (Internet Explorer has none) by its data-token. */
+function loadClient(script, current) {
+  document.currentScript = current ? script : undefined;
   load(scriptArgs[1]);
-  document.currentScript = null;
+  document.currentScript = current ? null : undefined;
 }
 
 var steps = {
@@ -98,7 +100,7 @@ var steps = {
 
 var script = buildPage(plan.page);
 for (var i = 0; i < plan.page.loads; i++) {
-  loadClient(script);
+  loadClient(script, plan.page.currentScript);
 }
 plan.steps.forEach(function (step) {
   steps[step[0]].apply(null, step.slice(1));
