@@ -122,13 +122,15 @@ class StubBrowser:
         """Put an element in the page's body (before the client loads)."""
         self.elements.append({"tag": tag, "attributes": attributes})
 
-    def send(self, handler: str | None, args: dict[str, t.Any] | None = None, id: str = "") -> None:
-        """``piggyback.send(handler, args, element)``; ``id`` names the element."""
-        self.steps.append(["send", handler, args, id])
+    def send(
+        self, handler: str | None, args: dict[str, t.Any] | None = None, element: str = ""
+    ) -> None:
+        """``piggyback.send(handler, args, element)``, the element given by its id."""
+        self.steps.append(["send", handler, args, element])
 
-    def dom_event(self, type: str, id: str) -> None:
-        """A DOM event of ``type`` on the element ``id``, bubbling to ``document``."""
-        self.steps.append(["dom", type, id])
+    def dom_event(self, name: str, element: str) -> None:
+        """A DOM event ``name`` on the element with id ``element``, bubbling to ``document``."""
+        self.steps.append(["dom", name, element])
 
     def advance(self, ms: int) -> None:
         """Move the fake clock on by ``ms``, running the timers due."""
@@ -166,7 +168,10 @@ class StubBrowser:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise AssertionError(f"{ENGINE} failed ({done.returncode}):\n{done.stderr}")
-        raw = json.loads(done.stdout)
+        try:
+            raw = json.loads(done.stdout)
+        except ValueError:
+            raise AssertionError(f"{ENGINE} printed more than the page:\n{done.stdout}") from None
         return Seen(
             fetch=raw["fetch"],
             api=raw["api"],

@@ -5,7 +5,8 @@
    else fails here with a TypeError. Timers run on a fake clock (stub.advance); hidden
    iframes record each navigation and form post as a request, and load the answer the
    test hands over (stub.deliver), running its script with `parent` set to this window,
-   as the real answer document does. What the page saw is in stub.snapshot(). */
+   as the real answer document does. What the page saw is kept in `stub`; driver.js
+   prints it. */
 
 var window = this;
 
@@ -339,6 +340,7 @@ var location = {
   }
 };
 
+/* mujs has a console of its own, which would print into the driver's output. */
 var console = {
   error: function () {
     stub.console.push(Array.prototype.slice.call(arguments).map(String).join(" "));
