@@ -11,18 +11,21 @@ What the store relies on:
 
 - The file is on a local file system, never NFS or another network file system: WAL
   mode needs shared memory and POSIX locks that work between processes.
-- Only SQLite opens and closes the file while a connection to it may be open in the
-  process: closing *any* descriptor of a file drops every POSIX lock the process holds
-  on it, including the one by which SQLite's WAL mode knows the file is in use. Another
-  process that then closes its connection believes it was the last one, checkpoints
-  and deletes ``-wal`` and ``-shm`` under the server (lost messages, "disk I/O error",
-  "database disk image is malformed"). So the file and its directory are created,
-  private, when the store is constructed, before it opens any connection; later, the
-  file is only ``chmod``-ed by path. A backup copies the file through SQLite (its
-  ``.backup`` command or ``VACUUM INTO``), never with ``cp`` from a process that uses
-  the store.
-- Other processes (a CLI, a job worker) may open the store, use it and exit at any
-  time; they are ordinary users of the file, as the web workers are.
+- In a process that uses the store, only SQLite opens and closes the file: closing
+  *any* descriptor of a file drops every POSIX lock the process holds on it, including
+  the one by which SQLite's WAL mode knows the file is in use. Another process that
+  then closes its connection believes it was the last one, checkpoints and deletes
+  ``-wal`` and ``-shm`` under the server (lost messages, "disk I/O error", "database
+  disk image is malformed"). So the file and its directory are created, private, when
+  the store is constructed, before it opens any connection; later, the file is only
+  ``chmod``-ed by path. Nothing moves or deletes the file, its ``-wal`` or its
+  ``-shm`` while the store is in use, and a backup goes through SQLite
+  (``sqlite3 store.sqlite3 ".backup copy.sqlite3"`` or ``VACUUM INTO``): a plain copy
+  misses what is still in the ``-wal``.
+- Other processes (a CLI, a job worker, ``python -m examples.chat_bot``) may open the
+  store with ``SQLiteStore(path)`` or ``store_from_url()``, use it and exit at any
+  time, as often as they like: they are users of the file like the web workers, and
+  need the same SQLite (3.35 or newer) and the same user (the file is private).
 - A connection never crosses a fork. A process that finds connections opened before
   it was forked closes them before it opens its own: sharing SQLite's bookkeeping of
   the parent's locks, the child's connections would take no locks of their own (the
