@@ -28,7 +28,10 @@ from .servers import gunicorn
 from .servers import ROOT
 from .servers import server
 
-APP = "tests.matrix_app:app"
+APP = "examples.chat:app"
+#: The same app, its store used while it is imported: a server that imports it once and
+#: then forks its workers hands each one a connection opened before the fork.
+PRELOADED = "tests.matrix_app:app"
 PAGES = 3
 POSTS = 12
 BIN = Path(sys.executable).parent
@@ -38,16 +41,26 @@ Start = t.Callable[[Path], t.ContextManager[tuple[str, subprocess.Popen[bytes]]]
 
 def _waitress(cwd: Path) -> t.ContextManager[tuple[str, subprocess.Popen[bytes]]]:
     return server(
-        lambda port: [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", APP], cwd
+        lambda port: [
+            sys.executable,
+            "-m",
+            "waitress",
+            f"--listen=127.0.0.1:{port}",
+            "--threads=4",
+            APP,
+        ],
+        cwd,
     )
 
 
-def _uwsgi(*options: str) -> Start:
+def _uwsgi(app: str, *options: str) -> Start:
+    """uWSGI imports the app in its master process, then forks its workers."""
+
     def start(cwd: Path) -> t.ContextManager[tuple[str, subprocess.Popen[bytes]]]:
         return server(
             lambda port: [
                 *(str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}"),
-                *("--module", APP, "--pythonpath", str(ROOT), "--need-app"),
+                *("--module", app, "--pythonpath", str(ROOT), "--need-app"),
                 *("--master", "--die-on-term", *options),
             ],
             cwd,
@@ -62,7 +75,9 @@ def _werkzeug(cwd: Path) -> t.ContextManager[tuple[str, subprocess.Popen[bytes]]
 
 SERVERS = [
     pytest.param(lambda cwd: gunicorn(APP, cwd, workers=2), id="gunicorn-sync"),
-    pytest.param(lambda cwd: gunicorn(APP, cwd, workers=2, preload=True), id="gunicorn-preload"),
+    pytest.param(
+        lambda cwd: gunicorn(PRELOADED, cwd, workers=2, preload=True), id="gunicorn-preload"
+    ),
     pytest.param(
         lambda cwd: gunicorn(APP, cwd, workers=2, worker_class="gthread", threads=4),
         id="gunicorn-gthread",
@@ -71,8 +86,8 @@ SERVERS = [
         lambda cwd: gunicorn(APP, cwd, workers=2, worker_class="gevent"), id="gunicorn-gevent"
     ),
     pytest.param(_waitress, id="waitress"),
-    pytest.param(_uwsgi("--processes", "2"), id="uwsgi-processes"),
-    pytest.param(_uwsgi("--processes", "1", "--threads", "4"), id="uwsgi-threads"),
+    pytest.param(_uwsgi(PRELOADED, "--processes", "2"), id="uwsgi-processes"),
+    pytest.param(_uwsgi(APP, "--processes", "1", "--threads", "4"), id="uwsgi-threads"),
     pytest.param(_werkzeug, id="werkzeug-threaded"),
 ]
 
