@@ -649,9 +649,9 @@ def _mode(path: Path) -> int:
 def test_sqlite_creates_a_private_wal_file_and_its_directory(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "store.sqlite3"
     store = SQLiteStore(path)
-    # Before any connection: the file exists, empty, and nothing creates it later.
-    assert (path.stat().st_size, _mode(path), _mode(path.parent)) == (0, 0o600, 0o700)
+    assert not path.parent.parent.exists()  # importing an app creates nothing
     store.push("p", A)
+    assert _mode(path.parent) == 0o700
     modes = {p.name: _mode(p) for p in path.parent.iterdir()}
     assert modes == {
         name: 0o600 for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm")
@@ -667,10 +667,12 @@ def test_sqlite_makes_an_existing_file_and_piggyback_directory_private(
     path.parent.mkdir(mode=0o755, parents=True)
     os.chmod(path.parent, 0o755)
     os.chmod(path.parent.parent, 0o755)
-    SQLiteStore(path).push("p", A)
+    first = SQLiteStore(path)
+    first.push("p", A)  # its open connection keeps the -wal and -shm
     for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm"):
         os.chmod(path.parent / name, 0o644)
     store = SQLiteStore(path)
+    assert store.load("p") == (None, Mail(inbox=[(1, A)]))
     modes = {p.name: _mode(p) for p in (path.parent.parent, *path.parent.parent.rglob("*"))}
     assert modes == {
         "app": 0o755,  # the user's own directory is left alone
@@ -679,7 +681,6 @@ def test_sqlite_makes_an_existing_file_and_piggyback_directory_private(
         "store.sqlite3-wal": 0o600,
         "store.sqlite3-shm": 0o600,
     }
-    assert store.load("p") == (None, Mail(inbox=[(1, A)]))
 
 
 def test_sqlite_leaves_a_directory_of_another_name_as_it_is(tmp_path: Path) -> None:
