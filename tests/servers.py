@@ -55,13 +55,18 @@ def server(
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            env={**os.environ, "PYTHONPATH": _python_path(), **(env or {})},
         )
         try:
             wait_for_port(port, process)
             yield f"http://127.0.0.1:{port}", process
         finally:
             stop(process)
+
+
+def _python_path() -> str:
+    """The repository first, so that ``tests.…`` and ``examples.…`` import anywhere."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -117,7 +117,7 @@ class Room:
 
     def received(self) -> list[list[str]]:
         return [
-            [m for _, _, html in page.applied_commands for m in _POST.findall(str(html))]
+            [post for command in page.applied_commands for post in _POST.findall(str(command))]
             for page in self.pages
         ]
 
