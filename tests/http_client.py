@@ -67,13 +67,23 @@ class RemotePage:
         value: str | None = None,
     ) -> tuple[int, dict[str, t.Any]]:
         """Send one event request with the given seq; return status and reply unapplied."""
+        status, body = self.send(seq, handler, args, value)
+        return status, read_reply(body)
+
+    def send(
+        self,
+        seq: int,
+        handler: str = "",
+        args: dict[str, t.Any] | None = None,
+        value: str | None = None,
+    ) -> tuple[int, str]:
+        """Send one event request with the given seq; return status and body as they came."""
         query = {"p": self.token, "s": seq, "a": self.applied, "h": handler, "e": "click"}
         if args:
             query["g"] = json.dumps(args)
         if value is not None:
             query["v"] = value
-        status, body = get(f"{self.base}/_pb/event?{urlencode(query)}")
-        return status, read_reply(body)
+        return get(f"{self.base}/_pb/event?{urlencode(query)}")
 
     def apply(self, reply: dict[str, t.Any]) -> None:
         self.token = reply.get("token", self.token)

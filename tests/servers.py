@@ -1,4 +1,8 @@
-"""Real servers for tests: gunicorn on a free loopback port, stopped by its PID."""
+"""Real servers for tests, each on a free loopback port and stopped by its PID.
+
+``gunicorn()`` runs any of its worker classes; ``server()`` runs any command that
+listens on the port it is given (waitress, uWSGI, werkzeug's ``run_simple``).
+"""
 
 from __future__ import annotations
 
@@ -33,51 +37,90 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 @contextlib.contextmanager
+def server(
+    command: t.Callable[[int], list[str]],
+    cwd: Path,
+    *,
+    log: str = "server.log",
+    env: dict[str, str] | None = None,
+) -> t.Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``command(port)`` from ``cwd``, output to ``cwd / log``; yields base URL, process.
+
+    On the way out it is sent SIGTERM, and after 10 s it and its children are killed.
+    """
+    port = free_port()
+    with open(cwd / log, "wb") as out:
+        process = subprocess.Popen(
+            command(port),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": _python_path(), **(env or {})},
+        )
+        try:
+            wait_for_port(port, process)
+            yield f"http://127.0.0.1:{port}", process
+        finally:
+            stop(process)
+
+
+def _python_path() -> str:
+    """The repository first, so that ``tests.…`` and ``examples.…`` import anywhere."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL for it and its children if it has not exited within 10 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in _descendants(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.kill()
+    process.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for child in worker_pids(pid):
+            found += [child, *_descendants(child)]
+    return found
+
+
+@contextlib.contextmanager
 def gunicorn(
     app: str,
     cwd: Path,
     *,
     workers: int = 4,
     worker_class: str = "sync",
+    threads: int = 1,
+    preload: bool = False,
     env: dict[str, str] | None = None,
 ) -> t.Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run ``gunicorn -w N app`` from ``cwd``; yields its base URL and process."""
-    port = free_port()
-    log = open(cwd / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--pythonpath",
-        str(ROOT),
-        "-w",
-        str(workers),
-        "-k",
-        worker_class,
-        "-b",
-        f"127.0.0.1:{port}",
-        "--graceful-timeout",
-        "2",
-        app,
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    """Run ``gunicorn -w N app`` from ``cwd``; yields its base URL and process.
+
+    :param threads: ``--threads``, for the ``gthread`` worker class.
+    :param preload: ``--preload``: the app is imported once, then the workers fork.
+    """
+
+    def command(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "gunicorn", "--pythonpath", str(ROOT)),
+            *("-w", str(workers), "-k", worker_class, "--threads", str(threads)),
+            *(["--preload"] if preload else []),
+            *("-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", app),
+        ]
+
+    with server(command, cwd, log="gunicorn.log", env=env) as running:
+        yield running
 
 
 def worker_pids(master_pid: int) -> list[int]:

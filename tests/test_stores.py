@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from piggyback.stores.redis import RedisStore
 from piggyback.stores.sqlite import SQLiteStore
 
 from .redis_server import redis_server
+from .servers import ROOT
 
 #: The page TTL of the expiry tests.
 TTL = 1.0
@@ -640,12 +642,53 @@ def test_store_from_url_unknown() -> None:
 # SQLite
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def test_sqlite_creates_a_private_wal_file_and_its_directory(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "store.sqlite3"
-    SQLiteStore(path).push("p", A)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store = SQLiteStore(path)
+    assert not path.parent.parent.exists()  # importing an app creates nothing
+    store.push("p", A)
+    assert _mode(path.parent) == 0o700
+    modes = {p.name: _mode(p) for p in path.parent.iterdir()}
+    assert modes == {
+        name: 0o600 for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm")
+    }
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_makes_an_existing_file_and_piggyback_directory_private(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app" / ".piggyback" / "store.sqlite3"
+    path.parent.mkdir(mode=0o755, parents=True)
+    os.chmod(path.parent, 0o755)
+    os.chmod(path.parent.parent, 0o755)
+    first = SQLiteStore(path)
+    first.push("p", A)  # its open connection keeps the -wal and -shm
+    for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm"):
+        os.chmod(path.parent / name, 0o644)
+    store = SQLiteStore(path)
+    assert store.load("p") == (None, Mail(inbox=[(1, A)]))
+    modes = {p.name: _mode(p) for p in (path.parent.parent, *path.parent.parent.rglob("*"))}
+    assert modes == {
+        "app": 0o755,  # the user's own directory is left alone
+        ".piggyback": 0o700,
+        "store.sqlite3": 0o600,
+        "store.sqlite3-wal": 0o600,
+        "store.sqlite3-shm": 0o600,
+    }
+
+
+def test_sqlite_leaves_a_directory_of_another_name_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "store.sqlite3"
+    path.parent.mkdir()
+    os.chmod(path.parent, 0o750)
+    SQLiteStore(path).push("p", A)
+    assert (_mode(path), _mode(path.parent)) == (0o600, 0o750)
 
 
 @pytest.mark.parametrize(
@@ -907,14 +950,22 @@ def _event(store: Store, page_id: str = "p") -> None:
     store.save(page_id, owner, changes)
 
 
-def _events_and_sends(store: Store | str, worker: int, rounds: int) -> None:
-    """Push, publish, then handle an event, ``rounds`` times; ``store`` or its URL."""
+def _events_and_sends(
+    store: Store | str, worker: int, rounds: int, pause: float | None = None
+) -> None:
+    """Push, publish, then handle an event, ``rounds`` times; ``store`` or its URL.
+
+    :param pause: seconds to sleep after each round, letting other threads (greenlets)
+        run meanwhile.
+    """
     if isinstance(store, str):
         store = store_from_url(store)
     for n in range(rounds):
         store.push("p", [["push", worker, n]])
         store.publish("g", [["publish", worker, n]])
         _event(store)
+        if pause is not None:
+            time.sleep(pause)
 
 
 @pytest.mark.parametrize(
@@ -974,6 +1025,132 @@ def test_threads_lose_no_update(shared: Backend) -> None:
     assert sorted(record.state["got"]) == sorted(
         ["push", worker, n] for worker in range(4) for n in range(50)
     )
+
+
+def _holds_a_lock(pid: int, path: str | Path) -> bool:
+    """Whether process ``pid`` holds a POSIX lock on the file (from Linux's /proc/locks).
+
+    SQLite in WAL mode keeps a read lock on the database file for as long as a
+    connection is open: it is how another process knows the file is in use.
+    """
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        # "1: POSIX  ADVISORY  READ 4242 fe:00:2148961 128 128"; a waiter has "->" first.
+        fields = line.split()
+        if fields[1:2] == ["POSIX"] and fields[4] == str(pid) and fields[5].endswith(f":{inode}"):
+            return True
+    return False
+
+
+def test_sqlite_threads_connecting_leave_the_process_its_locks(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    store.push("p", A)
+    assert _holds_a_lock(os.getpid(), path)
+    for _ in range(3):  # each thread opens a connection of its own
+        thread = threading.Thread(target=store.push, args=("p", B))
+        thread.start()
+        thread.join()
+    assert _holds_a_lock(os.getpid(), path)
+    assert len(store.load("p")[1].inbox) == 4
+
+
+def _push_and_report_locks(store: SQLiteStore, held: t.Any) -> None:
+    store.push("p", B)
+    held.put(_holds_a_lock(os.getpid(), store.path))
+
+
+def test_sqlite_forked_child_takes_locks_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    store.push("p", A)  # the parent has a connection open when it forks
+    context = multiprocessing.get_context("fork")
+    held = context.Queue()
+    child = context.Process(target=_push_and_report_locks, args=(store, held), daemon=True)
+    child.start()
+    assert held.get(timeout=60) is True
+    child.join(60)
+    assert child.exitcode == 0
+    assert _holds_a_lock(os.getpid(), path)  # the parent kept its own
+    assert store.load("p")[1].inbox == [(1, A), (2, B)]
+
+
+#: Workers per round, rounds, and sends per worker in the tests below.
+WORKERS, ROUNDS, SENDS = 4, 4, 15
+
+
+def _open_and_close(path: str, stop: t.Any, count: t.Any) -> None:
+    """A CLI, run again and again: open the store, send, close."""
+    while not stop.is_set():
+        store = SQLiteStore(path)
+        store.push("cli", A)
+        store.close()
+        with count.get_lock():
+            count.value += 1
+
+
+def _in_threads(path: str) -> None:
+    """Rounds of new threads, each opening its connection, as a threaded server's."""
+    store = SQLiteStore(path)
+    for round_ in range(ROUNDS):
+        with ThreadPoolExecutor(WORKERS) as pool:
+            workers = range(round_ * WORKERS, (round_ + 1) * WORKERS)
+            list(pool.map(lambda w: _events_and_sends(store, w, SENDS, 0.001), workers))
+
+
+def _in_greenlets(path: str) -> None:
+    """The same with greenlets, in a process of its own that gevent monkey-patches."""
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import sys, gevent\n"
+        "from piggyback.stores.sqlite import SQLiteStore\n"
+        "from tests.test_stores import _events_and_sends, WORKERS, ROUNDS, SENDS\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "for r in range(ROUNDS):\n"
+        "    gevent.joinall([gevent.spawn(_events_and_sends, store, w, SENDS, 0.001)\n"
+        "                    for w in range(r * WORKERS, (r + 1) * WORKERS)], raise_error=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code, path], env=env, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "run", [pytest.param(_in_threads, id="threads"), pytest.param(_in_greenlets, id="greenlets")]
+)
+def test_sqlite_loses_nothing_while_another_process_opens_and_closes(
+    tmp_path: Path, run: t.Callable[[str], None]
+) -> None:
+    path = str(tmp_path / "store.sqlite3")
+    store = SQLiteStore(path)
+    store.join("p", "g")
+    store.close()  # its lock on the file would protect the run from what is tested
+    context = multiprocessing.get_context("spawn")
+    stop, count = context.Event(), context.Value("i", 0)
+    cli = context.Process(target=_open_and_close, args=(path, stop, count), daemon=True)
+    cli.start()
+    try:
+        while count.value == 0 and cli.is_alive():
+            time.sleep(0.01)
+        run(path)
+        assert cli.is_alive()
+    finally:
+        stop.set()
+        cli.join(60)
+    assert (cli.exitcode, count.value > 0) == (0, True)
+    _event(store)
+    record, mail = store.load("p")
+    assert record is not None
+    assert mail == Mail(groups={"g": []})
+    assert record.state["n"] == WORKERS * ROUNDS * SENDS + 1
+    got = collections.defaultdict(list)
+    for send, worker, n in record.state["got"]:
+        got[send, worker].append(n)
+    assert got == {
+        (send, worker): list(range(SENDS))
+        for send in ("push", "publish")
+        for worker in range(WORKERS * ROUNDS)
+    }
+    assert len(store.load("cli")[1].inbox) == count.value
 
 
 def _lock_and_wait(path: str, locked: t.Any, release: t.Any) -> None:

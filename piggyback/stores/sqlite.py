@@ -5,7 +5,33 @@ read the record, see whether mail waits) is one statement and its end (release t
 write the record) is one more, with a short transaction only when the event also moves
 mail, memberships or sends. No transaction is open while a handler runs: the lease is
 what serializes a page's events. Connections are opened lazily, one per process and
-thread.
+thread (or greenlet, under gevent).
+
+What the store relies on:
+
+- The file is on a local file system, never NFS or another network file system: WAL
+  mode needs shared memory and POSIX locks that work between processes.
+- In a process that uses the store, only SQLite opens and closes the file: closing
+  *any* descriptor of a file drops every POSIX lock the process holds on it, including
+  the one by which SQLite's WAL mode knows the file is in use. Another process that
+  then closes its connection believes it was the last one, checkpoints and deletes
+  ``-wal`` and ``-shm`` under the server (lost messages, "disk I/O error", "database
+  disk image is malformed"). So the file and its directory are created, private, when
+  the store is constructed, before it opens any connection; later, the file is only
+  ``chmod``-ed by path. Nothing moves or deletes the file, its ``-wal`` or its
+  ``-shm`` while the store is in use, and a backup goes through SQLite
+  (``sqlite3 store.sqlite3 ".backup copy.sqlite3"`` or ``VACUUM INTO``): a plain copy
+  misses what is still in the ``-wal``.
+- Other processes (a CLI, a job worker, ``python -m examples.chat_bot``) may open the
+  store with ``SQLiteStore(path)`` or ``store_from_url()``, use it and exit at any
+  time, as often as they like: they are users of the file like the web workers, and
+  need the same SQLite (3.35 or newer) and the same user (the file is private).
+- A connection never crosses a fork. A process that finds connections opened before
+  it was forked closes them before it opens its own: sharing SQLite's bookkeeping of
+  the parent's locks, the child's connections would take no locks of their own (the
+  parent keeps its connections and its locks). Fork only while no other thread is
+  using the store: a parent forked in the middle of another thread's transaction
+  leaves its child unable to use the store.
 
 Schema version 2 moved the leases onto the pages' rows; a version 1 file is migrated on
 first use (its pages, mail and secret are kept; leases held at that moment are dropped).
@@ -20,6 +46,7 @@ import random
 import secrets
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import typing as t
@@ -260,16 +287,101 @@ class _Connection(sqlite3.Connection):
 
     def __del__(self) -> None:
         # A thread's connection goes when the thread ends: close it properly (Python
-        # 3.13 warns otherwise), but never one inherited across fork.
-        if self.pid == os.getpid() and not self.closed:
+        # 3.13 warns otherwise).
+        if not self.closed:
             self.close()
 
 
-class SQLiteStore(Store):
-    """Keeps everything in one SQLite file, created with its directory on first use.
+# Serializes, within a process, what must not overlap with SQLite's own use of the
+# file: creating it, and closing the connections inherited across fork.
+_FILES = threading.Lock()
+# Every connection opened by this module (in this process or, after fork, its parent).
+_OPENED: weakref.WeakSet[_Connection] = weakref.WeakSet()
+# The process whose connections _OPENED holds.
+_opened_by = os.getpid()
 
-    Correct for any number of processes and threads on one machine with no
-    configuration: ``gunicorn -w 4`` with sync or threaded workers alike.
+
+def _create(path: str) -> None:
+    """Create the file, readable by its owner only, and its directory, unless it exists.
+
+    The descriptor of a file that did not exist is closed while no connection to the
+    file can exist in this process: the lock keeps this process's threads from
+    connecting meanwhile. A file that exists is never opened here.
+    """
+    with _FILES:
+        if os.path.exists(path):
+            return
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # another process created it meanwhile
+        os.close(descriptor)
+
+
+def _make_private(path: str) -> None:
+    """Take access to the file (and ``.piggyback/``) from everyone but its owner.
+
+    The file holds the secret key. ``chmod`` by path opens no descriptor, so it cannot
+    drop a lock. A directory of another name is the user's, and left as it is.
+    """
+    directory = os.path.dirname(path)
+    if os.path.basename(directory) == ".piggyback":
+        _restrict(directory)
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            _restrict(name)
+
+
+def _restrict(path: str) -> None:
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode & 0o700)
+    except PermissionError as e:
+        raise PermissionError(
+            f"{path!r} has mode {mode:04o}: other users may read the store's secret key,"
+            " and this process may not change that. Run as the file's owner, or"
+            f" 'chmod go= {path}'."
+        ) from e
+
+
+def _close_inherited() -> None:
+    """Close the connections a forked process inherited, before it opens its own.
+
+    A child holds none of its parent's locks, but SQLite's bookkeeping of them, copied
+    by fork, says it does: a connection it opened beside an inherited one would take no
+    lock of its own. Closing the inherited ones clears that bookkeeping and leaves the
+    parent's connections and locks as they are.
+    """
+    global _opened_by
+    if _opened_by == os.getpid():
+        return
+    inherited = [db for db in _OPENED if not db.closed]
+    if any(db.in_transaction for db in inherited):
+        # Closing it would roll back, in the memory shared with the parent, the
+        # transaction the parent's thread is still writing.
+        raise RuntimeError(
+            "This process was forked while another thread was writing to the SQLite"
+            " store, so it cannot use the store safely. Fork before starting threads"
+            " that use the store, or open the store after the fork."
+        )
+    for db in inherited:
+        db.close()
+    _opened_by = os.getpid()
+
+
+class SQLiteStore(Store):
+    """Keeps everything in one SQLite file, created with its directory when constructed.
+
+    Correct for any number of processes, threads and greenlets on one machine with no
+    configuration: ``gunicorn -w 4`` with sync, threaded or gevent workers alike, and
+    other processes using the file meanwhile. The file must be on a local disk; see
+    the module's documentation for the rules the store relies on.
+
+    The file (mode 0600) and a ``.piggyback`` directory (mode 0700) are made readable
+    by their owner only: they hold the secret key.
 
     :param path: the database file.
     :param page_ttl: seconds after its last use that a page is forgotten, or up to a
@@ -301,6 +413,10 @@ class SQLiteStore(Store):
             )
         if page_ttl <= 0:
             raise ValueError(f"page_ttl must be positive, got {page_ttl!r}.")
+        # Absolute, so that a later chdir cannot point a connection at another file.
+        self._file = os.path.abspath(self.path)
+        _create(self._file)
+        _make_private(self._file)
         self.page_ttl = page_ttl
         self.timeout = timeout
         self._clock = clock
@@ -310,7 +426,6 @@ class SQLiteStore(Store):
         self._secret: bytes | None = None
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._inherited: list[_Connection] = []
 
     def secret(self) -> bytes:
         if self._secret is None:
@@ -528,26 +643,22 @@ class SQLiteStore(Store):
         db: _Connection | None = getattr(self._local, "db", None)
         if db is not None and db.pid == os.getpid() and not db.closed:
             return db
-        if db is not None and db.pid != os.getpid():
-            # Closing a connection inherited across fork could disturb the
-            # parent's locks, so it is kept, unused, instead of collected.
-            self._inherited.append(db)
         db = self._local.db = self._connect()
         self._connections.add(db)
         return db
 
     def _connect(self) -> _Connection:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        # The file holds the secret key: only its owner may read it.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        with _FILES:
+            _close_inherited()
+        _create(self._file)  # should it have been deleted meanwhile
         db = sqlite3.connect(
-            self.path,
+            self._file,
             timeout=0,  # waits are _execute's
             isolation_level=None,
             check_same_thread=False,
             factory=_Connection,
         )
+        _OPENED.add(db)
         db.create_function("piggyback_alive", 2, _alive)
         self._use_wal(db)
         # In WAL mode NORMAL can lose the last commits on power loss, never corrupt.
