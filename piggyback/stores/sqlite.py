@@ -305,18 +305,17 @@ def _create(path: str) -> None:
     """Create the file, readable by its owner only, and its directory, unless it exists.
 
     The descriptor of a file that did not exist is closed while no connection to the
-    file can exist in this process: the lock keeps this process's threads from
-    connecting meanwhile. A file that exists is never opened here.
+    file can exist in this process: the caller holds ``_FILES``, which keeps this
+    process's threads from connecting meanwhile. A file that exists is never opened.
     """
-    with _FILES:
-        if os.path.exists(path):
-            return
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process created it meanwhile
-        os.close(descriptor)
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process created it meanwhile
+    os.close(descriptor)
 
 
 def _make_private(path: str) -> None:
@@ -373,7 +372,7 @@ def _close_inherited() -> None:
 
 
 class SQLiteStore(Store):
-    """Keeps everything in one SQLite file, created with its directory when constructed.
+    """Keeps everything in one SQLite file, created with its directory on first use.
 
     Correct for any number of processes, threads and greenlets on one machine with no
     configuration: ``gunicorn -w 4`` with sync, threaded or gevent workers alike, and
@@ -415,8 +414,7 @@ class SQLiteStore(Store):
             raise ValueError(f"page_ttl must be positive, got {page_ttl!r}.")
         # Absolute, so that a later chdir cannot point a connection at another file.
         self._file = os.path.abspath(self.path)
-        _create(self._file)
-        _make_private(self._file)
+        self._private = False  # the file's mode is checked once, at the first connection
         self.page_ttl = page_ttl
         self.timeout = timeout
         self._clock = clock
@@ -650,7 +648,10 @@ class SQLiteStore(Store):
     def _connect(self) -> _Connection:
         with _FILES:
             _close_inherited()
-        _create(self._file)  # should it have been deleted meanwhile
+            _create(self._file)
+        if not self._private:
+            _make_private(self._file)
+            self._private = True
         db = sqlite3.connect(
             self._file,
             timeout=0,  # waits are _execute's
