@@ -48,8 +48,9 @@ _STATUS = {code: f"{code} {reason}" for code, reason in HTTP_STATUS_CODES.items(
 #: discarded) before its 413 is written. Some browsers (WebKit, Firefox) drop an answer
 #: that arrives while they are still sending a body the server stopped reading; a file
 #: picked by mistake is rarely larger than this. Draining holds no memory. A body longer
-#: still is refused unread: the server closes that connection, and the browser may lose
-#: the answer and report its own failure instead.
+#: still is refused unread, the rest left to the server (which closes the connection or
+#: reads it), and the browser may lose the answer. No ``Connection: close``: WSGI
+#: forbids hop-by-hop headers to applications.
 DRAIN_BYTES = 16 * 1024 * 1024
 
 
