@@ -16,6 +16,7 @@ import contextlib
 import glob
 import importlib.util
 import os
+import select
 import signal
 import subprocess
 import time
@@ -32,7 +33,7 @@ WEBKIT_DRIVER = "/usr/bin/WebKitWebDriver"
 MINIBROWSER = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.*/MiniBrowser"
 XVFB = "/usr/bin/Xvfb"
 
-#: Seconds a wait, a page load or a driver start may take before the test fails.
+#: Seconds a wait, a page load or a display's start may take before the test fails.
 TIMEOUT = 20.0
 
 
@@ -313,7 +314,8 @@ def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     finally:
         os.close(write)
     with os.fdopen(read, "rb") as pipe:
-        number = pipe.readline().strip()
+        ready, _, _ = select.select([pipe], [], [], TIMEOUT)
+        number = pipe.readline().strip() if ready else b""
     if not number.isdigit():
         _stop(process)
         raise RuntimeError(f"Xvfb did not report a display (it said {number!r}).")
