@@ -6,10 +6,13 @@ import logging
 import typing as t
 from urllib.parse import urlsplit
 
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_content_length
 from werkzeug.wsgi import get_host
+from werkzeug.wsgi import LimitedStream
 
 from .event import EventRequest
 from .event import plain_seq
@@ -40,6 +43,15 @@ _CSP = (
     "default-src 'none'; script-src %s; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
 _STATUS = {code: f"{code} {reason}" for code, reason in HTTP_STATUS_CODES.items()}
+
+#: How far past ``max_body_bytes`` a refused body may go and still be read (and
+#: discarded) before its 413 is written. Some browsers (WebKit, Firefox) drop an answer
+#: that arrives while they are still sending a body the server stopped reading; a file
+#: picked by mistake is rarely larger than this. Draining holds no memory. A body longer
+#: still is refused unread, the rest left to the server (which closes the connection or
+#: reads it), and the browser may lose the answer. No ``Connection: close``: WSGI
+#: forbids hop-by-hop headers to applications.
+DRAIN_BYTES = 16 * 1024 * 1024
 
 
 class EventEndpoint:
@@ -100,6 +112,7 @@ class EventEndpoint:
         try:
             incoming = read_event_request(environ, post)
         except RequestEntityTooLarge:
+            _drain(environ, self.live.max_body_bytes)
             raise TooLarge(
                 f"The event's body is larger than {self.live.max_body_bytes} bytes."
             ) from None
@@ -124,6 +137,24 @@ class EventEndpoint:
             if incoming.deploy is None or incoming.deploy == self.live.deploy:
                 raise
         raise PageExpired("The app was updated since this page was rendered; reload it.")
+
+
+def _drain(environ: WSGIEnvironment, max_body_bytes: int) -> None:
+    """Read and discard a body refused by its ``Content-Length``, so that the browser
+    sending it reads the answer; only one at most :data:`DRAIN_BYTES` over the limit.
+
+    werkzeug refuses such a body before reading any of it. Without a length (a chunked
+    body the server dechunks), what is left is the server's to read or drop.
+    """
+    length = get_content_length(environ)
+    if length is None or not max_body_bytes < length <= max_body_bytes + DRAIN_BYTES:
+        return
+    stream = LimitedStream(environ["wsgi.input"], length)
+    try:
+        while stream.read(64 * 1024):
+            pass
+    except (ClientDisconnected, OSError):
+        pass  # the browser went away: nobody is left to lose the answer
 
 
 def _check_origin(environ: WSGIEnvironment) -> None:

@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.endpoint import DRAIN_BYTES
 from piggyback.stores.memory import MemoryStore
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
@@ -556,6 +557,58 @@ def test_smaller_limits() -> None:
     assert h.calls == []
     response, reply = h.send(page.token, h="echo", method="POST", data={"v": "x" * 10})
     assert (response.status_code, h.calls) == (200, [("echo", 1)])
+
+
+def _post_body(h: Harness, stream: io.BytesIO, length: int) -> tuple[int, dict[str, t.Any]]:
+    """POSTs an event whose ``Content-Length`` is ``length`` and whose body is ``stream``."""
+    query = urlencode({"p": h.page().token, "s": 1, "h": "echo"})
+    response = h.http.open(
+        f"/_pb/event?{query}",
+        method="POST",
+        input_stream=stream,
+        content_type="application/x-www-form-urlencoded",
+        # As the browser said it, whatever the stream holds (the builder would measure).
+        environ_overrides={"CONTENT_LENGTH": str(length)},
+    )
+    return response.status_code, read_reply(response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize(
+    "length",
+    [
+        pytest.param(101, id="one-byte-over"),
+        pytest.param(100 * 1024, id="many-times-over"),
+        pytest.param(100 + DRAIN_BYTES, id="at-the-bound"),
+    ],
+)
+def test_a_refused_body_is_read_to_its_end_before_the_answer(length: int) -> None:
+    # A browser still sending a body the server never read may drop the answer.
+    h = _harness(max_body_bytes=100)
+    body = io.BytesIO(b"v=" + b"x" * (length - 2))
+    status, reply = _post_body(h, body, length)
+    assert (status, reply["code"], reply["error"]) == (
+        413,
+        "too_large",
+        "The event's body is larger than 100 bytes.",
+    )
+    assert body.tell() == length
+    assert h.calls == []
+
+
+def test_a_body_past_the_bound_is_refused_unread() -> None:
+    h = _harness(max_body_bytes=100)
+    body = io.BytesIO(b"x" * 1000)  # only the first bytes of what the header promises
+    status, reply = _post_body(h, body, 100 + DRAIN_BYTES + 1)
+    assert (status, reply["code"]) == (413, "too_large")
+    assert body.tell() == 0
+
+
+def test_a_refused_body_cut_short_is_still_answered() -> None:
+    h = _harness(max_body_bytes=100)
+    body = io.BytesIO(b"x" * 150)  # the client went away after 150 of its 1000 bytes
+    status, reply = _post_body(h, body, 1000)
+    assert (status, reply["code"]) == (413, "too_large")
+    assert body.tell() == 150
 
 
 def test_busy_page_is_refused() -> None:
