@@ -18,6 +18,7 @@ from .answer import Runner
 from .endpoint import EventEndpoint
 from .handles import GroupHandle
 from .handles import PageHandle
+from .hooks import Hook
 from .inject import csp_nonce
 from .inject import insert_tag
 from .inject import ResponseCatcher
@@ -40,6 +41,7 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("piggyback")
 
 F = t.TypeVar("F", bound=Handler)
+H = t.TypeVar("H", bound=Hook)
 
 #: HTML bodies larger than this are passed through without the client tag.
 MAX_EDITED_BODY = 8 * 1024 * 1024
@@ -106,7 +108,9 @@ class Piggyback:
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
         self.registry = registry if registry is not None else Registry()
-        self.answerer = Answerer(self.store, lease=lease, lock_wait=lock_wait, runner=runner)
+        self.answerer = Answerer(
+            self.store, lease=lease, lock_wait=lock_wait, runner=runner, hooks=self.registry.hooks
+        )
         self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
         self._signer: TokenSigner | None = None
         self._script = (
@@ -133,6 +137,26 @@ class Piggyback:
             def rename_item(page, event): ...
         """
         return self.registry.decorator(name)
+
+    def before_event(self, hook: H) -> H:
+        """Run ``hook(page, event)`` before every handler; it may refuse the event.
+
+        .. code-block:: python
+
+            @live.before_event
+            def require_login(page, event):
+                if not signed_in(event.request):
+                    raise EventRejected("Sign in first.", code="unauthorized", status=401)
+
+        A hook refuses by raising :class:`~piggyback.EventRejected` (or
+        :class:`~piggyback.EventRedirected`, :class:`~piggyback.PageExpired`), or by
+        returning a response; then the handler does not run and nothing is committed.
+        See :mod:`piggyback.hooks`. Polls run no hooks: they run no app code.
+
+        .. versionadded:: 0.2
+        """
+        self.registry.add_hook(hook)
+        return hook
 
     def page(self, page_id: str) -> PageHandle:
         """A handle that queues commands for one page, delivered on its next request."""
