@@ -212,7 +212,7 @@ class Answerer:
         sends = Changes(record=changes.record)
         token = current_changes.set(sends)
         try:
-            check_result(self.runner(guard(self.hooks, handler), page, event))
+            check_result(self.runner(guard(self.hooks, handler), page, event), event)
             json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
         except EventRejected as refusal:  # by a hook or the host: nothing is committed
             refusal.headers = list(event.headers)

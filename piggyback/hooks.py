@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import functools
 import typing as t
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 from werkzeug.sansio.response import Response
+from werkzeug.wsgi import get_host
 
 from .exceptions import EventRedirected
 from .exceptions import EventRejected
@@ -79,20 +83,24 @@ def requires(*hooks: Hook) -> t.Callable[[F], F]:
     return decorate
 
 
-def check_result(result: t.Any) -> None:
+def check_result(result: t.Any, event: Event) -> None:
     """Raise the outcome a handler's (or hook's) werkzeug response stands for, if any."""
     if isinstance(result, Response):
-        outcome = outcome_of(result.status_code, result.headers.get("Location"))
+        outcome = outcome_of(result.status_code, result.headers.get("Location"), event)
         if outcome is not None:
             raise outcome
 
 
-def outcome_of(status: int, location: str | None) -> EventRejected | None:
+def outcome_of(status: int, location: str | None, event: Event) -> EventRejected | None:
     """What a host framework's response to an event means: a redirect with a
     ``Location`` sends the page there; a 4xx or 5xx refuses the event with that status
     and its code (403 is ``forbidden``); anything else lets the event's answer stand.
+
+    A login view's ``next`` parameter made from the request's URL would name the event
+    endpoint: it is changed to the page's own URL (from ``Referer``), or dropped.
     """
     if 300 <= status < 400 and location:
+        location = _back_to_the_page(location, event)
         return EventRedirected(location, f"The app answered {status} to {location!r}.")
     if status < 400:
         return None
@@ -100,6 +108,31 @@ def outcome_of(status: int, location: str | None) -> EventRejected | None:
         status = 500 if status >= 500 else 400
     code = rejection_code(status)
     return EventRejected(f"The app refused the event ({status}, {code}).", code=code, status=status)
+
+
+def _back_to_the_page(location: str, event: Event) -> str:
+    parts = urlsplit(location)
+    environ = event.environ
+    endpoint = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(urlsplit(value).path == endpoint for _, value in query):
+        return location
+    page = _page_url(event)
+    kept = []
+    for name, value in query:
+        if urlsplit(value).path != endpoint:
+            kept.append((name, value))
+        elif page is not None:
+            kept.append((name, page))
+    return parts._replace(query=urlencode(kept, safe="/")).geturl()
+
+
+def _page_url(event: Event) -> str | None:
+    """The path and query of the page that sent the event, if the browser said."""
+    referer = urlsplit(event.environ.get("HTTP_REFERER", ""))
+    if referer.netloc != get_host(event.environ) or not referer.path.startswith("/"):
+        return None
+    return referer.path + (f"?{referer.query}" if referer.query else "")
 
 
 def _response(hook: Hook, result: t.Any) -> t.Any:

@@ -23,6 +23,7 @@ from piggyback.stores import MemoryStore
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
 from piggyback.testing import read_reply
+from piggyback.testing import Rejected
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -351,14 +352,24 @@ def test_handles_need_an_app() -> None:
     )
 
 
-def test_example_counter_and_greeting() -> None:
+def example_client() -> tuple[Flask, Client, Recorder]:
     app = flask_app.create_app({"PIGGYBACK_STORE": MemoryStore()})
     recorder = Recorder(app)
-    client = Client(flask_app.live.middleware(app), app=recorder)
+    return app, Client(flask_app.live.middleware(app), app=recorder), recorder
+
+
+def sign_in(client: Client, name: str = "ada", password: str = "lovelace") -> None:
+    response = client.http.post("/login", data={"username": name, "password": password})
+    assert (response.status_code, response.headers["Location"]) == (302, "/")
+
+
+def test_example_counter_and_greeting() -> None:
+    app, client, recorder = example_client()
+    sign_in(client)
     page = client.open("/")
     assert client.fire(page, "increment") == [["text", "count", "1"]]
     assert client.fire(page, "increment") == [["text", "count", "2"]]
-    assert [session_of(app, c) for c in recorder.cookies()] == [{"count": 2}]
+    assert [session_of(app, c)["count"] for c in recorder.cookies()] == [2]
     html = client.http.get("/").text
     assert '<strong id="count">2</strong>' in html
     assert '<h1 id="greeting">Hello, stranger!</h1>' in html
@@ -373,28 +384,83 @@ def test_example_counter_and_greeting() -> None:
     assert 'value="&lt;Ada&gt;"' in html
 
 
+def test_example_note_is_the_templates_block_autoescaped() -> None:
+    _, client, _ = example_client()
+    sign_in(client)
+    page = client.open("/")
+    query = urlencode({"p": page.token, "s": 1, "h": "add_note", "e": "submit"})
+    response = client.http.post(f"/_pb/event?{query}", data={"text": "<b>milk</b>"})
+    batch = read_reply(response.get_data(as_text=True))["batches"][0]
+    assert batch["commands"] == [
+        ["append", "notes", "\n    <li>&lt;b&gt;milk&lt;/b&gt;</li>"],
+        ["value", "add-note-text", ""],
+    ]
+    assert "<li>&lt;b&gt;milk&lt;/b&gt;</li>" in client.http.get("/").text
+
+
+def test_example_handlers_require_login() -> None:
+    app, client, recorder = example_client()
+    sign_in(client)
+    page = client.open("/")
+    client.http.set_cookie("session", "", expires=0)  # as if signed out in another way
+    # Flask-Login's next= would name the event endpoint; without a Referer naming the
+    # page, piggyback drops it (the browser test shows it kept as the page's URL).
+    assert client.fire(page, "increment") == [["redirect", "/login"]]
+    # Flask-Login's flash message reaches the browser with the answer's session.
+    flashes = [session_of(app, c) for c in recorder.cookies()]
+    assert [f.get("_flashes") for f in flashes] == [
+        [("message", "Please log in to access this page.")]
+    ]
+
+
+def test_example_logout_ends_every_page_of_the_user() -> None:
+    app, client, _ = example_client()
+    sign_in(client)
+    one, two = client.open("/"), client.open("/")
+    client.fire(one, "increment")
+    client.http.post("/logout")
+    flask_app.live.middleware(app).group("user:ada").set_text("news", "after logout")
+    for page in (one, two):
+        with pytest.raises(Rejected) as refused:
+            client.fire(page, "increment")
+        assert (refused.value.status, refused.value.code) == (410, "expired")
+
+
 # The example in headless Chromium, served in a thread by werkzeug's server.
 
 
 @pytest.fixture
-def example_url() -> t.Iterator[str]:
+def example_server() -> t.Iterator[tuple[str, Flask]]:
     app = flask_app.create_app({"PIGGYBACK_STORE": MemoryStore()})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"http://127.0.0.1:{server.server_port}", app
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
+@pytest.fixture
+def example_url(example_server: tuple[str, Flask]) -> str:
+    return example_server[0]
+
+
+def browser_sign_in(tab: t.Any, url: str) -> None:
+    tab.goto(url)
+    tab.fill("input[name=username]", "ada")
+    tab.fill("input[name=password]", "lovelace")
+    tab.click("button")
+    tab.wait_for_selector("#increment")
+
+
 def test_browser_session_counter_survives_a_reload(browser: t.Any, example_url: str) -> None:
     context = browser.new_context()
     try:
         tab = context.new_page()
-        tab.goto(example_url)
+        browser_sign_in(tab, example_url)
         tab.click("#increment")
         tab.wait_for_function("document.getElementById('count').textContent === '1'")
         tab.click("#increment")
@@ -402,10 +468,70 @@ def test_browser_session_counter_survives_a_reload(browser: t.Any, example_url: 
         tab.fill("#name", "Ada")
         tab.press("#name", "Enter")
         tab.wait_for_function("document.getElementById('greeting').textContent === 'Hello, Ada!'")
+        tab.fill("#add-note-text", "<i>bread</i>")
+        tab.press("#add-note-text", "Enter")
+        tab.wait_for_function("document.querySelectorAll('#notes li').length === 1")
+        assert tab.text_content("#notes li") == "<i>bread</i>"
         tab.reload()
         assert tab.text_content("#count") == "2"
         assert tab.text_content("#greeting") == "Hello, Ada!"
         assert tab.input_value("#name") == "Ada"
+        assert tab.text_content("#notes li") == "<i>bread</i>"
         assert [c["name"] for c in context.cookies()] == ["session"]
+    finally:
+        context.close()
+
+
+def test_browser_signed_out_click_goes_to_the_login_view(browser: t.Any, example_url: str) -> None:
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        browser_sign_in(tab, example_url)
+        context.clear_cookies()  # the session ends without the page knowing
+        tab.click("#increment")
+        tab.wait_for_url(f"{example_url}/login?next=/")
+        assert tab.text_content(".flash") == "Please log in to access this page."
+        browser_sign_in(tab, f"{example_url}/login?next=/")
+        assert tab.url == f"{example_url}/"
+        assert tab.text_content("#count") == "0"
+    finally:
+        context.close()
+
+
+EXPIRED_WATCH = """() => {
+  window.expired = 0;
+  document.addEventListener("piggyback:expired", (event) => {
+    window.expired += 1;
+    event.preventDefault();  // stay, so the test can look at the page
+  });
+}"""
+
+
+def test_browser_logout_ends_both_tabs(browser: t.Any, example_server: tuple[str, Flask]) -> None:
+    url, app = example_server
+    group = flask_app.live.middleware(app).group("user:ada")
+    context = browser.new_context()
+    try:
+        one = context.new_page()
+        browser_sign_in(one, url)
+        two = context.new_page()
+        two.goto(url)
+        group.set_text("news", "before logout")
+        for tab in (one, two):
+            tab.evaluate(EXPIRED_WATCH)
+            tab.click("#increment")
+            tab.wait_for_function("document.getElementById('count').textContent !== '0'")
+            assert tab.text_content("#news") == "before logout"
+        response = context.request.post(f"{url}/logout", max_redirects=0)
+        assert response.status == 302
+        group.set_text("news", "after logout")
+        for tab in (one, two):
+            count = tab.text_content("#count")
+            tab.click("#increment")
+            tab.wait_for_function("window.expired === 1")
+            assert (tab.text_content("#news"), tab.text_content("#count")) == (
+                "before logout",
+                count,
+            )
     finally:
         context.close()
