@@ -7,6 +7,7 @@ import re
 import threading
 import typing as t
 import weakref
+from urllib.parse import quote
 from urllib.parse import urlencode
 
 import flask
@@ -535,3 +536,281 @@ def test_browser_logout_ends_both_tabs(browser: t.Any, example_server: tuple[str
             )
     finally:
         context.close()
+
+
+# Events through the app's request pipeline, as a view.
+
+
+def test_before_request_refusing_anonymous_users_refuses_their_events() -> None:
+    app, live = make_app()
+    ran = []
+
+    @app.before_request
+    def require_user() -> None:
+        if flask.request.path not in ("/", "/login") and "user" not in flask.session:
+            flask.abort(401)
+
+    @app.route("/login")
+    def login() -> str:
+        flask.session["user"] = "ada"
+        return "ok"
+
+    @live.handler
+    def work(page: Page, event: Event) -> None:
+        ran.append(flask.session["user"])
+
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    with pytest.raises(Rejected) as refused:
+        client.fire(page, "work")
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    assert client.response is not None and client.response.status_code == 401
+    assert ran == []
+    client.http.get("/login")
+    assert client.fire(page, "work") == []
+    assert ran == ["ada"]
+
+
+def test_before_request_redirect_takes_the_page_there() -> None:
+    app, live = make_app()
+    app.before_request(
+        lambda: flask.redirect("/elsewhere") if "/_pb/" in flask.request.path else None
+    )
+    live.handler("work")(lambda page, event: pytest.fail("the handler ran"))
+    client, _ = client_for(app, live)
+    assert client.fire(client.open("/"), "work") == [["redirect", "/elsewhere"]]
+
+
+def test_pipeline_steps_run_in_flasks_order() -> None:
+    app, live = make_app()
+    steps: list[t.Any] = []
+    flask.request_started.connect(
+        lambda sender, **kw: steps.append("request_started"), app, weak=False
+    )
+    flask.request_finished.connect(
+        lambda sender, **kw: steps.append("request_finished"), app, weak=False
+    )
+    app.url_value_preprocessor(lambda endpoint, values: steps.append(("url", endpoint, values)))
+    app.before_request(lambda: steps.append("before_request"))
+    live.before_event(lambda page, event: steps.append("before_event"))
+
+    @app.after_request
+    def after(response: flask.Response) -> flask.Response:
+        steps.append(("after_request", response.status_code))
+        response.set_cookie("seen", "yes")
+        return response
+
+    app.teardown_request(lambda error: steps.append(("teardown", error)))
+    live.handler("work")(lambda page, event: steps.append("handler"))
+    client, recorder = client_for(app, live)
+    page = client.open("/")
+    steps.clear()
+    client.fire(page, "work")
+    assert steps == [
+        "request_started",
+        ("url", None, None),
+        "before_request",
+        "before_event",
+        "handler",
+        ("after_request", 200),
+        "request_finished",
+        ("teardown", None),
+    ]
+    assert recorder.cookies() == ["seen=yes; Path=/"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        pytest.param(400, "bad_request", id="400"),
+        pytest.param(401, "unauthorized", id="401"),
+        pytest.param(403, "forbidden", id="403"),
+        pytest.param(404, "not_found", id="404"),
+        pytest.param(409, "conflict", id="409"),
+    ],
+)
+def test_abort_is_a_clean_rejection(
+    status: int, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, live = make_app()
+    received = []
+    flask.got_request_exception.connect(
+        lambda sender, **kw: received.append(kw), app, weak=False
+    )
+
+    @live.handler
+    def guarded(page: Page, event: Event) -> None:
+        page.set_text("count", "never sent")
+        flask.session["count"] = 5
+        flask.abort(status)
+
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    with pytest.raises(Rejected) as refused:
+        client.fire(page, "guarded")
+    assert (refused.value.status, refused.value.code) == (status, code)
+    assert received == []
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+    assert client.poll(page) == []  # the handler's commands were not committed
+
+
+def test_an_errorhandler_for_http_errors_decides_too() -> None:
+    app, live = make_app()
+    app.register_error_handler(403, lambda error: flask.redirect("/denied"))
+    live.handler("guarded")(lambda page, event: flask.abort(403))
+    client, _ = client_for(app, live)
+    assert client.fire(client.open("/"), "guarded") == [["redirect", "/denied"]]
+
+
+def test_an_exception_reaches_got_request_exception_and_app_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, live = make_app()
+    received = []
+    flask.got_request_exception.connect(
+        lambda sender, exception, **kw: received.append(exception), app, weak=False
+    )
+
+    @live.handler
+    def boom(page: Page, event: Event) -> None:
+        raise LookupError("no such thing")
+
+    client, _ = client_for(app, live)
+    with pytest.raises(HandlerFailed):
+        client.fire(client.open("/"), "boom")
+    assert [type(e) for e in received] == [LookupError]
+    logged = [r for r in caplog.records if r.name == app.logger.name]
+    assert [r.getMessage() for r in logged] == ["Exception on /_pb/event [GET]"]
+    assert logged[0].exc_info is not None and logged[0].exc_info[1] is received[0]
+
+
+def test_an_exception_goes_to_the_apps_errorhandler_first() -> None:
+    app, live = make_app()
+    handled, received = [], []
+    flask.got_request_exception.connect(
+        lambda sender, **kw: received.append(kw), app, weak=False
+    )
+
+    @app.errorhandler(Exception)
+    def oops(error: Exception) -> tuple[str, int]:
+        handled.append(error)
+        return "oops", 500
+
+    @app.errorhandler(PermissionError)
+    def denied(error: Exception) -> tuple[str, int]:
+        return "denied", 403
+
+    live.handler("boom")(lambda page, event: 1 / 0)
+
+    @live.handler
+    def private(page: Page, event: Event) -> None:
+        raise PermissionError("not yours")
+
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    with pytest.raises(HandlerFailed):
+        client.fire(page, "boom")
+    assert [type(e) for e in handled] == [ZeroDivisionError]
+    assert received == []  # handled by the app: no signal, as for a view
+    with pytest.raises(Rejected) as refused:
+        client.fire(page, "private")
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
+
+
+def test_login_required_on_one_handler() -> None:
+    import flask_login
+
+    app, live = make_app()
+    manager = flask_login.LoginManager(app)
+    manager.user_loader(lambda name: flask_login.UserMixin() if name == "ada" else None)
+    app.add_url_rule("/login", "login", lambda: "sign in")
+
+    @live.handler
+    def open_to_all(page: Page, event: Event) -> None:
+        page.set_text("count", "open")
+
+    @live.handler
+    @flask_login.login_required
+    def members_only(page: Page, event: Event) -> None:
+        page.set_text("count", "members")
+
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    assert client.fire(page, "open_to_all") == [["text", "count", "open"]]
+    with pytest.raises(Rejected) as refused:  # no login view: 401, as Flask-Login does
+        client.fire(page, "members_only")
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    manager.login_view = "login"
+    assert client.fire(page, "members_only") == [["redirect", "/login"]]
+
+
+def test_login_redirect_names_the_page_not_the_event_endpoint() -> None:
+    app, live = make_app()
+    app.before_request(
+        lambda: (
+            flask.redirect(f"/login?next={quote(flask.request.full_path)}&x=1")
+            if "/_pb/" in flask.request.path
+            else None
+        )
+    )
+    live.handler("work")(lambda page, event: None)
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    query = urlencode({"p": page.token, "s": 1, "h": "work"})
+    for referer, location in [
+        ("http://localhost/todos?list=2", "/login?next=/todos%3Flist%3D2&x=1"),
+        ("http://evil.invalid/", "/login?x=1"),
+    ]:
+        response = client.http.get(f"/_pb/event?{query}", headers={"Referer": referer})
+        reply = read_reply(response.get_data(as_text=True))
+        assert reply["batches"] == [{"seq": 1, "commands": [["redirect", location]]}]
+
+
+def test_render_block_and_template() -> None:
+    from jinja2 import DictLoader
+
+    app, live = make_app()
+    app.jinja_loader = DictLoader(  # type: ignore[assignment]
+        {
+            "todo.html": "<ul>{% for t in todos %}{% block item scoped %}"
+            "<li>{{ t }} {{ mark }}</li>{% endblock %}{% endfor %}</ul>",
+            "todo.txt": "{{ t }}",
+        }
+    )
+    app.context_processor(lambda: {"mark": "✓"})
+
+    @live.handler
+    def add(page: Page, event: Event) -> None:
+        page.append("todos", live.render_block("todo.html", "item", t=event.value))
+        page.set_html("all", live.render_template("todo.html", todos=["a&b"]))
+
+    client, _ = client_for(app, live)
+    assert client.fire(client.open("/"), "add", value="<i>x</i>") == [
+        ["append", "todos", "<li>&lt;i&gt;x&lt;/i&gt; ✓</li>"],
+        ["html", "all", "<ul><li>a&amp;b ✓</li></ul>"],
+    ]
+    with app.test_request_context():
+        with pytest.raises(ValueError) as raised:
+            live.render_block("todo.html", "items")
+        assert (
+            str(raised.value)
+            == "The template 'todo.html' has no block 'items'; its blocks: 'item'."
+        )
+        with pytest.raises(ValueError) as raised:
+            live.render_template("todo.txt", t="<b>")
+        assert str(raised.value).startswith("The template 'todo.txt' is not autoescaped")
+
+
+def test_render_block_is_markup() -> None:
+    from jinja2 import DictLoader
+    from jinja2 import Environment
+    from markupsafe import Markup
+
+    from piggyback.templates import render_block
+
+    jinja = Environment(loader=DictLoader({"a.html": "{% block b %}{{ v }}{% endblock %}"}))
+    with pytest.raises(ValueError):
+        render_block(jinja, "a.html", "b", v="<x>")
+    jinja.autoescape = True
+    block = render_block(jinja, "a.html", "b", v="<x>")
+    assert (type(block), block) == (Markup, Markup("&lt;x&gt;"))
