@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import gc
+import json
 import re
 import threading
 import typing as t
+import urllib.error
+import urllib.request
 import weakref
+from http.cookiejar import CookieJar
+from pathlib import Path
 from urllib.parse import quote
 from urllib.parse import urlencode
 
@@ -25,6 +30,8 @@ from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
 from piggyback.testing import read_reply
 from piggyback.testing import Rejected
+
+from .servers import gunicorn
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -634,9 +641,7 @@ def test_abort_is_a_clean_rejection(
 ) -> None:
     app, live = make_app()
     received = []
-    flask.got_request_exception.connect(
-        lambda sender, **kw: received.append(kw), app, weak=False
-    )
+    flask.got_request_exception.connect(lambda sender, **kw: received.append(kw), app, weak=False)
 
     @live.handler
     def guarded(page: Page, event: Event) -> None:
@@ -687,9 +692,7 @@ def test_an_exception_reaches_got_request_exception_and_app_logger(
 def test_an_exception_goes_to_the_apps_errorhandler_first() -> None:
     app, live = make_app()
     handled, received = [], []
-    flask.got_request_exception.connect(
-        lambda sender, **kw: received.append(kw), app, weak=False
-    )
+    flask.got_request_exception.connect(lambda sender, **kw: received.append(kw), app, weak=False)
 
     @app.errorhandler(Exception)
     def oops(error: Exception) -> tuple[str, int]:
@@ -814,3 +817,64 @@ def test_render_block_is_markup() -> None:
     jinja.autoescape = True
     block = render_block(jinja, "a.html", "b", v="<x>")
     assert (type(block), block) == (Markup, Markup("&lt;x&gt;"))
+
+
+# The app's auth and error tools under a real gunicorn -w 4.
+
+
+def test_host_pipeline_under_gunicorn(tmp_path: Path) -> None:
+    log = tmp_path / "host.jsonl"
+    log.touch()
+    jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+    def get(url: str) -> tuple[int, str]:
+        request = urllib.request.Request(url, headers={"Referer": f"{base}/"})
+        try:
+            with jar.open(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read().decode()
+
+    def fire(seq: int, handler: str) -> tuple[int, dict[str, t.Any]]:
+        """Send one event; the reply with only that event's own batch."""
+        query = urlencode({"p": token, "s": seq, "h": handler})
+        status, body = get(f"{base}/_pb/event?{query}")
+        reply = read_reply(body)
+        if "batches" in reply:
+            reply["batches"] = [b for b in reply["batches"] if b["seq"] == seq]
+        return status, reply
+
+    with gunicorn("tests.flask_host_app:app", tmp_path, env={"HOST_APP_LOG": str(log)}) as (
+        base,
+        _,
+    ):
+        token = re.findall(r'data-token="([^"]+)"', get(f"{base}/")[1])[0]
+        anonymous = [fire(1, "whoami"), fire(2, "members")]
+        get(f"{base}/login")
+        signed_in = [
+            fire(seq, name)
+            for seq, name in enumerate(
+                ["whoami", "members", "forbidden", "boom", "lookup"], start=3
+            )
+        ]
+    assert [(status, reply.get("code")) for status, reply in anonymous] == [
+        (401, "unauthorized"),
+        (200, None),
+    ]
+    assert anonymous[1][1]["batches"] == [{"seq": 2, "commands": [["redirect", "/login?next=/"]]}]
+    assert [(s, r.get("code"), r.get("batches")) for s, r in signed_in] == [
+        (200, None, [{"seq": 3, "commands": [["text", "out", "ada"]]}]),
+        (200, None, [{"seq": 4, "commands": [["text", "out", "members only"]]}]),
+        (403, "forbidden", None),
+        (200, None, [{"seq": 6, "commands": [], "error": signed_in[3][1]["batches"][0]["error"]}]),
+        (200, None, [{"seq": 7, "commands": [], "error": signed_in[4][1]["batches"][0]["error"]}]),
+    ]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [{k: v for k, v in e.items() if k != "pid"} for e in entries] == [
+        {"signal": "RuntimeError('boom in a handler')"},
+        {"handled": "KeyError('nothing here')"},
+    ]
+    errors = (tmp_path / "gunicorn.log").read_text()
+    assert "Exception on /_pb/event [GET]" in errors
+    assert "RuntimeError: boom in a handler" in errors
