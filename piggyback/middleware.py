@@ -20,9 +20,11 @@ from .handles import GroupHandle
 from .handles import PageHandle
 from .hooks import Hook
 from .inject import csp_nonce
-from .inject import insert_tag
+from .inject import read_body
 from .inject import ResponseCatcher
+from .inject import scan_page
 from .inject import script_tag
+from .inject import stream_reason
 from .page import Page
 from .registry import Handler
 from .registry import Registry
@@ -223,9 +225,9 @@ class Piggyback:
         catcher.open = False
         if catcher.caught is None:
             return self._pass(body, page, environ)
-        length = catcher.content_length()
-        streamed = length is None and not isinstance(body, list | tuple)
-        if streamed or (length or 0) > MAX_EDITED_BODY or _is_file(body, environ):
+        body, why = _held_body(body, catcher, environ)
+        if why is not None:
+            logger.debug("No client tag in the page at %r: %s.", environ.get("PATH_INFO"), why)
             write = catcher.release()
             for chunk in catcher.written:
                 write(chunk)
@@ -235,13 +237,21 @@ class Piggyback:
         finally:
             if hasattr(body, "close"):
                 body.close()
-        if self._script_path.encode() not in html:
-            nonce = csp_nonce(catcher.caught[1])
-            tag = self.script_tag(environ, nonce).encode()
-            html = insert_tag(html, tag) or html
+        html = self._with_tag(html, catcher, environ)
         self._keep(page)
         catcher.release(html)
         return [html]
+
+    def _with_tag(self, html: bytes, catcher: ResponseCatcher, environ: WSGIEnvironment) -> bytes:
+        """``html`` with the client's tag before its real ``</body>``, if it needs one."""
+        found = scan_page(html, self._script_path)
+        if found.has_tag or found.body_end is None:
+            why = "it has the tag already" if found.has_tag else "it has no </body>"
+            logger.debug("No client tag in the page at %r: %s.", environ.get("PATH_INFO"), why)
+            return html
+        assert catcher.caught is not None
+        tag = self.script_tag(environ, csp_nonce(catcher.caught[1])).encode()
+        return html[: found.body_end] + tag + html[found.body_end :]
 
     def _pass(
         self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment
@@ -293,6 +303,33 @@ class Piggyback:
         ]
         start_response("200 OK", headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
+
+
+def _held_body(
+    body: t.Iterable[bytes], catcher: ResponseCatcher, environ: WSGIEnvironment
+) -> tuple[t.Iterable[bytes], str | None]:
+    """The HTML body to edit, in memory; or the body to pass on and why it must pass.
+
+    A body of unknown length is read into memory, up to :data:`MAX_EDITED_BODY`,
+    unless it streams (see :func:`~piggyback.inject.stream_reason`).
+    """
+    assert catcher.caught is not None
+    length = catcher.content_length()
+    if _is_file(body, environ):
+        return body, "it is a file (wsgi.file_wrapper)"
+    if length is not None:
+        if length > MAX_EDITED_BODY:
+            return body, f"it is larger than {MAX_EDITED_BODY} bytes"
+        return body, None
+    if isinstance(body, list | tuple):
+        return body, None
+    if catcher.written:
+        return body, "the app streams it through write()"
+    why = stream_reason(body, catcher.caught[1])
+    if why is not None:
+        return body, why
+    body, whole = read_body(body, MAX_EDITED_BODY)
+    return body, None if whole else f"it is larger than {MAX_EDITED_BODY} bytes"
 
 
 def _is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:
