@@ -611,3 +611,71 @@ def test_example_project_under_gunicorn(tmp_path: Path) -> None:
             assert reply["batches"] == [{"seq": seq, "commands": [["text", "count", str(seq)]]}]
         html = get(f"{url}/")
     assert (shown(html, "user"), shown(html, "count")) == ("ada", "8")
+
+
+# The client's tag in a project without CommonMiddleware: no Content-Length.
+
+
+def _project_without_common_middleware(django_app: WSGIApplication) -> WSGIApplication:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    common = "django.middleware.common.CommonMiddleware"
+    assert common in settings.MIDDLEWARE
+    with override_settings(MIDDLEWARE=[m for m in settings.MIDDLEWARE if m != common]):
+        return WSGIHandler()  # loads its middleware now
+
+
+def test_a_page_without_content_length_gets_the_tag(django_app: WSGIApplication) -> None:
+    from werkzeug.test import Client as HTTPClient
+
+    bare = _project_without_common_middleware(django_app)
+    assert "Content-Length" not in HTTPClient(bare).get("/login/").headers
+    for app in (bare, django_app):
+        response = HTTPClient(wrap(app, store=MemoryStore())).get("/login/")
+        assert response.text.count('<script src="/_pb/piggyback.js?v=') == 1
+        assert response.headers["Content-Length"] == str(len(response.data))
+
+
+def test_a_streaming_response_passes_untouched(django_app: WSGIApplication) -> None:
+    from django.http import StreamingHttpResponse
+    from werkzeug.test import Client as HTTPClient
+
+    def stream(environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
+        response = StreamingHttpResponse(iter([b"<body>", b"live", b"</body>"]))
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return response
+
+    response = HTTPClient(wrap(stream, store=MemoryStore())).get("/")
+    assert response.data == b"<body>live</body>"
+
+
+def test_browser_project_without_common_middleware(
+    browser: t.Any, django_app: WSGIApplication
+) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    live = wrap(_project_without_common_middleware(django_app), store=MemoryStore())
+    live.handler("hello")(lambda page, event: page.set_text("error", "hello from an event"))
+    server = make_server("127.0.0.1", 0, live, threaded=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(f"http://127.0.0.1:{server.server_port}/login/")
+        tab.evaluate(
+            "() => { const b = document.createElement('button'); b.id = 'go';"
+            " b.setAttribute('data-pb-click', 'hello'); document.body.append(b); }"
+        )
+        tab.click("#go")
+        tab.wait_for_function(
+            "document.getElementById('error').textContent === 'hello from an event'"
+        )
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()

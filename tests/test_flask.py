@@ -878,3 +878,26 @@ def test_host_pipeline_under_gunicorn(tmp_path: Path) -> None:
     errors = (tmp_path / "gunicorn.log").read_text()
     assert "Exception on /_pb/event [GET]" in errors
     assert "RuntimeError: boom in a handler" in errors
+
+
+def test_a_streamed_flask_page_passes_untouched(caplog: pytest.LogCaptureFixture) -> None:
+    app, live = make_app()
+    sent = []
+
+    @app.route("/stream")
+    def stream() -> flask.Response:
+        def chunks() -> t.Iterator[str]:
+            for chunk in ("<body>", "<p>live</p>", "</body>"):
+                sent.append(chunk)
+                yield chunk
+
+        return flask.Response(flask.stream_with_context(chunks()), mimetype="text/html")
+
+    caplog.set_level("DEBUG", logger="piggyback")
+    client, _ = client_for(app, live)
+    response = client.http.get("/stream", buffered=False)
+    assert sent == ["<body>"]  # stream_with_context runs to its first chunk at once
+    assert response.get_data() == b"<body><p>live</p></body>"
+    assert [r.getMessage() for r in caplog.records if r.name == "piggyback"] == [
+        "No client tag in the page at '/stream': it is a streamed werkzeug or Flask response."
+    ]
