@@ -59,10 +59,16 @@ _SCRIPT_TEXT = re.compile(rb"<!--(?P<closed>-?>)?|-->|<(?P<end>/)?script(?=[\s/>
 def script_tag(src: str, token: str, endpoint: str, deploy: str, **optional: t.Any) -> Markup:
     """The client's tag, carrying the page's token and configuration.
 
-    :param optional: ``nonce``, ``poll`` and ``transport``; left out when empty.
+    :param optional: ``nonce``, ``poll`` (seconds), ``timeout`` (milliseconds, as the
+        client reads it) and ``transport``; left out when empty.
     """
     attributes = {"src": src, "data-token": token, "data-endpoint": endpoint, "data-deploy": deploy}
-    names = {"nonce": "nonce", "poll": "data-poll", "transport": "data-transport"}
+    names = {
+        "nonce": "nonce",
+        "poll": "data-poll",
+        "timeout": "data-timeout",
+        "transport": "data-transport",
+    }
     for key, value in optional.items():
         if value:
             attributes[names[key]] = f"{value:g}" if isinstance(value, float | int) else value

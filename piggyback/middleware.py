@@ -47,6 +47,9 @@ H = t.TypeVar("H", bound=Hook)
 
 #: HTML bodies larger than this are passed through without the client tag.
 MAX_EDITED_BODY = 8 * 1024 * 1024
+#: The largest ``timeout`` and ``poll`` options, in seconds.
+MAX_TIMEOUT = 600.0
+MAX_POLL = 86400.0
 
 
 class Piggyback:
@@ -79,6 +82,14 @@ class Piggyback:
     :param registry: the handlers, when they are registered before the app exists.
     :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
         even where ``fetch`` exists.
+    :param timeout: seconds one try of an event may take before the client tries
+        again (the tag's ``data-timeout``). Default: the client's, 10 seconds.
+    :param poll: seconds between the polls every page sends from its first render
+        (the tag's ``data-poll``); ``page.poll()`` while rendering overrides it.
+        Default: no polling.
+
+    .. versionchanged:: 0.2
+        The ``timeout`` and ``poll`` options.
     """
 
     def __init__(
@@ -97,8 +108,12 @@ class Piggyback:
         runner: Runner = run_directly,
         registry: Registry | None = None,
         transport: str | None = None,
+        timeout: float | None = None,
+        poll: float | None = None,
     ) -> None:
         self.app = app
+        self.timeout = _seconds("timeout", timeout, MAX_TIMEOUT)
+        self.poll = _seconds("poll", poll, MAX_POLL)
         self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
         self.mount = "/" + mount.strip("/")
         self.inject = inject
@@ -190,8 +205,9 @@ class Piggyback:
             endpoint=f"{root}{self.mount}/event",
             deploy=self.deploy,
             nonce=nonce,
-            poll=page.poll_interval,
+            poll=self.poll if page.poll_interval is None else page.poll_interval,
             transport=self.transport,
+            timeout=None if self.timeout is None else max(1, round(self.timeout * 1000)),
         )
 
     @property
@@ -344,6 +360,18 @@ def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]
         [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
     )
     return [body]
+
+
+def _seconds(name: str, value: t.Any, most: float) -> float | None:
+    """An option in seconds, checked: ``None``, or a number above 0 up to ``most``."""
+    if value is None:
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 < value <= most:
+        raise ValueError(
+            f"The {name} option is a number of seconds above 0 and at most {most:g}, not {value!r}."
+        )
+    return float(value)
 
 
 def _key(secret: str | bytes | None) -> bytes | None:

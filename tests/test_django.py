@@ -543,10 +543,12 @@ def test_wrap_reads_piggyback_settings(django_app: WSGIApplication) -> None:
         PIGGYBACK_STORE="memory:",
         PIGGYBACK_MOUNT="/live",
         PIGGYBACK_SECRET_KEY="from settings",
+        PIGGYBACK_TIMEOUT=3,
+        PIGGYBACK_POLL=20,
         PIGGYBACK_SKIP_MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
     ):
         live = wrap(django_app)
-        assert live.mount == "/live"
+        assert (live.mount, live.timeout, live.poll) == ("/live", 3.0, 20.0)
         assert live.signer.verify(live.signer.sign("A" * 22)) == "A" * 22
         assert type(live.store).__name__ == "MemoryStore"
         assert "django.middleware.csrf.CsrfViewMiddleware" not in live.answerer.runner.middleware

@@ -901,3 +901,13 @@ def test_a_streamed_flask_page_passes_untouched(caplog: pytest.LogCaptureFixture
     assert [r.getMessage() for r in caplog.records if r.name == "piggyback"] == [
         "No client tag in the page at '/stream': it is a streamed werkzeug or Flask response."
     ]
+
+
+def test_timeout_and_poll_from_the_config() -> None:
+    app = Flask("configured")
+    app.config.update(PIGGYBACK_TIMEOUT=4, PIGGYBACK_POLL=2.5)
+    live = FlaskPiggyback(app, store=MemoryStore(), secret_key="tokens")
+    app.route("/")(lambda: PAGE.format(0))
+    html = app.test_client().get("/").text
+    assert ' data-poll="2.5" data-timeout="4000"></script>' in html
+    assert (live.middleware(app).timeout, live.middleware(app).poll) == (4.0, 2.5)

@@ -884,3 +884,57 @@ def test_page_text_naming_the_client_does_not_keep_the_tag_out() -> None:
     served = _serve(live)
     tag = _tag(_token_of(live, served.body))
     assert served.body == page.replace(b"</textarea></body>", b"</textarea>" + tag + b"</body>")
+
+
+# The client's options from Python, in seconds: the tag carries them as the client reads.
+
+
+@pytest.mark.parametrize(
+    ("options", "attributes"),
+    [
+        pytest.param({}, b"", id="none"),
+        pytest.param({"timeout": 2.5}, b' data-timeout="2500"', id="timeout-in-ms"),
+        pytest.param({"timeout": 30}, b' data-timeout="30000"', id="timeout-int"),
+        pytest.param({"poll": 5}, b' data-poll="5"', id="poll"),
+        pytest.param(
+            {"poll": 0.5, "timeout": 600}, b' data-poll="0.5" data-timeout="600000"', id="both"
+        ),
+    ],
+)
+def test_timeout_and_poll_reach_the_tag(options: dict[str, t.Any], attributes: bytes) -> None:
+    live = _live(_html_app(), **options)
+    body = _serve(live).body
+    tag = _tag(_token_of(live, body))
+    assert body == PAGE.replace(
+        b"</body>", tag.replace(b"></script>", attributes + b"></script>") + b"</body>"
+    )
+
+
+def test_page_poll_while_rendering_overrides_the_option() -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        environ["piggyback.page"].poll(0)  # this page does not poll
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [PAGE]
+
+    body = _serve(_live(app, poll=5)).body
+    assert b"data-poll" not in body
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "most"),
+    [
+        pytest.param("timeout", 0, "600", id="timeout-zero"),
+        pytest.param("timeout", -1, "600", id="timeout-negative"),
+        pytest.param("timeout", 601, "600", id="timeout-too-long"),
+        pytest.param("timeout", "10", "600", id="timeout-str"),
+        pytest.param("poll", float("nan"), "86400", id="poll-nan"),
+        pytest.param("poll", float("inf"), "86400", id="poll-inf"),
+        pytest.param("poll", True, "86400", id="poll-bool"),
+    ],
+)
+def test_timeout_and_poll_are_checked(option: str, value: t.Any, most: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        _live(_html_app(), **{option: value})
+    assert str(raised.value) == (
+        f"The {option} option is a number of seconds above 0 and at most {most}, not {value!r}."
+    )
