@@ -21,6 +21,12 @@ from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
 from piggyback.testing import Rejected
 
+# The store contract suite's stores: memory, SQLite and Redis.
+from .test_stores import backend as backend
+from .test_stores import redis_client as redis_client
+from .test_stores import redis_url as redis_url
+from .test_stores import store as store
+
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
@@ -372,3 +378,20 @@ def test_expire_is_public_on_both_handles() -> None:
     live, _ = _live()
     assert isinstance(live.page("x"), piggyback.PageHandle)
     assert callable(live.page("x").expire) and callable(live.group("g").expire)
+
+
+def test_expire_works_on_every_store(store: t.Any) -> None:
+    live = Piggyback(_index, store=store, secret_key="hooks")
+    client = Client(live)
+    live.handler("work")(lambda page, event: page.set_text("n", "ran"))
+    ada1, ada2 = _pages(live, client, "user:7", 2)
+    (bob,) = _pages(live, client, "user:8", 1)
+    lone = client.open("/")
+    live.group("user:7").expire()
+    live.page(lone.id).expire()
+    live.group("user:7").set_text("n", "after")
+    for page in (ada1, ada2, lone, ada1):
+        with pytest.raises(Rejected) as refused:
+            client.fire(page, "work")
+        assert refused.value.code == "expired"
+    assert client.fire(bob, "work") == [["text", "n", "ran"]]
