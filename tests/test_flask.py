@@ -911,3 +911,19 @@ def test_timeout_and_poll_from_the_config() -> None:
     html = app.test_client().get("/").text
     assert ' data-poll="2.5" data-timeout="4000"></script>' in html
     assert (live.middleware(app).timeout, live.middleware(app).poll) == (4.0, 2.5)
+
+
+def test_a_replay_sends_the_session_cookie_again() -> None:
+    app, live = make_app()
+
+    @live.handler
+    def increment(page: Page, event: Event) -> None:
+        flask.session["count"] = flask.session.get("count", 0) + 1
+
+    client, _ = client_for(app, live)
+    page = client.open("/")
+    query = urlencode({"p": page.token, "s": 1, "h": "increment"})
+    first, retry = (client.http.get(f"/_pb/event?{query}") for _ in range(2))
+    cookies = [r.headers.getlist("Set-Cookie") for r in (first, retry)]
+    assert cookies[0] == cookies[1]
+    assert [session_of(app, c) for c in cookies[0]] == [{"count": 1}]
