@@ -130,6 +130,7 @@ def wrap(
         page_ttl = options.get("page_ttl", DEFAULT_PAGE_TTL)
         options["store"] = store_from_url(options["store"], page_ttl=page_ttl)
     runner = DjangoRunner(middleware, skip=skip_middleware or ())
+    runner.middleware  # noqa: B018 - a wrong PIGGYBACK_SKIP_MIDDLEWARE fails here, not at an event
     return Piggyback(application, runner=runner, **options)
 
 
