@@ -18,6 +18,7 @@ stays waiting for its next request.
 from __future__ import annotations
 
 import functools
+import logging
 import typing as t
 from urllib.parse import parse_qsl
 from urllib.parse import urlencode
@@ -34,6 +35,8 @@ if t.TYPE_CHECKING:
     from .event import Event
     from .page import Page
     from .registry import Handler
+
+logger = logging.getLogger("piggyback")
 
 #: A hook: called with the page and the event before a handler.
 Hook = t.Callable[["Page", "Event"], t.Any]
@@ -100,6 +103,8 @@ def outcome_of(status: int, location: str | None, event: Event) -> EventRejected
     endpoint: it is changed to the page's own URL (from ``Referer``), or dropped.
     """
     if 300 <= status < 400 and location:
+        if urlsplit(location).path.rstrip("/") == _endpoint(event).rstrip("/"):
+            return _redirect_loop(location)
         location = _back_to_the_page(location, event)
         return EventRedirected(location, f"The app answered {status} to {location!r}.")
     if status < 400:
@@ -110,10 +115,26 @@ def outcome_of(status: int, location: str | None, event: Event) -> EventRejected
     return EventRejected(f"The app refused the event ({status}, {code}).", code=code, status=status)
 
 
+def _endpoint(event: Event) -> str:
+    return str(event.environ.get("SCRIPT_NAME", "") + event.environ.get("PATH_INFO", ""))
+
+
+def _redirect_loop(location: str) -> EventRejected:
+    """A redirect of the event to the event endpoint itself (e.g. Django's
+    ``APPEND_SLASH`` or ``SECURE_SSL_REDIRECT``) would take the page to an answer
+    document: a middleware that cannot apply to events made it.
+    """
+    reason = (
+        f"The app redirected the event to the event endpoint itself ({location!r}):"
+        " a middleware that cannot apply to events answered it."
+    )
+    logger.warning("%s Leave it out of events (PIGGYBACK_SKIP_MIDDLEWARE in Django).", reason)
+    return EventRejected(reason, code="internal_server_error", status=500)
+
+
 def _back_to_the_page(location: str, event: Event) -> str:
     parts = urlsplit(location)
-    environ = event.environ
-    endpoint = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    endpoint = _endpoint(event)
     query = parse_qsl(parts.query, keep_blank_values=True)
     if not any(urlsplit(value).path == endpoint for _, value in query):
         return location

@@ -395,3 +395,22 @@ def test_expire_works_on_every_store(store: t.Any) -> None:
             client.fire(page, "work")
         assert refused.value.code == "expired"
     assert client.fire(bob, "work") == [["text", "n", "ran"]]
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["/_pb/event/?p=x", "http://localhost/_pb/event", "https://localhost/_pb/event?s=1"],
+)
+def test_a_redirect_to_the_event_endpoint_is_refused(
+    location: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    live, client = _live()
+    live.handler("work")(lambda page, event: redirect(location))
+    with pytest.raises(Rejected) as refused:
+        client.fire(client.open("/"), "work")
+    assert (refused.value.status, refused.value.code) == (500, "internal_server_error")
+    assert refused.value.reason == (
+        f"The app redirected the event to the event endpoint itself ({location!r}):"
+        " a middleware that cannot apply to events answered it."
+    )
+    assert next(r.levelname for r in caplog.records if r.name == "piggyback") == "WARNING"
