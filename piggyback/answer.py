@@ -21,10 +21,16 @@ import typing as t
 from dataclasses import dataclass
 
 from .event import Event
+from .event import MAX_SEQ
+from .exceptions import EventRedirected
+from .exceptions import EventRejected
 from .exceptions import PageBusy
 from .exceptions import PageExpired
 from .exceptions import StaleEvent
 from .handles import current_changes
+from .handles import EXPIRE
+from .hooks import check_result
+from .hooks import guard
 from .page import Page
 from .stores.base import Changes
 from .stores.base import LockLost
@@ -33,6 +39,7 @@ from .stores.base import PageRecord
 from .stores.base import Store
 
 if t.TYPE_CHECKING:
+    from .hooks import Hook
     from .registry import Handler
 
 logger = logging.getLogger("piggyback")
@@ -42,6 +49,9 @@ MAX_UNACKED = 16
 #: Out-of-band messages that may wait for one page; a page that fell further behind is
 #: better reloaded than replayed, so it is told it expired.
 MAX_WAITING = 1000
+#: The sequence number an ended page's record keeps: above any an event may carry, so
+#: no handler of the page can ever run again (see :meth:`~piggyback.PageHandle.expire`).
+ENDED_SEQ = MAX_SEQ + 1
 
 #: Runs a handler, e.g. inside the host framework's request context.
 Runner = t.Callable[["Handler", Page, Event], t.Any]
@@ -59,12 +69,14 @@ class Answerer:
     :param lease: seconds a request may hold a page before another may take it over.
     :param lock_wait: seconds to wait for a busy page before answering ``busy``.
     :param runner: calls the handler; adapters wrap it in their framework's context.
+    :param hooks: run before every handler (``@live.before_event``); the list may grow.
     """
 
     store: Store
     lease: float = 60.0
     lock_wait: float = 5.0
     runner: Runner = run_directly
+    hooks: t.Sequence[Hook] = ()
 
     def answer(
         self,
@@ -87,6 +99,8 @@ class Answerer:
                 return reply
         owner, record, mail = self._begin(page_id)
         try:
+            if _ended(record) or _expiring(mail):
+                self._end(page_id, owner, record, mail)
             if record is None:
                 if ack > 0:
                     raise PageExpired("The server no longer knows this page; reload it.")
@@ -100,6 +114,9 @@ class Answerer:
             self.store.save(page_id, owner, changes)
         except LockLost:
             raise PageBusy("The page's request took too long; try again.") from None
+        except EventRedirected as redirect:
+            self.store.unlock(page_id, owner)
+            return _redirected(record, seq, ack, redirect)
         except BaseException:
             self.store.unlock(page_id, owner)
             raise
@@ -112,6 +129,8 @@ class Answerer:
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
+        if _ended(record):
+            raise PageExpired(_ENDED)
         if mail.inbox or any(mail.groups.values()):
             return None
         if record is None:
@@ -135,6 +154,16 @@ class Answerer:
                 raise PageBusy("Another request of this page is still running.")
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def _end(self, page_id: str, owner: str, record: PageRecord | None, mail: Mail) -> t.NoReturn:
+        """Say the page expired; the first time, make its record remember that it
+        ended, and take what waits for it out of the store.
+        """
+        if not _ended(record):
+            changes = Changes(record=PageRecord(seq=ENDED_SEQ), leaves=sorted(mail.groups))
+            _deliver(mail, changes)
+            self.store.save(page_id, owner, changes)
+        raise PageExpired(_ENDED)
 
     def _drop_mail(
         self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int
@@ -183,8 +212,11 @@ class Answerer:
         sends = Changes(record=changes.record)
         token = current_changes.set(sends)
         try:
-            self.runner(handler, page, event)
+            check_result(self.runner(guard(self.hooks, handler), page, event), event)
             json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
+        except EventRejected as refusal:  # by a hook or the host: nothing is committed
+            refusal.headers = list(event.headers)
+            raise
         except Exception:
             logger.exception("The handler %r failed (page %s).", event.handler, page.id)
             return "The handler failed; the server logged the error."
@@ -194,6 +226,27 @@ class Answerer:
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
         changes.joins, changes.leaves = page.group_changes()
         return None
+
+
+_ENDED = "The app ended this page (e.g. at logout); reload it."
+
+
+def _ended(record: PageRecord | None) -> bool:
+    return record is not None and record.seq == ENDED_SEQ
+
+
+def _expiring(mail: Mail) -> bool:
+    """Whether ``expire()`` was sent to the page, or to one of its groups."""
+    messages = [*mail.inbox, *(m for log in mail.groups.values() for m in log)]
+    return any(command == EXPIRE for _, commands in messages for command in commands)
+
+
+def _redirected(
+    record: PageRecord | None, seq: int, ack: int, redirect: EventRedirected
+) -> dict[str, t.Any]:
+    """The reply that sends the page elsewhere: not stored, so a retry asks again."""
+    unacked = [b for b in record.batches if b["seq"] > ack] if record is not None else []
+    return _reply(seq, [*unacked, {"seq": seq, "commands": [redirect.command]}])
 
 
 def _count(mail: Mail) -> int:

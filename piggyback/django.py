@@ -1,4 +1,4 @@
-"""Django: handlers that get an ``HttpRequest`` with a session and a user.
+"""Django: each event is a Django request, through the project's middleware like a view.
 
 .. code-block:: python
 
@@ -14,31 +14,60 @@
         request.session["n"] = request.session.get("n", 0) + 1
         page.set_text("count", f"{request.session['n']} ({request.user})")
 
-Each event is a Django request of its own: ``request_started`` and
-``request_finished`` are sent around it, so database connections are reset and closed
-as after a view, and its ``HttpRequest`` passes through the session and authentication
-middleware (or the ones given) with the handler as the innermost view. Session
-changes reach the browser with the event's answer.
+An event runs the steps Django's ``BaseHandler`` runs for a view: ``request_started``;
+the project's ``settings.MIDDLEWARE`` (``process_request``, ``__call__`` and
+``process_response``); ``process_view`` with a view object that names the handler
+(its ``__name__``, ``__module__`` and attributes, so view decorators that set
+attributes, such as ``login_not_required`` for ``LoginRequiredMiddleware``, work on a
+handler); the handler inside ``transaction.atomic`` when ``ATOMIC_REQUESTS`` is on;
+``process_exception``, ``got_request_exception`` and the ``django.request`` log for its
+exceptions; ``request_finished``. piggyback's ``before_event`` hooks run inside the
+view, just before the handler. Session changes reach the browser with the answer.
 
-Only the middleware's ``process_request`` and ``process_response`` parts run (a
-middleware's ``__call__``); ``process_view`` and ``process_exception`` do not, so
-``CsrfViewMiddleware`` has no say: piggyback refuses cross-site events itself. The body
-of an event request has already been read by piggyback: a handler reads a submitted
-form from ``event.form`` and ``event.files``, not ``request.POST``.
+What the project answers decides the outcome, as for a view: a redirect (e.g. from
+``LoginRequiredMiddleware``) sends the page there; ``PermissionDenied``, ``Http404``
+or any 4xx or 5xx response refuses the event with that status and its code
+(``forbidden``, ``not_found``); a handler's other exceptions, once Django has handled
+them, give the page piggyback's generic error, and no session change is saved.
+
+Two things differ from a view, and why:
+
+- The view is ``csrf_exempt``: piggyback checks that events come from the page's own
+  origin and carry its token, and the client sends no CSRF token.
+- The body of an event request has already been read by piggyback: a handler reads a
+  submitted form from ``event.form`` and ``event.files``, not ``request.POST``.
+
+Middleware that cannot apply to events (async-only middleware, or one that reads the
+request body) is left out with one setting, ``PIGGYBACK_SKIP_MIDDLEWARE``: a list of
+dotted paths from ``settings.MIDDLEWARE``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 import typing as t
 
+from django.conf import settings  # type: ignore[import-untyped]
 from django.core import signals  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.core.exceptions import MiddlewareNotUsed
+from django.core.handlers.base import BaseHandler  # type: ignore[import-untyped]
+from django.core.handlers.exception import convert_exception_to_response  # type: ignore[import-untyped]
 from django.core.handlers.wsgi import get_script_name  # type: ignore[import-untyped]
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpResponse  # type: ignore[import-untyped]
-from django.urls import set_script_prefix  # type: ignore[import-untyped]
+from django.http import HttpResponseBase
+from django.urls import ResolverMatch  # type: ignore[import-untyped]
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
+from .exceptions import EventRejected
+from .hooks import outcome_of
 from .middleware import Piggyback
+from .stores import store_from_url
+from .stores.base import DEFAULT_PAGE_TTL
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -47,18 +76,26 @@ if t.TYPE_CHECKING:
     from .page import Page
     from .registry import Handler
 
-#: The middleware an event's request passes through by default: what
-#: ``request.session`` and ``request.user`` need.
+#: Only what ``request.session`` and ``request.user`` need: pass it as ``middleware=``
+#: to run events through these two alone.
 DEFAULT_MIDDLEWARE = (
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
+
+#: The options of :class:`~piggyback.Piggyback` that ``PIGGYBACK_<NAME>`` settings set.
+OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(Piggyback.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("runner", "registry")
 )
 
 
 def wrap(
     application: WSGIApplication,
     *,
-    middleware: t.Iterable[str] = DEFAULT_MIDDLEWARE,
+    middleware: t.Iterable[str] | None = None,
+    skip_middleware: t.Iterable[str] | None = None,
     **options: t.Any,
 ) -> Piggyback:
     """Wrap a Django WSGI application in piggyback, with a :class:`DjangoRunner`.
@@ -67,14 +104,34 @@ def wrap(
 
         application = piggyback.django.wrap(get_wsgi_application())
 
+    Options not given are read from the settings, as whitenoise reads ``WHITENOISE_*``:
+    ``PIGGYBACK_SECRET_KEY``, ``PIGGYBACK_STORE`` (a store or a URL such as
+    ``"redis://…"``), ``PIGGYBACK_MOUNT``, ``PIGGYBACK_TIMEOUT``, ``PIGGYBACK_POLL``
+    and every other option's name in capitals; ``PIGGYBACK_MIDDLEWARE`` and
+    ``PIGGYBACK_SKIP_MIDDLEWARE`` for the two below.
+
     :param application: the Django project's WSGI application.
     :param middleware: dotted paths of the middleware an event's request passes
-        through, outermost first, as in ``settings.MIDDLEWARE``.
+        through, outermost first. Default: ``settings.MIDDLEWARE``.
+    :param skip_middleware: dotted paths of middleware events leave out.
     :param options: keyword options of :class:`~piggyback.Piggyback`.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        Reads ``settings.PIGGYBACK_*``; events pass through ``settings.MIDDLEWARE``.
     """
-    return Piggyback(application, runner=DjangoRunner(middleware), **options)
+    for name in (*OPTIONS, "middleware", "skip_middleware"):
+        setting = f"PIGGYBACK_{name.upper()}"
+        if name not in options and hasattr(settings, setting):
+            options[name] = getattr(settings, setting)
+    middleware = options.pop("middleware", middleware)
+    skip_middleware = options.pop("skip_middleware", skip_middleware)
+    if isinstance(options.get("store"), str):
+        page_ttl = options.get("page_ttl", DEFAULT_PAGE_TTL)
+        options["store"] = store_from_url(options["store"], page_ttl=page_ttl)
+    runner = DjangoRunner(middleware, skip=skip_middleware or ())
+    runner.middleware  # noqa: B018 - a wrong PIGGYBACK_SKIP_MIDDLEWARE fails here, not at an event
+    return Piggyback(application, runner=runner, **options)
 
 
 class DjangoRunner:
@@ -84,42 +141,145 @@ class DjangoRunner:
     the middleware set (the session's) to the event's answer.
 
     :param middleware: dotted paths of synchronous middleware the event's request
-        passes through, outermost first.
+        passes through, outermost first. Default: ``settings.MIDDLEWARE``, read at the
+        first event.
+    :param skip: dotted paths to leave out of ``settings.MIDDLEWARE``.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, middleware: t.Iterable[str] = DEFAULT_MIDDLEWARE) -> None:
-        self.middleware = tuple(middleware)
+    def __init__(self, middleware: t.Iterable[str] | None = None, skip: t.Iterable[str] = ()):
+        self._middleware = None if middleware is None else tuple(middleware)
+        self.skip = tuple(skip)
+        self._handler: _EventHandler | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def middleware(self) -> tuple[str, ...]:
+        """The middleware events pass through, outermost first."""
+        if self._middleware is not None:
+            return self._middleware
+        unknown = [path for path in self.skip if path not in settings.MIDDLEWARE]
+        if unknown:
+            raise ImproperlyConfigured(
+                f"PIGGYBACK_SKIP_MIDDLEWARE names {unknown[0]!r}, which is not in"
+                f" settings.MIDDLEWARE: {list(settings.MIDDLEWARE)!r}."
+            )
+        return tuple(path for path in settings.MIDDLEWARE if path not in self.skip)
 
     def __call__(self, handler: Handler, page: Page, event: Event) -> t.Any:
-        results: list[t.Any] = []
-
-        def view(request: t.Any) -> t.Any:
-            results.append(handler(page, event))
-            return HttpResponse()
-
         environ = event.environ
+        view = _View(handler, page, event)
+        environ["piggyback.view"] = view.function
         set_script_prefix(get_script_name(environ))
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            event.host_request = WSGIRequest(environ)
-            response = self._through_middleware(view)(event.host_request)
-        finally:
+            event.host_request = request = WSGIRequest(environ)
+            response = self._event_handler().get_response(request)
+        except BaseException:
             signals.request_finished.send(sender=self.__class__)
-        if not results:
-            raise RuntimeError(
-                f"A middleware answered the event with status {response.status_code}"
-                f" instead of running its handler; middleware: {self.middleware!r}."
-            )
-        event.headers.extend(
-            ("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()
-        )
-        return results[0]
+            raise
+        response._handler_class = self.__class__  # as WSGIHandler does: the signal's sender
+        response.close()  # request_finished; closes the request's files
+        return view.outcome(response)
 
-    def _through_middleware(self, view: t.Callable[[t.Any], t.Any]) -> t.Any:
-        """``view`` wrapped in the middleware, as Django wraps a project's views."""
-        get_response = view
-        for path in reversed(self.middleware):
-            get_response = import_string(path)(get_response)
-        return get_response
+    def _event_handler(self) -> _EventHandler:
+        if self._handler is None:
+            with self._lock:
+                if self._handler is None:
+                    self._handler = _EventHandler(self.middleware)
+        return self._handler
+
+
+class _EventHandler(BaseHandler):  # type: ignore[misc]
+    """Django's request handler, for events: the view is the event's handler."""
+
+    def __init__(self, middleware: tuple[str, ...]) -> None:
+        super().__init__()
+        self._load(middleware)
+
+    def _load(self, paths: tuple[str, ...]) -> None:
+        """The middleware chain, as ``BaseHandler.load_middleware`` builds it for
+        synchronous requests, from ``paths`` rather than ``settings.MIDDLEWARE``.
+        """
+        self._view_middleware: list[t.Any] = []
+        self._template_response_middleware: list[t.Any] = []
+        self._exception_middleware: list[t.Any] = []
+        chain = convert_exception_to_response(self._get_response)
+        for path in reversed(paths):
+            factory = import_string(path)
+            if not getattr(factory, "sync_capable", True):
+                raise ImproperlyConfigured(
+                    f"The middleware {path!r} is asynchronous only and piggyback runs"
+                    " events synchronously: list it in PIGGYBACK_SKIP_MIDDLEWARE."
+                )
+            try:
+                instance = factory(chain)
+            except MiddlewareNotUsed:
+                continue
+            if hasattr(instance, "process_view"):
+                self._view_middleware.insert(0, instance.process_view)
+            if hasattr(instance, "process_template_response"):
+                self._template_response_middleware.append(instance.process_template_response)
+            if hasattr(instance, "process_exception"):
+                self._exception_middleware.append(instance.process_exception)
+            chain = convert_exception_to_response(instance)
+        self._middleware_chain = chain
+
+    def resolve_request(self, request: t.Any) -> t.Any:
+        view = request.environ["piggyback.view"]
+        match = ResolverMatch(view, (), {}, url_name=view.__name__)
+        request.resolver_match = match
+        return match
+
+    def process_exception_by_middleware(self, exception: Exception, request: t.Any) -> t.Any:
+        if isinstance(exception, EventRejected):  # piggyback's own: no middleware is for it
+            return HttpResponse(status=exception.status)
+        return super().process_exception_by_middleware(exception, request)
+
+
+class _View:
+    """The view for one event, and what became of it."""
+
+    def __init__(self, handler: Handler, page: Page, event: Event) -> None:
+        self.event = event
+        self.result: t.Any = None
+        self.failure: Exception | None = None
+        self.refusal: EventRejected | None = None
+
+        @functools.wraps(handler)
+        def view(request: t.Any) -> t.Any:
+            try:
+                result = handler(page, event)
+            except EventRejected as refusal:
+                self.refusal = refusal
+                raise  # out of transaction.atomic, which rolls back
+            except Exception as e:
+                self.failure = e
+                raise
+            if isinstance(result, HttpResponseBase):
+                return result
+            self.result = result
+            return HttpResponse()
+
+        view.csrf_exempt = True  # type: ignore[attr-defined]
+        #: The view function Django's middleware sees.
+        self.function = view
+
+    def outcome(self, response: t.Any) -> t.Any:
+        """The handler's result for piggyback: what it returned, the outcome the
+        project's response stands for, or the failure, raised again.
+        """
+        event = self.event
+        cookies = [("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()]
+        if self.refusal is not None:
+            event.headers.extend(cookies)
+            raise self.refusal
+        status = response.status_code
+        if self.failure is not None and not 300 <= status < 500:
+            raise self.failure  # piggyback's generic error; the session is not saved
+        event.headers.extend(cookies)
+        outcome = outcome_of(status, response.get("Location"), event)
+        if outcome is not None:
+            raise outcome
+        return self.result

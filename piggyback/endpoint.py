@@ -77,6 +77,7 @@ class EventEndpoint:
             logger.info("Rejected an event: %s", rejection.reason)
             reply = {"seq": plain_seq(environ), "code": rejection.code, "error": rejection.reason}
             status = rejection.status
+            extra = list(rejection.headers)  # e.g. the session a refusal changed
         finally:
             if post is not None:
                 post.close()

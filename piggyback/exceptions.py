@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import typing as t
+
+from werkzeug.http import HTTP_STATUS_CODES
+
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
 
 class PiggybackError(Exception):
     """Base class of every piggyback error."""
@@ -21,13 +28,25 @@ class EventRejected(PiggybackError):
 
     code = "bad_request"
     status = 400
+    #: Headers for the answer, e.g. the session cookie the host framework set while
+    #: the event was refused.
+    headers: t.Sequence[tuple[str, str]] = ()
 
     def __init__(self, reason: str, *, code: str | None = None, status: int | None = None):
         super().__init__(reason)
         self.reason = reason
         if code is not None:
+            if not isinstance(code, str) or not _CODE.match(code):
+                raise ValueError(
+                    f"An event's rejection code is a lowercase word such as 'forbidden',"
+                    f" not {code!r}: a letter, then up to 63 letters, digits or _."
+                )
             self.code = code
         if status is not None:
+            if not isinstance(status, int) or status not in _ERROR_STATUSES:
+                raise ValueError(
+                    f"An event's rejection status is a 4xx or 5xx HTTP status, not {status!r}."
+                )
             self.status = status
 
 
@@ -71,3 +90,44 @@ class TooLarge(EventRejected):
 
     code = "too_large"
     status = 413
+
+
+class EventRedirected(EventRejected):
+    """The app sends the page to another URL instead of running the event's handler.
+
+    Raised by a ``before_event`` hook (or a host framework's redirect response, e.g. to
+    its login view): the handler does not run and nothing is committed; the answer is
+    one batch whose one command is the redirect.
+
+    :param url: where the page goes: http, https or relative, as for ``page.redirect``.
+    :param reason: a sentence for the log.
+
+    .. versionadded:: 0.2
+    """
+
+    code = "redirect"
+    status = 303
+
+    def __init__(self, url: str, reason: str | None = None) -> None:
+        from .page import Page  # the one check of a page's URL (no import cycle this way)
+
+        scratch = Page("")
+        scratch.redirect(url)
+        super().__init__(reason or f"The app sent the page to {url!r}.")
+        self.url = url
+        #: The command the answer carries.
+        self.command = scratch.commands[0]
+
+
+_ERROR_STATUSES = frozenset(code for code in HTTP_STATUS_CODES if 400 <= code <= 599)
+
+
+def rejection_code(status: int) -> str:
+    """The rejection code for an HTTP status: 403 is ``forbidden``, 401 ``unauthorized``.
+
+    .. code-block:: python
+
+        rejection_code(404) == "not_found"
+    """
+    words = re.findall(r"[a-z0-9]+", HTTP_STATUS_CODES.get(status, "error").lower())
+    return "_".join(words) or "error"

@@ -1,4 +1,4 @@
-"""Flask: handlers that run in the app's request context.
+"""Flask: each event goes through the app's request pipeline, as a view would.
 
 .. code-block:: python
 
@@ -13,11 +13,28 @@
         session["n"] = session.get("n", 0) + 1
         page.set_text("count", session["n"])
 
-A handler runs like a view without routing: ``flask.request``, ``session``, ``g``,
-``current_app``, ``url_for`` and extensions built on them (Flask-Login's
-``current_user``) work, and what it writes to the session reaches the browser with the
-event's answer. ``before_request`` and ``after_request`` functions do not run for
-events; ``teardown_request`` and ``teardown_appcontext`` functions do.
+A handler runs like a view without routing, in the steps of Flask's
+``full_dispatch_request``: ``request_started``; the app's ``url_value_preprocessor``
+and ``before_request`` functions (with ``request.endpoint`` and ``view_args`` ``None``:
+no URL rule matched, so blueprint functions do not run); piggyback's
+``before_event`` hooks; the handler; then ``after_request`` functions, the session
+save and ``request_finished``; ``teardown_request`` and ``teardown_appcontext`` when the
+context is popped. ``flask.request``, ``session``, ``g``, ``current_app``, ``url_for``
+and extensions built on them (Flask-Login's ``current_user``) work, and the cookies of
+the finished response (the session's, Flask-Login's remember cookie) reach the
+browser with the event's answer.
+
+What the app answers decides the outcome, as for a view:
+
+- a ``before_request`` function, hook or handler that returns a redirect (Flask-Login's
+  ``@login_required`` with a ``login_view``) sends the page there;
+- ``abort(403)``, any ``HTTPException``, or a response of status 4xx or 5xx refuses
+  the event with that status and its code (``forbidden``); the page gets
+  ``piggyback:error``, and nothing is committed;
+- an exception goes to the app's ``errorhandler`` if it has one for it; if not, Flask
+  sends ``got_request_exception`` and logs it with ``app.logger``. Unless the error
+  handler answered with a redirect or a 4xx, the page then gets piggyback's
+  generic error, and the handler's session changes are not saved.
 
 The body of an event request has already been read by piggyback: a submitted form is
 ``event.form`` and ``event.files``, and ``flask.request.form`` and ``.files`` are the
@@ -32,28 +49,35 @@ import weakref
 
 from flask import current_app
 from flask import Flask
+from flask import request_started
+from markupsafe import Markup
+from werkzeug.wrappers import Response
 
+from . import templates
+from .exceptions import EventRejected
 from .middleware import Piggyback
 from .registry import Registry
 from .stores import store_from_url
 from .stores.base import DEFAULT_PAGE_TTL
 
 if t.TYPE_CHECKING:
-    from flask.sessions import SessionMixin
-
     from .event import Event
     from .handles import GroupHandle
     from .handles import PageHandle
+    from .hooks import Hook
     from .page import Page
     from .registry import Handler
 
 F = t.TypeVar("F", bound="Handler")
+H = t.TypeVar("H", bound="Hook")
 
 #: The config keys :meth:`FlaskPiggyback.init_app` reads, and the options they set.
 CONFIG_KEYS = {
     "PIGGYBACK_SECRET_KEY": "secret_key",
     "PIGGYBACK_STORE": "store",
     "PIGGYBACK_MOUNT": "mount",
+    "PIGGYBACK_TIMEOUT": "timeout",
+    "PIGGYBACK_POLL": "poll",
 }
 
 
@@ -77,8 +101,8 @@ class FlaskPiggyback:
     :param app: the app to initialize now, if any.
     :param options: keyword options of :class:`~piggyback.Piggyback`, except
         ``runner``. An app's config overrides them with ``PIGGYBACK_SECRET_KEY``,
-        ``PIGGYBACK_STORE`` (a store URL such as ``"memory:"``, or a store) and
-        ``PIGGYBACK_MOUNT``.
+        ``PIGGYBACK_STORE`` (a store URL such as ``"memory:"``, or a store),
+        ``PIGGYBACK_MOUNT``, ``PIGGYBACK_TIMEOUT`` and ``PIGGYBACK_POLL`` (seconds).
 
     .. versionadded:: 0.1
     """
@@ -127,6 +151,51 @@ class FlaskPiggyback:
         """
         return self.registry.decorator(name)
 
+    def before_event(self, hook: H) -> H:
+        """Run ``hook(page, event)`` before every handler, after the app's
+        ``before_request`` functions; see :meth:`piggyback.Piggyback.before_event`.
+
+        Every handler requires login, with Flask-Login:
+
+        .. code-block:: python
+
+            @live.before_event
+            def require_login(page, event):
+                return None if current_user.is_authenticated else login_manager.unauthorized()
+
+        .. versionadded:: 0.2
+        """
+        self.registry.add_hook(hook)
+        return hook
+
+    def render_template(self, template: str, **context: t.Any) -> Markup:
+        """Render a template of the current app as ``Markup``, for ``page.set_html``.
+
+        :raise ValueError: the app's Jinja environment does not autoescape the template.
+
+        .. versionadded:: 0.2
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app.update_template_context(context)
+        return templates.render_template(app.jinja_env, template, **context)
+
+    def render_block(self, template: str, block: str, **context: t.Any) -> Markup:
+        """Render one ``{% block %}`` of a template of the current app as ``Markup``,
+        with the app's template context (``request``, ``session``, ``g``, context
+        processors) and autoescaping on.
+
+        .. code-block:: python
+
+            page.append("todos", live.render_block("todo.html", "item", todo=todo))
+
+        :raise ValueError: the template has no such block, or is not autoescaped.
+
+        .. versionadded:: 0.2
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app.update_template_context(context)
+        return templates.render_block(app.jinja_env, template, block, **context)
+
     def middleware(self, app: Flask | None = None) -> Piggyback:
         """The middleware serving ``app``, by default the current app.
 
@@ -164,23 +233,74 @@ class FlaskPiggyback:
 
 
 def _run(app: Flask, handler: Handler, page: Page, event: Event) -> t.Any:
-    """Run a handler in ``app``'s request context; its session goes in the answer."""
-    with app.request_context(event.environ) as context:
+    """Run a handler the way Flask's ``wsgi_app`` runs a view (see the module's doc)."""
+    context = app.request_context(event.environ)
+    dispatch = _Dispatch(app, handler, page, event)
+    error: BaseException | None = None
+    context.push()
+    try:
         event.host_request = request = context.request
         if event.environ.get("REQUEST_METHOD") == "POST":
             # piggyback has read the body: hand Flask the same form instead of the
             # emptied stream, which werkzeug would take for a client that hung up.
             request.form, request.files = event.request.form, event.request.files
-        result = handler(page, event)
-        event.headers.extend(_session_cookies(app, context.session))
-    return result
+        try:
+            response = dispatch.full()
+        except Exception as e:  # unhandled: got_request_exception, app.logger, a 500
+            error = dispatch.failure = e
+            response = app.handle_exception(e)
+        return dispatch.outcome(response)
+    finally:
+        context.pop(error)
 
 
-def _session_cookies(app: Flask, session: SessionMixin) -> list[tuple[str, str]]:
-    """The ``Set-Cookie`` headers saving ``session``, as Flask would set them."""
-    interface = app.session_interface
-    if interface.is_null_session(session):
-        return []
-    response = app.response_class()
-    interface.save_session(app, session, response)
+class _Dispatch:
+    """Flask's ``full_dispatch_request`` for one event, with the handler as the view."""
+
+    def __init__(self, app: Flask, handler: Handler, page: Page, event: Event) -> None:
+        self.app = app
+        self.view = functools.partial(handler, page, event)
+        self.event = event
+        self.result: t.Any = None
+        #: What the handler (or a hook, or a before_request function) raised.
+        self.failure: Exception | None = None
+        self.refusal: EventRejected | None = None
+
+    def full(self) -> Response:
+        app = self.app
+        try:
+            request_started.send(app, _async_wrapper=app.ensure_sync)
+            answer = app.preprocess_request()
+            if answer is None:
+                answer = self._call_view()
+        except EventRejected as refusal:  # piggyback's own: no error handler is for it
+            self.refusal = refusal
+            answer = app.response_class(status=refusal.status)
+        except Exception as e:
+            self.failure = e
+            answer = app.handle_user_exception(e)
+        return app.finalize_request(answer)
+
+    def _call_view(self) -> Response:
+        result = self.view()
+        if isinstance(result, Response):
+            return result
+        self.result = result
+        return self.app.response_class()
+
+    def outcome(self, response: Response) -> t.Any:
+        """The handler's result for piggyback: what it returned, the app's response
+        when that refuses or redirects, or the failure, raised again.
+        """
+        if self.refusal is not None:
+            self.event.headers.extend(_cookies(response))
+            raise self.refusal
+        status = response.status_code
+        if self.failure is not None and not 300 <= status < 500:
+            raise self.failure  # piggyback's generic error; the session is not saved
+        self.event.headers.extend(_cookies(response))
+        return response if status >= 300 else self.result
+
+
+def _cookies(response: Response) -> list[tuple[str, str]]:
     return [("Set-Cookie", value) for value in response.headers.getlist("Set-Cookie")]

@@ -18,6 +18,10 @@ if t.TYPE_CHECKING:
     from .stores.base import Changes
     from .stores.base import Store
 
+#: What :meth:`PageHandle.expire` and :meth:`GroupHandle.expire` queue. The answering
+#: code recognises it among a page's mail and ends the page; it never reaches a client.
+EXPIRE: Command = ["expire"]
+
 #: The changes of the event whose handler is running in this context, if any.
 current_changes: contextvars.ContextVar[Changes | None] = contextvars.ContextVar(
     "piggyback_changes", default=None
@@ -44,6 +48,15 @@ class PageHandle(Commands):
         else:
             self.store.push(self.id, [command])
 
+    def expire(self) -> None:
+        """End the page: its next request gets ``piggyback:expired``, and it receives
+        nothing more (what waits for it is dropped). Sent from a handler, it takes
+        effect when that event commits.
+
+        .. versionadded:: 0.2
+        """
+        self._queue(list(EXPIRE))
+
     def __repr__(self) -> str:
         return f"<PageHandle {self.id!r}>"
 
@@ -65,6 +78,19 @@ class GroupHandle(Commands):
             changes.publishes.append((self.name, [command]))
         else:
             self.store.publish(self.name, [command])
+
+    def expire(self) -> None:
+        """End every page in the group now, e.g. every page of a user at logout:
+        each gets ``piggyback:expired`` on its next request and receives nothing more.
+        Pages that join the group later are not affected.
+
+        .. code-block:: python
+
+            live.group(f"user:{user.id}").expire()
+
+        .. versionadded:: 0.2
+        """
+        self._queue(list(EXPIRE))
 
     def __repr__(self) -> str:
         return f"<GroupHandle {self.name!r}>"

@@ -1,17 +1,29 @@
 """Putting the client's ``<script>`` tag into the app's HTML responses.
 
 Only bodies that are safe to edit are touched: ``text/html``, not compressed, with a
-known length or already in memory, and a status that has a body. Everything else passes
+status that has a body, and small enough to hold in memory; a body of unknown length is
+read into memory up to that size unless it says it streams. Everything else passes
 through as the app produced it (streams, files, ``wsgi.file_wrapper``).
+
+The tag goes before the page's real closing ``</body>``, found the way a browser finds
+it: not one inside a comment, an attribute value, or the text of a ``<script>``,
+``<style>``, ``<textarea>``, ``<title>`` and the other raw-text elements. A page that
+already has piggyback's own tag (a ``<script>`` element whose ``src`` is the client's
+path) is left alone; the same text anywhere else does not count.
 """
 
 from __future__ import annotations
 
+import html as _html
+import itertools
 import re
 import typing as t
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from markupsafe import escape
 from markupsafe import Markup
+from werkzeug.wsgi import ClosingIterator
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -23,16 +35,40 @@ _REPLACED_HEADERS = {"content-length", "cache-control", "etag", "last-modified",
 _NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
 # A browser checks a script element against the first of these the policy has.
 _SCRIPT_DIRECTIVES = ("script-src-elem", "script-src", "default-src")
-_BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
+
+# One token of HTML where text may hold markup: a comment, a bogus comment (doctype,
+# "<?", "</ x>"), or a tag with its attributes (whose quoted values may hold anything).
+_TOKEN = re.compile(
+    rb"""
+      (?P<comment> <!--(?: -?> | .*?(?: --!?> | \Z) ) )
+    | (?P<bogus> <[!?][^>]*>? | </[^A-Za-z>][^>]*>? | </> )
+    | < (?P<end>/)? (?P<name>[A-Za-z][^\s/>]*)
+        (?P<attributes>(?: [\s/]+ | [^\s/>][^\s/>=]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*))? )*+)
+        (?P<close>>)?
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+_ATTRIBUTE = re.compile(rb"""([^\s/>][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
+# Elements whose content is text up to their own end tag (``<script>`` has more rules).
+_RAW_TEXT = frozenset(b"style xmp iframe noembed noframes noscript textarea title".split())
+# What moves a <script>'s text between its states: "<!--" escapes, a "<script" inside
+# an escape double-escapes (where "</script>" does not end it), "-->" ends both.
+_SCRIPT_TEXT = re.compile(rb"<!--(?P<closed>-?>)?|-->|<(?P<end>/)?script(?=[\s/>])", re.I)
 
 
 def script_tag(src: str, token: str, endpoint: str, deploy: str, **optional: t.Any) -> Markup:
     """The client's tag, carrying the page's token and configuration.
 
-    :param optional: ``nonce``, ``poll`` and ``transport``; left out when empty.
+    :param optional: ``nonce``, ``poll`` (seconds), ``timeout`` (milliseconds, as the
+        client reads it) and ``transport``; left out when empty.
     """
     attributes = {"src": src, "data-token": token, "data-endpoint": endpoint, "data-deploy": deploy}
-    names = {"nonce": "nonce", "poll": "data-poll", "transport": "data-transport"}
+    names = {
+        "nonce": "nonce",
+        "poll": "data-poll",
+        "timeout": "data-timeout",
+        "transport": "data-transport",
+    }
     for key, value in optional.items():
         if value:
             attributes[names[key]] = f"{value:g}" if isinstance(value, float | int) else value
@@ -79,13 +115,125 @@ def is_html(status: str, headers: Headers) -> bool:
     return html
 
 
+@dataclass
+class PageScan:
+    """What :func:`scan_page` found in an HTML page."""
+
+    #: Whether a ``<script>`` element loads the client already.
+    has_tag: bool = False
+    #: Where the real closing ``</body>`` starts, if there is one.
+    body_end: int | None = None
+
+
+def scan_page(html: bytes, script_path: str = "") -> PageScan:
+    """Find piggyback's own tag and the real closing ``</body>`` of ``html``.
+
+    :param html: the page, in any encoding that is a superset of ASCII.
+    :param script_path: the client's path; a ``<script>`` whose ``src`` has a path
+        ending with it is piggyback's tag. Empty: look for no tag.
+    """
+    found = PageScan()
+    at = 0
+    while (start := html.find(b"<", at)) >= 0:
+        token = _TOKEN.match(html, start)
+        if token is None:  # a "<" that starts nothing is text
+            at = start + 1
+            continue
+        if token["name"] is not None and token["close"] is None:
+            break  # the rest of the page is inside an unfinished tag
+        at = token.end()
+        name = (token["name"] or b"").lower()
+        if token["end"]:
+            if name == b"body":
+                found.body_end = start
+        elif name == b"script":
+            if script_path and _loads(token["attributes"], script_path):
+                found.has_tag = True
+            at = _script_end(html, at)
+        elif name in _RAW_TEXT:
+            end = re.compile(rb"</" + name + rb"[\s/>]", re.I).search(html, at)
+            at = end.start() if end else len(html)
+        elif name == b"plaintext":
+            break
+    return found
+
+
 def insert_tag(body: bytes, tag: bytes) -> bytes | None:
-    """``body`` with ``tag`` before its last ``</body>``; ``None`` if there is none."""
-    ends = list(_BODY_END.finditer(body))
-    if not ends:
+    """``body`` with ``tag`` before its real closing ``</body>``; ``None`` if there is none."""
+    at = scan_page(body).body_end
+    if at is None:
         return None
-    at = ends[-1].start()
     return body[:at] + tag + body[at:]
+
+
+def _loads(attributes: bytes, script_path: str) -> bool:
+    """Whether a ``<script>`` tag's attributes load the client from ``script_path``."""
+    seen = set()
+    for match in _ATTRIBUTE.finditer(attributes):
+        name = match[1].lower()
+        if name in seen:
+            continue  # browsers keep the first of repeated attributes
+        seen.add(name)
+        if name == b"src":
+            value = next((v for v in match.groups()[1:] if v is not None), b"")
+            src = _html.unescape(value.decode("latin-1")).strip()
+            return urlsplit(src).path.endswith(script_path)
+    return False
+
+
+def _script_end(html: bytes, at: int) -> int:
+    """Where the text of a ``<script>`` that starts at ``at`` ends."""
+    state = "text"
+    for match in _SCRIPT_TEXT.finditer(html, at):
+        token = match[0][:4].lower()
+        if token == b"<!--":
+            if state == "text" and match["closed"] is None:
+                state = "escaped"
+        elif token == b"-->":
+            state = "text"
+        elif match["end"]:
+            if state != "double":
+                return match.start()
+            state = "escaped"
+        elif state == "escaped":
+            state = "double"
+    return len(html)
+
+
+def stream_reason(body: t.Iterable[bytes], headers: Headers) -> str | None:
+    """Why an HTML body of unknown length must pass as the app sends it, or ``None``
+    when it may be read into memory to get the tag.
+    """
+    if getattr(body, "streaming", False):
+        return "it is a streaming response (Django's StreamingHttpResponse or FileResponse)"
+    if isinstance(body, ClosingIterator):
+        # werkzeug gives every response it holds in memory a Content-Length.
+        return "it is a streamed werkzeug or Flask response"
+    for name, value in headers:
+        if name.lower() == "x-accel-buffering" and value.strip().lower() == "no":
+            return "it says X-Accel-Buffering: no"
+    return None
+
+
+def read_body(body: t.Iterable[bytes], limit: int) -> tuple[t.Iterable[bytes], bool]:
+    """Read ``body`` into memory, up to ``limit`` bytes.
+
+    :return: a list of the chunks and ``True`` when the whole body was read (and
+        closed); else an iterable of the chunks read and the rest, which closes
+        ``body``, and ``False``.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    iterator = iter(body)
+    for chunk in iterator:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            closes = [body.close] if hasattr(body, "close") else []
+            return ClosingIterator(itertools.chain(chunks, iterator), closes), False
+    if hasattr(body, "close"):
+        body.close()
+    return chunks, True
 
 
 class ResponseCatcher:

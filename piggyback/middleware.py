@@ -18,10 +18,13 @@ from .answer import Runner
 from .endpoint import EventEndpoint
 from .handles import GroupHandle
 from .handles import PageHandle
+from .hooks import Hook
 from .inject import csp_nonce
-from .inject import insert_tag
+from .inject import read_body
 from .inject import ResponseCatcher
+from .inject import scan_page
 from .inject import script_tag
+from .inject import stream_reason
 from .page import Page
 from .registry import Handler
 from .registry import Registry
@@ -40,9 +43,13 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("piggyback")
 
 F = t.TypeVar("F", bound=Handler)
+H = t.TypeVar("H", bound=Hook)
 
 #: HTML bodies larger than this are passed through without the client tag.
 MAX_EDITED_BODY = 8 * 1024 * 1024
+#: The largest ``timeout`` and ``poll`` options, in seconds.
+MAX_TIMEOUT = 600.0
+MAX_POLL = 86400.0
 
 
 class Piggyback:
@@ -75,6 +82,14 @@ class Piggyback:
     :param registry: the handlers, when they are registered before the app exists.
     :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
         even where ``fetch`` exists.
+    :param timeout: seconds one try of an event may take before the client tries
+        again (the tag's ``data-timeout``). Default: the client's, 10 seconds.
+    :param poll: seconds between the polls every page sends from its first render
+        (the tag's ``data-poll``); ``page.poll()`` while rendering overrides it.
+        Default: no polling.
+
+    .. versionchanged:: 0.2
+        The ``timeout`` and ``poll`` options.
     """
 
     def __init__(
@@ -93,8 +108,12 @@ class Piggyback:
         runner: Runner = run_directly,
         registry: Registry | None = None,
         transport: str | None = None,
+        timeout: float | None = None,
+        poll: float | None = None,
     ) -> None:
         self.app = app
+        self.timeout = _seconds("timeout", timeout, MAX_TIMEOUT)
+        self.poll = _seconds("poll", poll, MAX_POLL)
         self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
         self.mount = "/" + mount.strip("/")
         self.inject = inject
@@ -106,7 +125,9 @@ class Piggyback:
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
         self.registry = registry if registry is not None else Registry()
-        self.answerer = Answerer(self.store, lease=lease, lock_wait=lock_wait, runner=runner)
+        self.answerer = Answerer(
+            self.store, lease=lease, lock_wait=lock_wait, runner=runner, hooks=self.registry.hooks
+        )
         self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
         self._signer: TokenSigner | None = None
         self._script = (
@@ -133,6 +154,26 @@ class Piggyback:
             def rename_item(page, event): ...
         """
         return self.registry.decorator(name)
+
+    def before_event(self, hook: H) -> H:
+        """Run ``hook(page, event)`` before every handler; it may refuse the event.
+
+        .. code-block:: python
+
+            @live.before_event
+            def require_login(page, event):
+                if not signed_in(event.request):
+                    raise EventRejected("Sign in first.", code="unauthorized", status=401)
+
+        A hook refuses by raising :class:`~piggyback.EventRejected` (or
+        :class:`~piggyback.EventRedirected`, :class:`~piggyback.PageExpired`), or by
+        returning a response; then the handler does not run and nothing is committed.
+        See :mod:`piggyback.hooks`. Polls run no hooks: they run no app code.
+
+        .. versionadded:: 0.2
+        """
+        self.registry.add_hook(hook)
+        return hook
 
     def page(self, page_id: str) -> PageHandle:
         """A handle that queues commands for one page, delivered on its next request."""
@@ -164,8 +205,9 @@ class Piggyback:
             endpoint=f"{root}{self.mount}/event",
             deploy=self.deploy,
             nonce=nonce,
-            poll=page.poll_interval,
+            poll=self.poll if page.poll_interval is None else page.poll_interval,
             transport=self.transport,
+            timeout=None if self.timeout is None else max(1, round(self.timeout * 1000)),
         )
 
     @property
@@ -199,9 +241,9 @@ class Piggyback:
         catcher.open = False
         if catcher.caught is None:
             return self._pass(body, page, environ)
-        length = catcher.content_length()
-        streamed = length is None and not isinstance(body, list | tuple)
-        if streamed or (length or 0) > MAX_EDITED_BODY or _is_file(body, environ):
+        body, why = _held_body(body, catcher, environ)
+        if why is not None:
+            logger.debug("No client tag in the page at %r: %s.", environ.get("PATH_INFO"), why)
             write = catcher.release()
             for chunk in catcher.written:
                 write(chunk)
@@ -211,13 +253,21 @@ class Piggyback:
         finally:
             if hasattr(body, "close"):
                 body.close()
-        if self._script_path.encode() not in html:
-            nonce = csp_nonce(catcher.caught[1])
-            tag = self.script_tag(environ, nonce).encode()
-            html = insert_tag(html, tag) or html
+        html = self._with_tag(html, catcher, environ)
         self._keep(page)
         catcher.release(html)
         return [html]
+
+    def _with_tag(self, html: bytes, catcher: ResponseCatcher, environ: WSGIEnvironment) -> bytes:
+        """``html`` with the client's tag before its real ``</body>``, if it needs one."""
+        found = scan_page(html, self._script_path)
+        if found.has_tag or found.body_end is None:
+            why = "it has the tag already" if found.has_tag else "it has no </body>"
+            logger.debug("No client tag in the page at %r: %s.", environ.get("PATH_INFO"), why)
+            return html
+        assert catcher.caught is not None
+        tag = self.script_tag(environ, csp_nonce(catcher.caught[1])).encode()
+        return html[: found.body_end] + tag + html[found.body_end :]
 
     def _pass(
         self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment
@@ -271,6 +321,33 @@ class Piggyback:
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
 
 
+def _held_body(
+    body: t.Iterable[bytes], catcher: ResponseCatcher, environ: WSGIEnvironment
+) -> tuple[t.Iterable[bytes], str | None]:
+    """The HTML body to edit, in memory; or the body to pass on and why it must pass.
+
+    A body of unknown length is read into memory, up to :data:`MAX_EDITED_BODY`,
+    unless it streams (see :func:`~piggyback.inject.stream_reason`).
+    """
+    assert catcher.caught is not None
+    length = catcher.content_length()
+    if _is_file(body, environ):
+        return body, "it is a file (wsgi.file_wrapper)"
+    if length is not None:
+        if length > MAX_EDITED_BODY:
+            return body, f"it is larger than {MAX_EDITED_BODY} bytes"
+        return body, None
+    if isinstance(body, list | tuple):
+        return body, None
+    if catcher.written:
+        return body, "the app streams it through write()"
+    why = stream_reason(body, catcher.caught[1])
+    if why is not None:
+        return body, why
+    body, whole = read_body(body, MAX_EDITED_BODY)
+    return body, None if whole else f"it is larger than {MAX_EDITED_BODY} bytes"
+
+
 def _is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:
     wrapper = environ.get("wsgi.file_wrapper")
     return isinstance(wrapper, type) and isinstance(body, wrapper)
@@ -283,6 +360,18 @@ def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]
         [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
     )
     return [body]
+
+
+def _seconds(name: str, value: t.Any, most: float) -> float | None:
+    """An option in seconds, checked: ``None``, or a number above 0 up to ``most``."""
+    if value is None:
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 < value <= most:
+        raise ValueError(
+            f"The {name} option is a number of seconds above 0 and at most {most:g}, not {value!r}."
+        )
+    return float(value)
 
 
 def _key(secret: str | bytes | None) -> bytes | None:

@@ -11,6 +11,7 @@ from .exceptions import UnknownHandler
 
 if t.TYPE_CHECKING:
     from .event import Event
+    from .hooks import Hook
     from .page import Page
 
 Handler = t.Callable[["Page", "Event"], t.Any]
@@ -22,10 +23,26 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 
 
 class Registry:
-    """Handlers by name. Registering a name twice raises."""
+    """Handlers by name, and the hooks that run before every one of them. Registering
+    a name twice raises.
+    """
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        #: The ``before_event`` hooks, in the order they run.
+        self.hooks: list[Hook] = []
+
+    def add_hook(self, hook: Hook) -> Hook:
+        """Run ``hook`` before every handler; see :mod:`piggyback.hooks`.
+
+        :raise TypeError: ``hook`` is not callable.
+        """
+        if not callable(hook):
+            raise TypeError(
+                f"A before_event hook is called as hook(page, event); {hook!r} is not callable."
+            )
+        self.hooks.append(hook)
+        return hook
 
     def add(self, name: str, handler: Handler) -> None:
         """Register ``handler`` under ``name``.

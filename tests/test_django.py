@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -24,12 +25,14 @@ from examples.django_project import settings as example_settings
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.django import DEFAULT_MIDDLEWARE
 from piggyback.django import DjangoRunner
 from piggyback.django import wrap
 from piggyback.stores import MemoryStore
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
 from piggyback.testing import read_reply
+from piggyback.testing import Rejected
 
 from .servers import gunicorn
 from .servers import ROOT
@@ -107,8 +110,7 @@ def example(django_app: WSGIApplication, **options: t.Any) -> Piggyback:
     from examples.django_project import views
 
     live = wrap(django_app, store=MemoryStore(), secret_key="test", **options)
-    for handler in views.HANDLERS:
-        live.handler(handler)
+    views.install(live)
     return live
 
 
@@ -132,31 +134,56 @@ def test_session_write_reaches_the_next_request(django_app: WSGIApplication) -> 
     live = example(django_app)
     recorder = Recorder(live)
     client = Client(live, app=recorder)
+    log_in(client, "ada", "lovelace")
     page = client.open("/")
-    assert client.fire(page, "increment") == [
-        ["text", "count", "1"],
-        ["text", "user", "nobody"],
-    ]
+    assert client.fire(page, "increment") == [["text", "count", "1"]]
     assert recorder.cookie_names() == ["sessionid"]
-    assert client.fire(page, "increment")[0] == ["text", "count", "2"]
+    assert client.fire(page, "increment") == [["text", "count", "2"]]
     assert shown(client.http.get("/").text, "count") == "2"
 
 
-def test_handler_sees_the_logged_in_user(django_app: WSGIApplication) -> None:
+def test_example_handlers_require_login(django_app: WSGIApplication) -> None:
     client = Client(example(django_app))
     log_in(client, "ada", "lovelace")
     page = client.open("/")
-    assert client.fire(page, "increment") == [
-        ["text", "count", "1"],
-        ["text", "user", "ada"],
+    client.http.delete_cookie("sessionid")  # the session ends without the page knowing
+    assert client.fire(page, "increment") == [["redirect", "/login/?next=/"]]
+
+
+def test_example_note_is_rendered_by_a_template(django_app: WSGIApplication) -> None:
+    client = Client(example(django_app))
+    log_in(client, "ada", "lovelace")
+    page = client.open("/")
+    query = urlencode({"p": page.token, "s": 1, "h": "add_note", "e": "submit"})
+    response = client.http.post(f"/_pb/event?{query}", data={"text": "<b>milk</b>"})
+    assert read_reply(response.get_data(as_text=True))["batches"] == [
+        {
+            "seq": 1,
+            "commands": [
+                ["append", "notes", "<li>&lt;b&gt;milk&lt;/b&gt;</li>\n"],
+                ["value", "note-text", ""],
+            ],
+        }
     ]
+    assert "<li>&lt;b&gt;milk&lt;/b&gt;</li>" in client.http.get("/").text
+
+
+def test_example_logout_ends_every_page_of_the_user(django_app: WSGIApplication) -> None:
+    live = example(django_app)
+    client = Client(live)
+    log_in(client, "ada", "lovelace")
+    one, two = client.open("/"), client.open("/")
+    client.fire(one, "increment")
     html = client.http.get("/").text
-    assert (shown(html, "user"), shown(html, "count")) == ("ada", "1")
     client.http.post("/logout/", data={"csrfmiddlewaretoken": _CSRF.findall(html)[0]})
-    assert client.fire(page, "reset") == [
-        ["text", "count", "0"],
-        ["text", "user", "nobody"],
-    ]
+    from django.contrib.auth.models import User
+
+    ada = User.objects.get(username="ada")
+    live.group(f"user:{ada.pk}").set_text("count", "after logout")
+    for page in (one, two):
+        with pytest.raises(Rejected) as refused:
+            client.fire(page, "increment")
+        assert (refused.value.status, refused.value.code) == (410, "expired")
 
 
 def test_host_request_is_the_django_request(django_app: WSGIApplication) -> None:
@@ -173,7 +200,7 @@ def test_host_request_is_the_django_request(django_app: WSGIApplication) -> None
         seen.append(request.session.session_key)
 
     client = Client(live)
-    client.fire(client.open("/"), "look")
+    client.fire(client.open("/login/"), "look")
     assert seen == [WSGIRequest, ("/_pb/event", "look", "AnonymousUser"), None]
 
 
@@ -187,6 +214,7 @@ def test_failed_handler_saves_no_session(django_app: WSGIApplication) -> None:
 
     recorder = Recorder(live)
     client = Client(live, app=recorder)
+    log_in(client, "ada", "lovelace")
     page = client.open("/")
     client.fire(page, "increment")
     with pytest.raises(HandlerFailed):
@@ -215,7 +243,7 @@ def test_each_event_is_a_django_request(django_app: WSGIApplication) -> None:
         seen.append(("finished", sender))
 
     client = Client(live)
-    page = client.open("/")
+    page = client.open("/login/")
     signals.request_started.connect(started)
     signals.request_finished.connect(finished)
     try:
@@ -237,15 +265,19 @@ def test_login_in_a_handler_sets_the_new_session_cookie(
     from django.contrib.auth import login
     from django.contrib.auth.models import User
 
-    live = example(django_app)
+    live = wrap(django_app, store=MemoryStore())
+
+    @live.handler
+    def remember(page: Page, event: Event) -> None:
+        event.host_request.session["count"] = 1
 
     @live.handler
     def sign_in(page: Page, event: Event) -> None:
         login(event.host_request, User.objects.get(username="ada"))
 
     client = Client(live)
-    page = client.open("/")
-    client.fire(page, "increment")
+    page = client.open("/login/")
+    client.fire(page, "remember")
     before = client.http.get_cookie("sessionid")
     assert before is not None
     client.fire(page, "sign_in")
@@ -304,13 +336,11 @@ def test_middleware_is_configurable(django_app: WSGIApplication) -> None:
         seen.append((hasattr(request, "session"), hasattr(request, "user")))
 
     client = Client(live)
-    client.fire(client.open("/"), "look")
+    client.fire(client.open("/login/"), "look")
     assert seen == [(True, False)]
 
 
-def test_middleware_that_answers_fails_the_event(
-    django_app: WSGIApplication, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_middleware_that_answers_refuses_the_event(django_app: WSGIApplication) -> None:
     live = wrap(django_app, store=MemoryStore(), middleware=[f"{__name__}.Refuse"])
     ran = []
 
@@ -319,13 +349,220 @@ def test_middleware_that_answers_fails_the_event(
         ran.append(event)
 
     client = Client(live)
-    with pytest.raises(HandlerFailed):
-        client.fire(client.open("/"), "never")
+    with pytest.raises(Rejected) as refused:
+        client.fire(client.open("/login/"), "never")
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
     assert ran == []
-    assert caplog.records[-1].exc_info is not None
-    assert str(caplog.records[-1].exc_info[1]) == (
-        "A middleware answered the event with status 403 instead of running its"
-        " handler; middleware: ('tests.test_django.Refuse',)."
+
+
+SEEN: list[t.Any] = []
+
+
+class Watch:
+    """A middleware that records what Django shows it of an event."""
+
+    def __init__(self, get_response: t.Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: t.Any) -> t.Any:
+        SEEN.append(("call", request.path))
+        response = self.get_response(request)
+        SEEN.append(("response", response.status_code))
+        return response
+
+    def process_view(self, request: t.Any, view: t.Any, args: t.Any, kwargs: t.Any) -> None:
+        SEEN.append(("view", view.__name__, getattr(view, "marked", None)))
+        SEEN.append(("resolver_match", request.resolver_match.url_name))
+
+    def process_exception(self, request: t.Any, exception: Exception) -> t.Any:
+        SEEN.append(("exception", repr(exception)))
+        if isinstance(exception, LookupError):
+            from django.http import HttpResponseForbidden
+
+            return HttpResponseForbidden()
+        return None
+
+
+def test_process_view_and_process_exception_see_events(django_app: WSGIApplication) -> None:
+    live = wrap(
+        django_app, store=MemoryStore(), middleware=[*DEFAULT_MIDDLEWARE, f"{__name__}.Watch"]
+    )
+
+    @live.handler
+    def marked(page: Page, event: Event) -> None:
+        page.set_text("out", "ran")
+
+    marked.marked = "yes"  # type: ignore[attr-defined]
+
+    @live.handler
+    def boom(page: Page, event: Event) -> None:
+        raise RuntimeError("boom")
+
+    @live.handler
+    def missing(page: Page, event: Event) -> None:
+        raise LookupError("mapped to 403 by the middleware")
+
+    client = Client(live)
+    page = client.open("/login/")
+    SEEN.clear()
+    assert client.fire(page, "marked") == [["text", "out", "ran"]]
+    assert SEEN == [
+        ("call", "/_pb/event"),
+        ("view", "marked", "yes"),
+        ("resolver_match", "marked"),
+        ("response", 200),
+    ]
+    SEEN.clear()
+    with pytest.raises(HandlerFailed):
+        client.fire(page, "boom")
+    assert SEEN[3:] == [("exception", "RuntimeError('boom')"), ("response", 500)]
+    SEEN.clear()
+    with pytest.raises(Rejected) as refused:
+        client.fire(page, "missing")
+    assert refused.value.code == "forbidden"
+    assert SEEN[3:] == [
+        ("exception", "LookupError('mapped to 403 by the middleware')"),
+        ("response", 403),
+    ]
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_atomic_requests_roll_back_a_failing_handler(
+    django_app: WSGIApplication, monkeypatch: pytest.MonkeyPatch, atomic: bool
+) -> None:
+    from django.contrib.auth.models import Group
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", atomic)
+    live = wrap(django_app, store=MemoryStore())
+    name = f"written then failed ({atomic})"
+
+    @live.handler
+    def write_then_fail(page: Page, event: Event) -> None:
+        Group.objects.create(name=name)
+        raise RuntimeError("after the write")
+
+    client = Client(live)
+    with pytest.raises(HandlerFailed):
+        client.fire(client.open("/login/"), "write_then_fail")
+    assert Group.objects.filter(name=name).exists() is not atomic
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        pytest.param("PermissionDenied", 403, "forbidden", id="PermissionDenied"),
+        pytest.param("Http404", 404, "not_found", id="Http404"),
+    ],
+)
+def test_django_http_errors_are_clean_rejections(
+    django_app: WSGIApplication, error: str, status: int, code: str
+) -> None:
+    from django.core.exceptions import PermissionDenied
+    from django.core.signals import got_request_exception
+    from django.http import Http404
+
+    live = wrap(django_app, store=MemoryStore())
+    exceptions = {"PermissionDenied": PermissionDenied, "Http404": Http404}
+    signalled = []
+
+    @live.handler
+    def refuse(page: Page, event: Event) -> None:
+        page.set_text("out", "never sent")
+        raise exceptions[error]()
+
+    def received(sender: t.Any, **kwargs: t.Any) -> None:
+        signalled.append(sender)
+
+    got_request_exception.connect(received)
+    try:
+        with pytest.raises(Rejected) as refused:
+            Client(live).fire(Client(live).open("/login/"), "refuse")
+    finally:
+        got_request_exception.disconnect(received)
+    assert (refused.value.status, refused.value.code) == (status, code)
+    assert signalled == []
+
+
+def test_got_request_exception_is_sent_for_a_failing_handler(
+    django_app: WSGIApplication, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.core.signals import got_request_exception
+
+    live = wrap(django_app, store=MemoryStore())
+    signalled = []
+    live.handler("boom")(lambda page, event: 1 / 0)
+
+    def received(sender: t.Any, request: t.Any, **kwargs: t.Any) -> None:
+        signalled.append(request.path)
+
+    got_request_exception.connect(received)
+    try:
+        with pytest.raises(HandlerFailed):
+            Client(live).fire(Client(live).open("/login/"), "boom")
+    finally:
+        got_request_exception.disconnect(received)
+    assert signalled == ["/_pb/event"]
+    logged = [r for r in caplog.records if r.name == "django.request"]
+    assert [r.getMessage() for r in logged] == ["Internal Server Error: /_pb/event"]
+
+
+def test_login_required_middleware_redirects_and_login_not_required_opens(
+    django_app: WSGIApplication,
+) -> None:
+    from django.contrib.auth.decorators import login_not_required
+
+    live = wrap(
+        django_app,
+        store=MemoryStore(),
+        middleware=[
+            *DEFAULT_MIDDLEWARE,
+            "django.contrib.auth.middleware.LoginRequiredMiddleware",
+        ],
+    )
+    live.handler("private")(lambda page, event: page.set_text("out", "private"))
+
+    @live.handler
+    @login_not_required
+    def public(page: Page, event: Event) -> None:
+        page.set_text("out", "public")
+
+    client = Client(live)
+    page = client.open("/login/")
+    assert client.fire(page, "public") == [["text", "out", "public"]]
+    # No Referer names the page, so the next= that named the endpoint is dropped.
+    assert client.fire(page, "private") == [["redirect", "/login/"]]
+    log_in(client, "ada", "lovelace")
+    assert client.fire(page, "private") == [["text", "out", "private"]]
+
+
+def test_wrap_reads_piggyback_settings(django_app: WSGIApplication) -> None:
+    from django.test import override_settings
+
+    with override_settings(
+        PIGGYBACK_STORE="memory:",
+        PIGGYBACK_MOUNT="/live",
+        PIGGYBACK_SECRET_KEY="from settings",
+        PIGGYBACK_TIMEOUT=3,
+        PIGGYBACK_POLL=20,
+        PIGGYBACK_SKIP_MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
+    ):
+        live = wrap(django_app)
+        assert (live.mount, live.timeout, live.poll) == ("/live", 3.0, 20.0)
+        assert live.signer.verify(live.signer.sign("A" * 22)) == "A" * 22
+        assert type(live.store).__name__ == "MemoryStore"
+        assert "django.middleware.csrf.CsrfViewMiddleware" not in live.answerer.runner.middleware
+        assert wrap(django_app, mount="/given").mount == "/given"
+
+
+def test_skipping_middleware_that_is_not_there_is_an_error(django_app: WSGIApplication) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as raised:
+        wrap(django_app, store=MemoryStore(), skip_middleware=["project.middleware.Gone"])
+    assert str(raised.value).startswith(
+        "PIGGYBACK_SKIP_MIDDLEWARE names 'project.middleware.Gone', which is not in"
+        " settings.MIDDLEWARE: ['django.middleware.security.SecurityMiddleware',"
     )
 
 
@@ -372,11 +609,74 @@ def test_example_project_under_gunicorn(tmp_path: Path) -> None:
             query = {"p": token, "s": seq, "a": seq - 1, "h": "increment"}
             reply = read_reply(get(f"{url}/_pb/event?{urllib.parse.urlencode(query)}"))
             token = reply["token"]
-            assert reply["batches"] == [
-                {
-                    "seq": seq,
-                    "commands": [["text", "count", str(seq)], ["text", "user", "ada"]],
-                }
-            ]
+            assert reply["batches"] == [{"seq": seq, "commands": [["text", "count", str(seq)]]}]
         html = get(f"{url}/")
     assert (shown(html, "user"), shown(html, "count")) == ("ada", "8")
+
+
+# The client's tag in a project without CommonMiddleware: no Content-Length.
+
+
+def _project_without_common_middleware(django_app: WSGIApplication) -> WSGIApplication:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    common = "django.middleware.common.CommonMiddleware"
+    assert common in settings.MIDDLEWARE
+    with override_settings(MIDDLEWARE=[m for m in settings.MIDDLEWARE if m != common]):
+        return WSGIHandler()  # loads its middleware now
+
+
+def test_a_page_without_content_length_gets_the_tag(django_app: WSGIApplication) -> None:
+    from werkzeug.test import Client as HTTPClient
+
+    bare = _project_without_common_middleware(django_app)
+    assert "Content-Length" not in HTTPClient(bare).get("/login/").headers
+    for app in (bare, django_app):
+        response = HTTPClient(wrap(app, store=MemoryStore())).get("/login/")
+        assert response.text.count('<script src="/_pb/piggyback.js?v=') == 1
+        assert response.headers["Content-Length"] == str(len(response.data))
+
+
+def test_a_streaming_response_passes_untouched(django_app: WSGIApplication) -> None:
+    from django.http import StreamingHttpResponse
+    from werkzeug.test import Client as HTTPClient
+
+    def stream(environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
+        response = StreamingHttpResponse(iter([b"<body>", b"live", b"</body>"]))
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return response
+
+    response = HTTPClient(wrap(stream, store=MemoryStore())).get("/")
+    assert response.data == b"<body>live</body>"
+
+
+def test_browser_project_without_common_middleware(
+    browser: t.Any, django_app: WSGIApplication
+) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    live = wrap(_project_without_common_middleware(django_app), store=MemoryStore())
+    live.handler("hello")(lambda page, event: page.set_text("error", "hello from an event"))
+    server = make_server("127.0.0.1", 0, live, threaded=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(f"http://127.0.0.1:{server.server_port}/login/")
+        tab.evaluate(
+            "() => { const b = document.createElement('button'); b.id = 'go';"
+            " b.setAttribute('data-pb-click', 'hello'); document.body.append(b); }"
+        )
+        tab.click("#go")
+        tab.wait_for_function(
+            "document.getElementById('error').textContent === 'hello from an event'"
+        )
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -168,8 +168,11 @@ def test_streaming_body_is_not_buffered(content_type: str) -> None:
     log: list[t.Any] = []
     chunks = [b"<html><body>", b"<p>1</p>", b"</body></html>"]
 
+    # An HTML body of unknown length is read whole unless it says it streams.
+    headers = [("Content-Type", content_type), ("X-Accel-Buffering", "no")]
+
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Body:
-        start_response("200 OK", [("Content-Type", content_type)])
+        start_response("200 OK", headers)
         return Body(chunks, log)
 
     served = _serve(_live(app), log=log)
@@ -182,18 +185,14 @@ def test_streaming_body_is_not_buffered(content_type: str) -> None:
         ("sent", chunks[2]),
         "close",
     ]
-    assert (served.status, served.headers, served.written) == (
-        "200 OK",
-        [("Content-Type", content_type)],
-        [],
-    )
+    assert (served.status, served.headers, served.written) == ("200 OK", headers, [])
 
 
 def test_generator_body_is_closed_once_when_abandoned() -> None:
     log: list[t.Any] = []
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Body:
-        start_response("200 OK", [("Content-Type", "text/html")])
+        start_response("200 OK", [("Content-Type", "text/html"), ("X-Accel-Buffering", "no")])
         return Body([b"<p>", b"</p>"], log)
 
     live = _live(app)
@@ -400,10 +399,7 @@ def test_html_error_page_gets_the_tag_too() -> None:
 def test_html_list_body_without_length(lint: bool) -> None:
     live = _live(_html_app(length=False), lint=lint)
     served = _serve(live, lint=False)
-    if lint:
-        # The linter's iterable is no list: piggyback cannot know its length.
-        assert (served.body, served.header("Content-Length")) == (PAGE, None)
-        return
+    # The linter's iterable is no list, of unknown length: it is read into memory.
     token = _token_of(live, served.body)
     assert served.body == PAGE.replace(b"</body>", _tag(token) + b"</body>")
     assert served.header("Content-Length") == str(len(served.body))
@@ -810,4 +806,135 @@ def test_an_unknown_transport_is_refused(transport: t.Any) -> None:
         Piggyback(_html_app(), store=MemoryStore(), transport=transport)
     assert str(info.value) == (
         f"transport must be None (the best one) or 'iframe', not {transport!r}."
+    )
+
+
+# Bodies of unknown length: read into memory to get the tag, unless they stream.
+
+
+def test_generator_html_page_gets_the_tag() -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return iter([PAGE[:20], PAGE[20:]])
+
+    live = _live(app)
+    served = _serve(live)
+    assert served.body == PAGE.replace(b"</body>", _tag(_token_of(live, served.body)) + b"</body>")
+    assert served.header("Content-Length") == str(len(served.body))
+
+
+def test_too_large_generator_passes_whole_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from piggyback import middleware
+
+    monkeypatch.setattr(middleware, "MAX_EDITED_BODY", 10)
+    log: list[t.Any] = []
+    chunks = [b"<html><body>", b"<p>1</p>", b"</body></html>"]
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Body:
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return Body(chunks, log)
+
+    caplog.set_level("DEBUG", logger="piggyback")
+    served = _serve(_live(app), log=log)
+    assert served.body == b"".join(chunks)
+    assert log.count("close") == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "piggyback"] == [
+        "No client tag in the page at '/': it is larger than 10 bytes."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("page", "extra", "why"),
+    [
+        pytest.param(b"<p>a fragment</p>", [], "it has no </body>", id="fragment"),
+        pytest.param(
+            b"<body><script src='/_pb/piggyback.js'></script></body>",
+            [],
+            "it has the tag already",
+            id="has-tag",
+        ),
+        pytest.param(
+            PAGE, [("X-Accel-Buffering", "no")], "it says X-Accel-Buffering: no", id="says"
+        ),
+    ],
+)
+def test_a_page_without_a_tag_says_why(
+    page: bytes, extra: list[tuple[str, str]], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html"), *extra])
+        return iter([page])
+
+    caplog.set_level("DEBUG", logger="piggyback")
+    assert _serve(_live(app)).body == page
+    assert [r.getMessage() for r in caplog.records if r.name == "piggyback"] == [
+        f"No client tag in the page at '/': {why}."
+    ]
+
+
+def test_page_text_naming_the_client_does_not_keep_the_tag_out() -> None:
+    page = (
+        b"<!doctype html><html><body><p>Load /_pb/piggyback.js yourself?</p>"
+        b"<textarea><script src='/_pb/piggyback.js'></script></textarea>"
+        b"</body><script>if (a </body> b) {}</script></html>"
+    )
+    live = _live(_html_app(page))
+    served = _serve(live)
+    tag = _tag(_token_of(live, served.body))
+    assert served.body == page.replace(b"</textarea></body>", b"</textarea>" + tag + b"</body>")
+
+
+# The client's options from Python, in seconds: the tag carries them as the client reads.
+
+
+@pytest.mark.parametrize(
+    ("options", "attributes"),
+    [
+        pytest.param({}, b"", id="none"),
+        pytest.param({"timeout": 2.5}, b' data-timeout="2500"', id="timeout-in-ms"),
+        pytest.param({"timeout": 30}, b' data-timeout="30000"', id="timeout-int"),
+        pytest.param({"poll": 5}, b' data-poll="5"', id="poll"),
+        pytest.param(
+            {"poll": 0.5, "timeout": 600}, b' data-poll="0.5" data-timeout="600000"', id="both"
+        ),
+    ],
+)
+def test_timeout_and_poll_reach_the_tag(options: dict[str, t.Any], attributes: bytes) -> None:
+    live = _live(_html_app(), **options)
+    body = _serve(live).body
+    tag = _tag(_token_of(live, body))
+    assert body == PAGE.replace(
+        b"</body>", tag.replace(b"></script>", attributes + b"></script>") + b"</body>"
+    )
+
+
+def test_page_poll_while_rendering_overrides_the_option() -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        environ["piggyback.page"].poll(0)  # this page does not poll
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [PAGE]
+
+    body = _serve(_live(app, poll=5)).body
+    assert b"data-poll" not in body
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "most"),
+    [
+        pytest.param("timeout", 0, "600", id="timeout-zero"),
+        pytest.param("timeout", -1, "600", id="timeout-negative"),
+        pytest.param("timeout", 601, "600", id="timeout-too-long"),
+        pytest.param("timeout", "10", "600", id="timeout-str"),
+        pytest.param("poll", float("nan"), "86400", id="poll-nan"),
+        pytest.param("poll", float("inf"), "86400", id="poll-inf"),
+        pytest.param("poll", True, "86400", id="poll-bool"),
+    ],
+)
+def test_timeout_and_poll_are_checked(option: str, value: t.Any, most: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        _live(_html_app(), **{option: value})
+    assert str(raised.value) == (
+        f"The {option} option is a number of seconds above 0 and at most {most}, not {value!r}."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-piggyback-example")
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
@@ -20,6 +21,12 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [Path(__file__).resolve().parent / "templates"],
+    }
 ]
 ROOT_URLCONF = "examples.django_project.urls"
 WSGI_APPLICATION = "examples.django_project.wsgi.application"

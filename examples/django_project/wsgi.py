@@ -16,5 +16,4 @@ from . import views
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
 
 application = live = piggyback.django.wrap(get_wsgi_application())
-for handler in views.HANDLERS:
-    live.handler(handler)
+views.install(live)
