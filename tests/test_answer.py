@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import urlencode
 
+import pytest
 from werkzeug.test import Client as HTTPClient
 
 from piggyback import Piggyback
@@ -19,6 +20,7 @@ def _app(environ: t.Any, start_response: t.Any) -> list[bytes]:
 
 
 def test_a_replay_sends_the_handlers_headers_again_but_not_to_the_client() -> None:
+    """A retry after a lost answer carries the cookies the first request carried."""
     live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
     runs = []
 
@@ -28,14 +30,40 @@ def test_a_replay_sends_the_handlers_headers_again_but_not_to_the_client() -> No
         event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
         page.set_text("who", "ada")
 
-    http = HTTPClient(live)
+    http = HTTPClient(live, use_cookies=False)  # the first answer never arrived
     query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
-    first, retry = http.get(f"/_pb/event?{query}"), http.get(f"/_pb/event?{query}")
+    cookie = {"Cookie": "theme=dark"}
+    first = http.get(f"/_pb/event?{query}", headers=cookie)
+    retry = http.get(f"/_pb/event?{query}", headers=cookie)
     assert runs == [1]
     for response in (first, retry):
         assert response.headers.getlist("Set-Cookie") == ["session=abc; HttpOnly"]
         reply = read_reply(response.get_data(as_text=True))
         assert reply["batches"] == [{"seq": 1, "commands": [["text", "who", "ada"]]}]
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        pytest.param(None, id="no-cookies"),
+        pytest.param("theme=light", id="other-cookies"),
+        pytest.param("theme=dark; session=mine", id="more-cookies"),
+    ],
+)
+def test_a_replay_with_other_cookies_gets_no_stored_headers(cookie: str | None) -> None:
+    """Whoever replays a page's event without its cookies (its token came from a log)
+    gets the commands again, never the session cookie made for the page's browser."""
+    live = Piggyback(_app, store=MemoryStore(), secret_key="answer", bind_browser=False)
+    live.handler("login")(
+        lambda page, event: event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
+    )
+    http = HTTPClient(live, use_cookies=False)
+    query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
+    first = http.get(f"/_pb/event?{query}", headers={"Cookie": "theme=dark"})
+    assert first.headers.getlist("Set-Cookie") == ["session=abc; HttpOnly"]
+    replay = http.get(f"/_pb/event?{query}", headers={"Cookie": cookie} if cookie else {})
+    assert replay.status_code == 200
+    assert replay.headers.getlist("Set-Cookie") == []
 
 
 def test_a_page_of_an_older_deploy_naming_a_gone_handler_is_expired() -> None:

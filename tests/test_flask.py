@@ -239,7 +239,9 @@ def test_app_responses_keep_their_cookies_and_headers() -> None:
 
     client, _ = client_for(app, live)
     response = client.http.get("/hello")
-    assert response.headers.getlist("Set-Cookie") == ["theme=dark; Path=/"]
+    theme, browser = response.headers.getlist("Set-Cookie")  # the page token's browser id
+    assert theme == "theme=dark; Path=/"
+    assert browser.startswith("pb_browser=")
     assert response.headers["X-Example"] == "kept"
     body = response.get_data(as_text=True)
     assert body.startswith('<html><body>hi<script src="/_pb/piggyback.js?v=')
@@ -406,6 +408,9 @@ def test_browser_session_counter_survives_a_reload(browser: t.Any, example_url: 
         assert tab.text_content("#count") == "2"
         assert tab.text_content("#greeting") == "Hello, Ada!"
         assert tab.input_value("#name") == "Ada"
-        assert [c["name"] for c in context.cookies()] == ["session"]
+        assert sorted((c["name"], c["httpOnly"], c["sameSite"]) for c in context.cookies()) == [
+            ("pb_browser", True, "Lax"),  # the page token's browser id
+            ("session", True, "Lax"),
+        ]
     finally:
         context.close()

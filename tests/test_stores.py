@@ -703,6 +703,9 @@ def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
     }
 
 
+_TABLE_SCAN = r"SCAN (?!CONSTANT ROW|\(subquery-\d+\)|w\Z)"
+
+
 def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
     clock = Clock()
     store = SQLiteStore(tmp_path / "store.sqlite3", page_ttl=100, clock=clock)
@@ -729,7 +732,8 @@ def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
         for sql in statements:
             if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
                 plan = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
-                scans += [d for *_, d in plan if re.match(r"SCAN (?!CONSTANT ROW)", d)]
+                # Scans of the few ids a LIMIT let through are fine; of a table, not.
+                scans += [d for *_, d in plan if re.match(_TABLE_SCAN, d)]
     assert len(statements) > 20
     assert scans == []
 
