@@ -162,20 +162,24 @@ def _session(response: t.Any) -> str | None:
 
 def test_a_replay_never_carries_anothers_cookies(flask_app: str) -> None:
     victim = RemotePage(flask_app).open()
-    first = victim.send({"p": victim.token, "s": 1, "a": 0, "h": "increment", "e": "click"})
-    assert first.status == 200 and _session(first) is not None
+    victim.fire("increment")  # the victim's browser has a session from now on
+    sent_with = dict(victim.cookies)
+    second = victim.send({"p": victim.token, "s": 2, "a": 1, "h": "increment", "e": "click"})
+    assert second.status == 200 and _session(second) is not None
 
-    # The victim's token alone (from an access log): the session is not replayed.
-    replay = victim.send({"p": victim.token, "s": 1, "a": 0}, cookies={})
+    # The victim's token alone (from an access log): refused, and no session.
+    replay = victim.send({"p": victim.token, "s": 2, "a": 1}, cookies={})
     print(f"\nreplay with the token alone: {replay.status}, session {_session(replay)!r}")
-    assert _session(replay) is None
-    # With the victim's browser cookie but not its session: answered, still no session.
-    browser = {k: v for k, v in victim.cookies.items() if k != "session"}
-    replay = victim.send({"p": victim.token, "s": 1, "a": 0}, cookies=browser)
+    assert (replay.status, _session(replay)) == (403, None)
+    # Even with the victim's browser cookie (were it stolen), but not the cookies the
+    # event was sent with: answered, without the session.
+    browser = {k: v for k, v in sent_with.items() if k != "session"}
+    replay = victim.send({"p": victim.token, "s": 2, "a": 1}, cookies=browser)
     assert replay.status == 200 and _session(replay) is None
-    # The victim's own retry gets its cookie back.
-    retry = victim.send({"p": victim.token, "s": 1, "a": 0})
-    assert retry.status == 200 and _session(retry) == _session(first)
+    # The victim's own retry of a lost answer carries what the event carried: it gets
+    # its session cookie again.
+    retry = victim.send({"p": victim.token, "s": 2, "a": 1}, cookies=sent_with)
+    assert retry.status == 200 and _session(retry) == _session(second)
 
 
 def test_nobody_can_plant_a_session_in_anothers_answer(flask_app: str) -> None:
