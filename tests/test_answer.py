@@ -184,7 +184,7 @@ def _limited() -> tuple[Piggyback, MemoryStore, Client]:
 def test_output_over_a_limit_fails_the_handler_and_commits_nothing(
     args: dict[str, int], logged: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    live, store, client = _limited()
+    _, store, client = _limited()
     page = client.new_page()
     client.fire(page, "say", {"size": 1})
     with pytest.raises(HandlerFailed) as info:
@@ -260,7 +260,7 @@ def test_a_page_with_too_many_bytes_waiting_is_told_it_expired() -> None:
 def test_a_page_with_damaged_data_is_told_it_expired_then_starts_afresh(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    live, store, client = _limited()
+    _, store, client = _limited()
     page = client.new_page()
     client.fire(page, "say", {"size": 1})
     store._records[page.id] = (time.time(), "{damaged")  # as an older release might
