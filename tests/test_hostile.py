@@ -37,7 +37,9 @@ def _serve(
     if store == "redis":
         url = request.getfixturevalue("redis_url")
         store_url = url.replace("/0", f"/{abs(hash(app)) % 15 + 1}")
-        store_from_url(store_url).client.flushdb()  # type: ignore[attr-defined]
+        store = store_from_url(store_url)
+        store.client.flushdb()  # type: ignore[attr-defined]
+        store.close()
     else:
         store_url = f"sqlite:///{cwd}/.piggyback/store.sqlite3"
     env = {"PIGGYBACK_STORE": store_url} if store == "redis" else {}
