@@ -50,6 +50,9 @@ def run(page: t.Any, event: t.Any) -> None:
     RUNS.append(event.handler)
     page.state["runs"] = page.state.get("runs", 0) + 1
     page.set_text("x", event.value)
+    for value in event.args.values():  # echoed: text the answer must be able to write
+        if isinstance(value, str):
+            page.set_text("arg", value)
 
 
 def _quote(text: str, safe: str, encoding: str, errors: str) -> str:
@@ -152,7 +155,8 @@ def test_endpoint_never_fails_and_rejections_change_nothing(
 
 
 def _hostile_app(store: Store) -> tuple[Piggyback, HTTPClient]:
-    hostile = Piggyback(app, store=store, secret_key="fuzz", bind_browser=False)
+    # Its tokens are unbound, and its requests carry no browser cookie: they match.
+    hostile = Piggyback(app, store=store, secret_key="fuzz")
 
     @hostile.handler
     def say(page: t.Any, event: t.Any) -> None:
