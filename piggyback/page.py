@@ -54,9 +54,10 @@ class Page(Commands):
         :raise piggyback.limits.TooMuchOutput: the page would be in more than
             :data:`~piggyback.limits.MAX_MEMBERSHIPS` groups.
         """
-        self.memberships.append(("join", _group_name(group)))
-        if len(self.memberships) > limits.MAX_MEMBERSHIPS:
-            limits.check_memberships(len(self.group_changes()[0]))
+        name = _group_name(group)
+        if len(self.memberships) >= limits.MAX_MEMBERSHIPS:  # else too few to matter
+            limits.check_memberships(len({*self.group_changes()[0], name}))
+        self.memberships.append(("join", name))
 
     def leave(self, group: str) -> None:
         """Leave ``group``; leaving a group the page is not in is fine."""
