@@ -118,7 +118,7 @@ class Commands:
         refused unless ``external=True``, which allows http and https URLs anywhere.
 
         .. versionchanged:: 0.1
-            Same-site by default; ``external`` added.
+            Same-origin by default; ``external`` added.
         """
         url = str(url)
         _check_url(url, _PAGE_SCHEMES)

@@ -635,6 +635,26 @@ def test_a_token_from_another_browser_is_refused(browser: t.Any, base: str, stri
         ours.close()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tabs_of_one_browser_share_its_id_and_each_keeps_working(
+    context: t.Any, base: str, transport: str
+) -> None:
+    """The browser id is set once, with the first page: later pages and other tabs keep
+    it, so no tab's token is lost, on either transport."""
+    first = _watched(context.new_page())
+    first.goto(_page_url(base, "/plain", transport))
+    first_cookie = _browser_cookie(context)
+    second = _watched(context.new_page())
+    second.goto(_page_url(base, "/plain", transport))
+    first.reload()  # and a reload of the first tab
+    assert _browser_cookie(context) == first_cookie
+    for tab in (first, second, first, second):
+        tab.click("#inc")
+    _wait_for_text(first, "count", "2")
+    _wait_for_text(second, "count", "2")
+    assert first.errors == second.errors == []
+
+
 def test_a_cached_page_is_not_shared_with_another_tab(context: t.Any, base: str) -> None:
     first = _watched(context.new_page())
     first.goto(base + "/cached")
