@@ -21,6 +21,7 @@ from .redis_server import redis_server
 from .servers import gunicorn
 
 STORES = [pytest.param("default", id="default"), pytest.param("redis", id="redis")]
+REDIS_DBS = {"examples.counter:app": 1, "tests.live_app:app": 2}
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +35,16 @@ def _serve(
 ) -> t.Iterator[tuple[str, str]]:
     """``gunicorn -w 2 app`` on the store named; yields its URL and the store's URL."""
     cwd = tmp_path_factory.mktemp("hostile")
-    if store == "redis":
-        url = request.getfixturevalue("redis_url")
-        store_url = url.replace("/0", f"/{abs(hash(app)) % 15 + 1}")
-        store = store_from_url(store_url)
-        store.client.flushdb()  # type: ignore[attr-defined]
-        store.close()
-    else:
-        store_url = f"sqlite:///{cwd}/.piggyback/store.sqlite3"
-    env = {"PIGGYBACK_STORE": store_url} if store == "redis" else {}
+    env, store_url = {}, f"sqlite:///{cwd}/.piggyback/store.sqlite3"
+    if store == "redis":  # a database of its own for each app
+        store_url = request.getfixturevalue("redis_url").replace("/0", f"/{REDIS_DBS[app]}")
+        env["PIGGYBACK_STORE"] = store_url
     with gunicorn(app, cwd, workers=2, env=env) as (url, _):
         yield url, store_url
+    if store == "redis":  # the attacks really went to Redis
+        used = store_from_url(store_url)
+        assert used.client.exists("piggyback:secret")  # type: ignore[attr-defined]
+        used.close()
 
 
 @pytest.fixture(scope="module", params=STORES)
