@@ -14,12 +14,14 @@ A poll that finds nothing waiting skips all of it: one read, no lease, no write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 import typing as t
 from dataclasses import dataclass
 
+from . import limits
 from .event import Event
 from .event import MAX_SEQ
 from .exceptions import EventRedirected
@@ -31,7 +33,10 @@ from .handles import current_changes
 from .handles import EXPIRE
 from .hooks import check_result
 from .hooks import guard
+from .limits import MAX_UNACKED
+from .limits import MAX_WAITING
 from .page import Page
+from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LockLost
 from .stores.base import Mail
@@ -39,19 +44,32 @@ from .stores.base import PageRecord
 from .stores.base import Store
 
 if t.TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
     from .hooks import Hook
     from .registry import Handler
 
 logger = logging.getLogger("piggyback")
 
-#: Unacknowledged batches kept per page; older ones are not redelivered again.
-MAX_UNACKED = 16
-#: Out-of-band messages that may wait for one page; a page that fell further behind is
-#: better reloaded than replayed, so it is told it expired.
-MAX_WAITING = 1000
+__all__ = ["MAX_UNACKED", "MAX_WAITING", "Answer", "Answerer"]
+
+#: Deletes a whole inbox: every message id is below it.
+_ALL = 2**62
 #: The sequence number an ended page's record keeps: above any an event may carry, so
 #: no handler of the page can ever run again (see :meth:`~piggyback.PageHandle.expire`).
 ENDED_SEQ = MAX_SEQ + 1
+
+
+@dataclass
+class Answer:
+    """An answered event: the reply, and its document, written before anything was
+    committed (a reply that cannot be written is never stored)."""
+
+    reply: dict[str, t.Any]
+    document: bytes
+    #: The CSP ``script-src`` source that allows the document's script.
+    script_source: str
+
 
 #: Runs a handler, e.g. inside the host framework's request context.
 Runner = t.Callable[["Handler", Page, Event], t.Any]
@@ -86,17 +104,20 @@ class Answerer:
         handler: Handler | None,
         event: Event,
         *,
+        token: str,
         quiet: bool = False,
-    ) -> dict[str, t.Any]:
-        """The reply to one event, as the protocol's JSON object (without a token).
+    ) -> Answer:
+        """The answer to one event, with ``token`` for the client.
 
         :param quiet: the page's data is fresh in the store, so a poll that finds
             nothing waiting may be answered from one read, without writing.
+        :raise PageExpired: also for a page too far behind (see :mod:`piggyback.limits`)
+            or whose stored data is damaged; its backlog is dropped.
         """
         if handler is None and quiet:
             reply = self._quiet_poll(page_id, seq, ack)
             if reply is not None:
-                return reply
+                return _written(reply, token)
         owner, record, mail = self._begin(page_id)
         try:
             if _ended(record) or _expiring(mail):
@@ -105,22 +126,23 @@ class Answerer:
                 if ack > 0:
                     raise PageExpired("The server no longer knows this page; reload it.")
                 record = PageRecord()
+            self._check(page_id, owner, record, mail, seq, ack)
             if seq <= record.seq:
                 self.store.unlock(page_id, owner)
-                return _replay(record, seq, ack, event)
-            if _count(mail) > MAX_WAITING:
-                self._drop_mail(page_id, owner, record, mail, seq)
+                return _written(_replay(record, seq, ack, event), token)
             changes = self._run(page_id, record, mail, handler, event, ack)
+            # Written before the commit: what cannot be written is never stored.
+            written = _written(_reply(seq, changes.record.batches), token)
             self.store.save(page_id, owner, changes)
         except LockLost:
             raise PageBusy("The page's request took too long; try again.") from None
         except EventRedirected as redirect:
             self.store.unlock(page_id, owner)
-            return _redirected(record, seq, ack, redirect)
+            return _written(_redirected(record, seq, ack, redirect), token)
         except BaseException:
             self.store.unlock(page_id, owner)
             raise
-        return _reply(seq, changes.record.batches)
+        return written
 
     def _quiet_poll(self, page_id: str, seq: int, ack: int) -> dict[str, t.Any] | None:
         """Answer a poll that finds nothing waiting, or ``None`` if it needs a write.
@@ -131,13 +153,13 @@ class Answerer:
         record, mail = self.store.load(page_id)
         if _ended(record):
             raise PageExpired(_ENDED)
-        if mail.inbox or any(mail.groups.values()):
+        if mail.inbox or any(mail.groups.values()) or mail.damaged:
             return None
         if record is None:
             if ack > 0:
                 raise PageExpired("The server no longer knows this page; reload it.")
             return {"seq": seq, "batches": []}
-        if seq <= record.seq:
+        if seq <= record.seq or record.damaged:
             return None
         unacked = [b for b in record.batches if b["seq"] > ack]
         return {"seq": seq, "batches": _for_client(unacked)}
@@ -160,19 +182,39 @@ class Answerer:
         ended, and take what waits for it out of the store.
         """
         if not _ended(record):
-            changes = Changes(record=PageRecord(seq=ENDED_SEQ), leaves=sorted(mail.groups))
-            _deliver(mail, changes)
+            changes = Changes(
+                record=PageRecord(seq=ENDED_SEQ), inbox_upto=_ALL, leaves=sorted(mail.groups)
+            )
             self.store.save(page_id, owner, changes)
         raise PageExpired(_ENDED)
 
-    def _drop_mail(
-        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int
+    def _check(
+        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int, ack: int
+    ) -> None:
+        """Expire a page that is damaged, or too far behind to be answered in bounds."""
+        if record.damaged or mail.damaged:
+            logger.error("Page %s has damaged data in the store; it is told it expired.", page_id)
+            self._expire(page_id, owner, record, mail, seq, "This page's stored data is damaged")
+        why = None if seq <= record.seq else _too_far_behind(record, mail, ack)
+        if why is not None:
+            self._expire(page_id, owner, record, mail, seq, why)
+
+    def _expire(
+        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int, why: str
     ) -> t.NoReturn:
-        """Forget what waited for a page that fell too far behind, and say it expired."""
-        changes = Changes(record=PageRecord(seq=seq, state=record.state))
-        _deliver(mail, changes)
+        """Drop what a page kept and what waits for it, leave its groups, say it expired.
+
+        The page receives nothing more; the client reloads it (a new page).
+        """
+        state = {} if record.damaged else record.state
+        changes = Changes(
+            record=PageRecord(seq=max(seq, record.seq), state=state),
+            inbox_upto=_ALL,
+            leaves=sorted(mail.groups),
+        )
         self.store.save(page_id, owner, changes)
-        raise PageExpired(f"More than {MAX_WAITING} commands waited for this page; reload it.")
+        logger.info("Page %s expired: %s.", page_id, why)
+        raise PageExpired(f"{why}; reload it.")
 
     def _run(
         self,
@@ -188,11 +230,12 @@ class Answerer:
         changes = Changes(record=PageRecord(seq=event.seq, state=record.state))
         batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
         if handler is not None:
-            error = self._call(handler, page, event, changes)
+            error = self._call(handler, page, event, changes, mail)
             if error is None:
                 batch["commands"].extend(page.commands)
-                if event.headers:  # e.g. a session cookie: sent again with a replay
-                    batch["headers"] = event.headers
+                if event.headers:  # e.g. a session cookie: sent again with a replay,
+                    batch["headers"] = event.headers  # to the same requester only
+                    batch["requester"] = _requester(event.environ)
             else:
                 batch["error"] = error
                 # The handler may have changed the state it was given in place.
@@ -207,16 +250,24 @@ class Answerer:
         record, _ = self.store.load(page_id)  # under our lease: unchanged since
         return {} if record is None else record.state
 
-    def _call(self, handler: Handler, page: Page, event: Event, changes: Changes) -> str | None:
+    def _call(
+        self, handler: Handler, page: Page, event: Event, changes: Changes, mail: Mail
+    ) -> str | None:
         """Run the handler; keep its effects in ``changes`` on success, else none."""
         sends = Changes(record=changes.record)
         token = current_changes.set(sends)
         try:
             check_result(self.runner(guard(self.hooks, handler), page, event), event)
             json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
+            joins, leaves = page.group_changes()
+            if joins:
+                limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))
         except EventRejected as refusal:  # by a hook or the host: nothing is committed
             refusal.headers = list(event.headers)
             raise
+        except limits.TooMuchOutput:
+            logger.exception("The handler %r went over a limit (page %s).", event.handler, page.id)
+            return limits.TOO_MUCH_OUTPUT
         except Exception:
             logger.exception("The handler %r failed (page %s).", event.handler, page.id)
             return "The handler failed; the server logged the error."
@@ -224,7 +275,7 @@ class Answerer:
             current_changes.reset(token)
         changes.record.state = page.state
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
-        changes.joins, changes.leaves = page.group_changes()
+        changes.joins, changes.leaves = joins, leaves
         return None
 
 
@@ -237,8 +288,7 @@ def _ended(record: PageRecord | None) -> bool:
 
 def _expiring(mail: Mail) -> bool:
     """Whether ``expire()`` was sent to the page, or to one of its groups."""
-    messages = [*mail.inbox, *(m for log in mail.groups.values() for m in log)]
-    return any(command == EXPIRE for _, commands in messages for command in commands)
+    return any(EXPIRE in commands for commands in _waiting(mail))
 
 
 def _redirected(
@@ -251,6 +301,39 @@ def _redirected(
 
 def _count(mail: Mail) -> int:
     return len(mail.inbox) + sum(map(len, mail.groups.values()))
+
+
+def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
+    """Why answering the page would go over a limit, or ``None`` if it would not."""
+    if _count(mail) > MAX_WAITING:
+        return f"More than {MAX_WAITING} commands waited for this page"
+    unacked = [b for b in record.batches if b["seq"] > ack]
+    if unacked and limits.size(unacked) > limits.MAX_UNACKED_BYTES:
+        return (
+            f"This page did not acknowledge more than {limits.MAX_UNACKED_BYTES:,} bytes of answers"
+        )
+    if _count(mail) and limits.size(_waiting(mail)) > limits.MAX_MAIL_BYTES:
+        return f"More than {limits.MAX_MAIL_BYTES:,} bytes of commands waited for this page"
+    return None
+
+
+def _waiting(mail: Mail) -> list[t.Any]:
+    """Every waiting command, in no particular order: for measuring."""
+    messages = [*mail.inbox, *(m for log in mail.groups.values() for m in log)]
+    return [commands for _, commands in messages]
+
+
+def _requester(environ: WSGIEnvironment) -> str:
+    """Names the cookies a request carried, so that headers stored with its answer (a
+    session's ``Set-Cookie``) are replayed only to a request carrying the same ones."""
+    cookies = environ.get("HTTP_COOKIE", "").encode("utf-8", "surrogatepass")
+    return hashlib.sha256(cookies).hexdigest()[:32]
+
+
+def _written(reply: dict[str, t.Any], token: str) -> Answer:
+    reply["token"] = token
+    document, source = answer_document(reply)
+    return Answer(reply, document, source)
 
 
 def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
@@ -271,12 +354,10 @@ def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
 def _replay(record: PageRecord, seq: int, ack: int, event: Event) -> dict[str, t.Any]:
     batches = [b for b in record.batches if b["seq"] > ack]
     own = next((b for b in batches if b["seq"] == seq), None)
-    if own is None:
-        raise StaleEvent(
-            f"The event {seq} is not newer than the last one answered ({record.seq}), and"
-            " its answer is no longer kept."
-        )
-    event.headers[:] = [tuple(header) for header in own.get("headers", [])]
+    if own is None:  # the page's own sequence numbers are none of the sender's business
+        raise StaleEvent(f"The event {seq} was answered already, and its answer is no longer kept.")
+    if own.get("requester") == _requester(event.environ):
+        event.headers[:] = [tuple(header) for header in own.get("headers", [])]
     return _reply(seq, batches)
 
 
@@ -294,4 +375,7 @@ def _reply(seq: int, batches: list[dict[str, t.Any]]) -> dict[str, t.Any]:
 
 def _for_client(batches: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
     """Batches without the headers stored with them (those are for the HTTP answer)."""
-    return [{k: v for k, v in b.items() if k != "headers"} for b in batches]
+    return [{k: v for k, v in b.items() if k not in _FOR_SERVER} for b in batches]
+
+
+_FOR_SERVER = frozenset(("headers", "requester"))

@@ -111,9 +111,23 @@ class Commands:
         literal(args)  # raises TypeError here, where the bad value comes from
         self._queue(["call", function, list(args)])
 
-    def redirect(self, url: str) -> None:
-        """Send the browser to ``url`` (http, https or relative)."""
-        self._queue(["redirect", _check_url(str(url), _PAGE_SCHEMES)])
+    def redirect(self, url: str, *, external: bool = False) -> None:
+        """Send the browser to ``url``, a URL of this site (``/path``, ``page?x=1``).
+
+        A URL that could leave the site (``https://…``, ``//host``, ``/\\host``) is
+        refused unless ``external=True``, which allows http and https URLs anywhere.
+
+        .. versionchanged:: 0.1
+            Same-origin by default; ``external`` added.
+        """
+        url = str(url)
+        _check_url(url, _PAGE_SCHEMES)
+        if not external and not _is_same_origin(url):
+            raise ValueError(
+                f"redirect() refuses {url!r}: it may leave the site. Use a path such as"
+                " '/next', or pass external=True to go to another site."
+            )
+        self._queue(["redirect", url])
 
 
 def _html(value: t.Any) -> str:
@@ -144,6 +158,14 @@ def _attribute_name(name: t.Any) -> str:
     # The name keeps its case: setAttribute lowercases it on HTML elements itself, and
     # on SVG elements the case matters ("viewBox").
     return name
+
+
+def _is_same_origin(url: str) -> bool:
+    """Whether a browser resolves ``url`` against the page's own origin: no scheme, no
+    authority. Browsers drop tabs and newlines, trim control characters, and read a
+    backslash as a slash, so ``/\\host`` and ``\\\\host`` are ``//host``."""
+    cleaned = _URL_IGNORED.sub("", url).strip(_URL_TRIMMED).replace("\\", "/")
+    return not _SCHEME.match(cleaned) and not cleaned.startswith("//")
 
 
 def _check_url(url: str, schemes: tuple[str, ...] = _URL_SCHEMES) -> str:

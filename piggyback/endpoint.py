@@ -14,6 +14,7 @@ from werkzeug.wsgi import get_content_length
 from werkzeug.wsgi import get_host
 from werkzeug.wsgi import LimitedStream
 
+from .answer import Answer
 from .event import EventRequest
 from .event import plain_seq
 from .event import read_event_request
@@ -71,17 +72,17 @@ class EventEndpoint:
         post = self._post(environ) if environ.get("REQUEST_METHOD") == "POST" else None
         extra: list[tuple[str, str]] = []
         try:
-            reply, extra = self._answer(environ, post)
-            status = 200
+            answer, extra = self._answer(environ, post)
+            body, script_source, status = answer.document, answer.script_source, 200
         except EventRejected as rejection:
             logger.info("Rejected an event: %s", rejection.reason)
             reply = {"seq": plain_seq(environ), "code": rejection.code, "error": rejection.reason}
+            body, script_source = answer_document(reply)
             status = rejection.status
             extra = list(rejection.headers)  # e.g. the session a refusal changed
         finally:
             if post is not None:
                 post.close()
-        body, script_source = answer_document(reply)
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(body))),
@@ -102,8 +103,8 @@ class EventEndpoint:
 
     def _answer(
         self, environ: WSGIEnvironment, post: Request | None
-    ) -> tuple[dict[str, t.Any], list[tuple[str, str]]]:
-        """The reply, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
+    ) -> tuple[Answer, list[tuple[str, str]]]:
+        """The answer, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
         _check_origin(environ)
         if len(environ.get("QUERY_STRING", "")) > self.live.max_query_bytes:
             raise TooLarge(
@@ -117,15 +118,15 @@ class EventEndpoint:
             raise TooLarge(
                 f"The event's body is larger than {self.live.max_body_bytes} bytes."
             ) from None
-        signer = self.live.signer
-        page_id = signer.verify(incoming.token)
+        signer, browser = self.live.signer, self.live.browser_of(environ)
+        page_id = signer.verify(incoming.token, browser=browser)
         handler = self._find_handler(incoming)
         event, young = incoming.event, signer.is_young(incoming.token)
-        reply = self.live.answerer.answer(
-            page_id, incoming.seq, incoming.ack, handler, event, quiet=young
+        token = incoming.token if young else signer.sign(page_id, browser=browser)
+        answer = self.live.answerer.answer(
+            page_id, incoming.seq, incoming.ack, handler, event, token=token, quiet=young
         )
-        reply["token"] = incoming.token if young else signer.sign(page_id)
-        return reply, event.headers
+        return answer, event.headers
 
     def _find_handler(self, incoming: EventRequest) -> Handler | None:
         """The event's handler; a page of an older deploy naming a gone one is expired."""

@@ -31,6 +31,8 @@ _BODY_PARAMETERS = frozenset("vg")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 _DOM_EVENT = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
 _DECIMAL = re.compile(r"[0-9]{1,16}\Z")
+# Half of a UTF-16 pair alone: valid in JSON and JavaScript, but no UTF-8 text has one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: The form and files of an event that submitted none.
 _NOTHING: ImmutableMultiDict[t.Any, t.Any] = ImmutableMultiDict()
 
@@ -107,6 +109,8 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     in_body = "b" in query
     if in_body:
         query.update(_body_parameters(post, query))
+    for key, text in query.items():
+        _refuse_surrogates(f"The parameter {key!r}", text)
     if not query.get("p"):
         raise EventRejected("The event request has no page token (parameter 'p').")
     seq = _number(query, "s", low=1)
@@ -125,6 +129,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     )
     if post is not None and not in_body:
         event.form, event.files = post.form, post.files
+        _refuse_surrogates_in_form(event.form, event.files)
     return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
 
 
@@ -136,6 +141,31 @@ def plain_seq(environ: WSGIEnvironment) -> int | None:
             text = part[2:]
             return int(text) if _DECIMAL.match(text) else None
     return None
+
+
+def _refuse_surrogates(where: str, text: str) -> None:
+    """Refuse text that holds a lone surrogate: it could never be written back."""
+    match = _SURROGATE.search(text)
+    if match is not None:
+        raise EventRejected(
+            f"{where} holds a lone surrogate ({match.group()!r}) at index {match.start()};"
+            " text must be whole Unicode characters (was an emoji cut in half?)."
+        )
+
+
+def _refuse_surrogates_in_form(
+    form: MultiDict[str, str], files: MultiDict[str, FileStorage]
+) -> None:
+    for name, value in form.items(multi=True):
+        _refuse_surrogates("A form field's name", name)
+        _refuse_surrogates(f"The form field {_safe(name)!r}", value)
+    for name, storage in files.items(multi=True):
+        _refuse_surrogates("A file field's name", name)
+        _refuse_surrogates(f"The file name in {_safe(name)!r}", storage.filename or "")
+
+
+def _safe(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)[:80]
 
 
 def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str, str]:
@@ -215,7 +245,21 @@ def _args(text: str | None) -> dict[str, t.Any]:
         raise EventRejected(
             f"The arguments (parameter 'g') must be a JSON object, not {_json_type(args)}."
         )
+    _refuse_surrogates_in_json(args)
     return args
+
+
+def _refuse_surrogates_in_json(value: t.Any) -> None:
+    """``\\ud800`` is valid JSON: look in every string of the arguments, keys too."""
+    if isinstance(value, str):
+        _refuse_surrogates("A string in the arguments (parameter 'g')", value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates("A key in the arguments (parameter 'g')", key)
+            _refuse_surrogates_in_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_surrogates_in_json(item)
 
 
 def _refuse_constant(name: str) -> t.NoReturn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import typing as t
 
+from . import limits
 from .commands import Command
 from .commands import Commands
 from .page import _group_name
@@ -42,6 +43,7 @@ class PageHandle(Commands):
         self.id = page_id
 
     def _queue(self, command: Command) -> None:
+        limits.check_command(command, limits.MAX_MESSAGE_BYTES, "out-of-band command")
         changes = current_changes.get()
         if changes is not None:
             changes.pushes.append((self.id, [command]))
@@ -73,6 +75,7 @@ class GroupHandle(Commands):
         self.name = _group_name(name)
 
     def _queue(self, command: Command) -> None:
+        limits.check_command(command, limits.MAX_MESSAGE_BYTES, "group command")
         changes = current_changes.get()
         if changes is not None:
             changes.publishes.append((self.name, [command]))

@@ -15,6 +15,7 @@ from werkzeug.wsgi import ClosingIterator
 from .answer import Answerer
 from .answer import run_directly
 from .answer import Runner
+from .browsers import BrowserCookie
 from .endpoint import EventEndpoint
 from .handles import GroupHandle
 from .handles import PageHandle
@@ -87,9 +88,11 @@ class Piggyback:
     :param poll: seconds between the polls every page sends from its first render
         (the tag's ``data-poll``); ``page.poll()`` while rendering overrides it.
         Default: no polling.
-
-    .. versionchanged:: 0.2
-        The ``timeout`` and ``poll`` options.
+    :param bind_browser: bind each page's token to the browser that rendered the page,
+        with a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie set with the page
+        (:mod:`piggyback.browsers`), so a token works in no other browser. It costs that
+        one cookie; turn it off only for clients that keep no cookies (an API client).
+    :param browser_cookie: that cookie's name (``__Host-`` is put before it over HTTPS).
     """
 
     def __init__(
@@ -110,6 +113,8 @@ class Piggyback:
         transport: str | None = None,
         timeout: float | None = None,
         poll: float | None = None,
+        bind_browser: bool = True,
+        browser_cookie: str = "pb_browser",
     ) -> None:
         self.app = app
         self.timeout = _seconds("timeout", timeout, MAX_TIMEOUT)
@@ -122,6 +127,8 @@ class Piggyback:
                 f"transport must be None (the best one) or 'iframe', not {transport!r}."
             )
         self.transport = transport
+        #: The cookie page tokens are bound to, or ``None`` when they are not bound.
+        self.browsers = BrowserCookie(browser_cookie) if bind_browser else None
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
         self.registry = registry if registry is not None else Registry()
@@ -199,9 +206,10 @@ class Piggyback:
         """
         page: Page = environ["piggyback.page"]
         root = environ.get("SCRIPT_NAME", "").rstrip("/")
+        browser = "" if self.browsers is None else self.browsers.for_page(environ)
         return script_tag(
             src=f"{root}{self._script_path}?v={self._script_version}",
-            token=self.signer.sign(page.id),
+            token=self.signer.sign(page.id, browser=browser),
             endpoint=f"{root}{self.mount}/event",
             deploy=self.deploy,
             nonce=nonce,
@@ -209,6 +217,11 @@ class Piggyback:
             transport=self.transport,
             timeout=None if self.timeout is None else max(1, round(self.timeout * 1000)),
         )
+
+    def browser_of(self, environ: WSGIEnvironment) -> str:
+        """The id of the browser a request came from, as page tokens are bound to it
+        (``""`` for none, and always when tokens are not bound)."""
+        return "" if self.browsers is None else self.browsers.read(environ)
 
     @property
     def deploy(self) -> str:
@@ -229,6 +242,8 @@ class Piggyback:
             return self._serve(environ, start_response)
         page = Page()
         environ["piggyback.page"] = page
+        if self.browsers is not None:  # a page's first token may give the browser an id
+            start_response = _with_headers(start_response, self.browsers.headers, environ)
         if not self.inject or environ.get("REQUEST_METHOD") == "HEAD":
             return self._pass(self.app(environ, start_response), page, environ)
         return self._render(environ, start_response, page)
@@ -353,11 +368,28 @@ def _is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:
     return isinstance(wrapper, type) and isinstance(body, wrapper)
 
 
+def _with_headers(
+    start_response: StartResponse,
+    headers: t.Callable[[WSGIEnvironment], list[tuple[str, str]]],
+    environ: WSGIEnvironment,
+) -> StartResponse:
+    """``start_response``, adding ``headers(environ)`` as it is called."""
+
+    def start(status: str, response_headers: list[tuple[str, str]], *args: t.Any) -> t.Any:
+        return start_response(status, [*response_headers, *headers(environ)], *args)
+
+    return t.cast("StartResponse", start)
+
+
 def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
-    body = text.encode()
+    body = text.encode("utf-8", "backslashreplace")
     start_response(
         f"{status} {HTTP_STATUS_CODES[status]}",
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"),
+        ],
     )
     return [body]
 

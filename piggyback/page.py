@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
+from . import limits
 from .commands import Command
 from .commands import Commands
 from .tokens import new_page_id
@@ -30,6 +31,7 @@ class Page(Commands):
         self.memberships: list[tuple[str, str]] = []
         #: The poll interval this request asked for (0 stops polling), or ``None``.
         self.poll_interval: float | None = None
+        self._bytes = 0
 
     @property
     def id(self) -> str:
@@ -39,11 +41,23 @@ class Page(Commands):
         return self._id
 
     def _queue(self, command: Command) -> None:
+        """Queue a command, within :data:`~piggyback.limits.MAX_COMMAND_BYTES` and, with
+        the others, :data:`~piggyback.limits.MAX_BATCH_BYTES`."""
+        total = self._bytes + limits.check_command(command)
+        limits.check_batch(total)
+        self._bytes = total
         self.commands.append(command)
 
     def join(self, group: str) -> None:
-        """Join ``group``: the page receives what ``live.group(group)`` sends from now on."""
-        self.memberships.append(("join", _group_name(group)))
+        """Join ``group``: the page receives what ``live.group(group)`` sends from now on.
+
+        :raise piggyback.limits.TooMuchOutput: the page would be in more than
+            :data:`~piggyback.limits.MAX_MEMBERSHIPS` groups.
+        """
+        name = _group_name(group)
+        if len(self.memberships) >= limits.MAX_MEMBERSHIPS:  # else too few to matter
+            limits.check_memberships(len({*self.group_changes()[0], name}))
+        self.memberships.append(("join", name))
 
     def leave(self, group: str) -> None:
         """Leave ``group``; leaving a group the page is not in is fine."""

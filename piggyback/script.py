@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import typing as t
 
 # Characters that would let data end the script element (``</script>``), start an HTML
@@ -21,6 +22,9 @@ _SCRIPT_ESCAPES = {
     0x2029: "\\u2029",
 }
 _ESCAPED = tuple(map(chr, _SCRIPT_ESCAPES))
+# A lone surrogate (half of a cut emoji) is a valid JavaScript string but has no UTF-8
+# form: written as a \u escape, it reaches the page as it was and the document encodes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: What the answer document's script says before and after the reply (protocol.md).
 DOCUMENT_PREFIX = '<!doctype html><meta charset="utf-8"><script>'
@@ -39,6 +43,9 @@ def literal(value: t.Any) -> str:
     >>> literal("</script>")
     '"\\\\u003c/script\\\\u003e"'
 
+    Never raises for a ``str``, whatever it holds (NUL, lone surrogates, noncharacters):
+    the result always encodes as UTF-8.
+
     :param value: anything :func:`json.dumps` accepts (``str`` subclasses such as
         ``markupsafe.Markup`` become plain strings).
     :raise TypeError: the value has no JSON form.
@@ -49,8 +56,15 @@ def literal(value: t.Any) -> str:
         raise TypeError(f"{value!r} cannot be written as a JavaScript literal: {error}") from None
     # Most texts have none of the characters: five scans are faster than a translate.
     if any(character in text for character in _ESCAPED):
-        return text.translate(_SCRIPT_ESCAPES)
+        text = text.translate(_SCRIPT_ESCAPES)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub(_escape_surrogate, text)
     return text
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    # Only inside a JSON string can a surrogate be: the escape means the same there.
+    return f"\\u{ord(match.group()):04x}"
 
 
 def answer_document(reply: dict[str, t.Any]) -> tuple[bytes, str]:

@@ -10,13 +10,15 @@
         assert client.fire(page, "increment") == [["text", "count", "1"]]
 
 The client speaks the real protocol through :class:`werkzeug.test.Client`: sequence
-numbers, acknowledgements and tokens, like ``piggyback.js``.
+numbers, acknowledgements and tokens, like ``piggyback.js``, and it keeps the cookies
+the app sets, like a browser (page tokens are bound to one).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -87,10 +89,16 @@ class Client:
         return TestPage(token=match.group(1))
 
     def new_page(self) -> TestPage:
-        """A fresh page without rendering anything."""
+        """A fresh page without rendering anything, bound to this client's browser
+        cookie like a rendered one (the cookie is set first if the client has none)."""
         from .tokens import new_page_id
 
-        return TestPage(token=self.live.signer.sign(new_page_id()))
+        browser = ""
+        if self.live.browsers is not None:
+            cookie = self.http.get_cookie(self.live.browsers.name)
+            browser = cookie.value if cookie is not None else secrets.token_urlsafe(16)
+            self.http.set_cookie(self.live.browsers.name, browser)
+        return TestPage(token=self.live.signer.sign(new_page_id(), browser=browser))
 
     def fire(
         self,

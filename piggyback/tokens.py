@@ -1,8 +1,9 @@
 """Page ids and the signed tokens that carry them.
 
 A token is ``<page id>.<issued, base 36 seconds>.<signature>``; the signature is
-HMAC-SHA256 over the first two parts, truncated to 16 bytes. The page id is 16 random
-bytes, so pages can be neither guessed nor forged.
+HMAC-SHA256 over the first two parts and the id of the browser the page was rendered in
+(:mod:`piggyback.browsers`), truncated to 16 bytes. The page id is 16 random bytes, so
+pages can be neither guessed nor forged, and a token works only in its own browser.
 """
 
 from __future__ import annotations
@@ -43,19 +44,26 @@ class TokenSigner:
         #: token -> (page id, issued): signatures already checked; their age is not.
         self._genuine: dict[str, tuple[str, int]] = {}
 
-    def sign(self, page_id: str, now: float | None = None) -> str:
-        """A fresh token for ``page_id``."""
+    def sign(self, page_id: str, now: float | None = None, *, browser: str = "") -> str:
+        """A fresh token for ``page_id``.
+
+        :param browser: the id of the browser the token belongs to; ``""`` for a token
+            that works in any (for clients that keep no cookies).
+        """
         issued = _base36(int(time.time() if now is None else now))
         payload = f"{page_id}.{issued}"
-        return f"{payload}.{self._signature(payload)}"
+        return f"{payload}.{self._signature(_bound(payload, browser))}"
 
-    def verify(self, token: str, now: float | None = None) -> str:
+    def verify(self, token: str, now: float | None = None, *, browser: str = "") -> str:
         """The page id a valid token carries.
 
-        :raise BadToken: the token is malformed or its signature is wrong.
+        :param browser: the id of the browser the request came from (``""``: none).
+        :raise BadToken: the token is malformed, or its signature is wrong for this
+            browser (it was made for another one, or forged).
         :raise PageExpired: the token is genuine but older than ``max_age``.
         """
-        page_id, issued = self._genuine.get(token) or self._check_signature(token)
+        remembered = self._genuine.get(_bound(token, browser))
+        page_id, issued = remembered or self._check_signature(token, browser)
         age = (time.time() if now is None else now) - issued
         if age > self.max_age:
             raise PageExpired("The page expired; reload it to go on.")
@@ -63,18 +71,23 @@ class TokenSigner:
             raise BadToken("The page token was issued in the future.")
         return page_id
 
-    def _check_signature(self, token: str) -> tuple[str, int]:
+    def _check_signature(self, token: str, browser: str) -> tuple[str, int]:
         """The page id and issue time of a genuine token, remembered for next time."""
         match = _TOKEN.match(token)
         if match is None:
             raise BadToken(f"The page token {_shorten(token)!r} is malformed.")
         page_id, issued, signature = match.groups()
-        expected = self._signature(f"{page_id}.{issued}")
+        expected = self._signature(_bound(f"{page_id}.{issued}", browser))
         if not hmac.compare_digest(signature, expected):
+            if browser:
+                raise BadToken(
+                    "The page token's signature is not valid in this browser: the page was"
+                    " rendered in another one, or the token is forged."
+                )
             raise BadToken("The page token's signature is not valid.")
         if len(self._genuine) >= _REMEMBERED:
             self._genuine.clear()
-        genuine = self._genuine[token] = (page_id, int(issued, 36))
+        genuine = self._genuine[_bound(token, browser)] = (page_id, int(issued, 36))
         return genuine
 
     def is_young(self, token: str, now: float | None = None) -> bool:
@@ -90,6 +103,12 @@ class TokenSigner:
         mac = self._mac.copy()
         mac.update(payload.encode())
         return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode()
+
+
+def _bound(text: str, browser: str) -> str:
+    # Page ids, times and browser ids have no dots: an unbound payload never equals a
+    # bound one.
+    return f"{text}.{browser}" if browser else text
 
 
 def _base36(number: int) -> str:

@@ -62,6 +62,14 @@ def tell(page: Page, event: Event) -> None:
 
 
 @live.handler
+def shout(page: Page, event: Event) -> None:
+    """Echoes the text to the page and publishes it to every page of the group."""
+    text = event.args["text"]
+    page.set_text("as-text", text)
+    live.group("all").set_text("shout", text)
+
+
+@live.handler
 def slow_increment(page: Page, event: Event) -> None:
     """Slow enough that a worker killed during a run is likely inside it."""
     time.sleep(0.2)

@@ -242,7 +242,7 @@ class Site:
         if environ.get("PATH_INFO") == "/_pb/event":
             self._record(environ, query, int(status[:3]), body)
         elif "expire" in query:
-            body = self._expire(query["expire"][0], body)
+            body = self._expire(query["expire"][0], body, live.browser_of(environ))
             headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
             headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
@@ -262,10 +262,11 @@ class Site:
                 "dest": environ.get("HTTP_SEC_FETCH_DEST"),
                 "origin": environ.get("HTTP_ORIGIN"),
                 "cookie": "the-victims-session" in environ.get("HTTP_COOKIE", ""),
+                "browser": "pb_browser=" in environ.get("HTTP_COOKIE", ""),
             }
         )
 
-    def _expire(self, key: str, body: bytes) -> bytes:
+    def _expire(self, key: str, body: bytes, browser: str) -> bytes:
         """The page as if rendered long ago: its token expired. Only a key's first one."""
         with _lock:
             RENDERS[key] = RENDERS.get(key, 0) + 1
@@ -276,7 +277,7 @@ class Site:
             raise RuntimeError("The page has no piggyback tag to expire.")
         page_id = match.group(1).decode()
         issued = time.time() - live.signer.max_age - 60
-        expired = live.signer.sign(page_id, now=issued)
+        expired = live.signer.sign(page_id, now=issued, browser=browser)
         return body[: match.start()] + f'data-token="{expired}"'.encode() + body[match.end() :]
 
 

@@ -127,7 +127,7 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
         ),
         pytest.param(lambda c: c.redirect("/next"), [["redirect", "/next"]], id="redirect"),
         pytest.param(
-            lambda c: c.redirect("https://example.com/a?b=1#c"),
+            lambda c: c.redirect("https://example.com/a?b=1#c", external=True),
             [["redirect", "https://example.com/a?b=1#c"]],
             id="redirect-absolute",
         ),
@@ -270,8 +270,51 @@ def test_redirect_refuses_urls_that_leave_the_web(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", [u for u in _ALLOWED_URLS if u.id not in ("mailto", "tel")])
-def test_redirect_allows_web_urls(url: str) -> None:
+def test_redirect_allows_web_urls_when_external(url: str) -> None:
+    assert _queued(lambda c: c.redirect(url, external=True)) == [["redirect", url]]
+
+
+# What a browser resolves against the page's own origin, and what only looks like it.
+_SAME_ORIGIN = [
+    pytest.param("/next", id="path"),
+    pytest.param("next?javascript:x", id="relative"),
+    pytest.param("./a//b", id="dot-slash"),
+    pytest.param("/a//b", id="slashes-later"),
+    pytest.param("?page=2", id="query"),
+    pytest.param("#top", id="fragment"),
+    pytest.param("", id="empty"),
+]
+_LEAVING = [
+    pytest.param("https://evil.example/", id="absolute"),
+    pytest.param("HTTP://evil.example/", id="absolute-upper"),
+    pytest.param("http:evil.example", id="scheme-no-slashes"),  # another origin all the same
+    pytest.param("//evil.example", id="scheme-relative"),
+    pytest.param("/\\evil.example", id="slash-backslash"),  # Chromium reads \ as /
+    pytest.param("\\\\evil.example", id="backslashes"),
+    pytest.param("\\/evil.example", id="backslash-slash"),
+    pytest.param("/\t/evil.example", id="tab-inside"),  # tabs and newlines are dropped
+    pytest.param("/\n/evil.example", id="newline-inside"),
+    pytest.param(" //evil.example", id="leading-space"),  # and spaces trimmed
+    pytest.param("\x01//evil.example", id="leading-control"),
+]
+
+
+@pytest.mark.parametrize("url", _SAME_ORIGIN)
+def test_redirect_stays_on_the_site_by_default(url: str) -> None:
     assert _queued(lambda c: c.redirect(url)) == [["redirect", url]]
+
+
+@pytest.mark.parametrize("url", _LEAVING)
+def test_redirect_refuses_to_leave_the_site_unless_external(url: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(ValueError) as info:
+        recorder.redirect(url)
+    assert str(info.value) == (
+        f"redirect() refuses {url!r}: it may leave the site. Use a path such as '/next',"
+        " or pass external=True to go to another site."
+    )
+    assert recorder.queued == []
+    assert _queued(lambda c: c.redirect(url, external=True)) == [["redirect", url]]
 
 
 @pytest.mark.parametrize(

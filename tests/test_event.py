@@ -6,6 +6,7 @@ import typing as t
 from urllib.parse import quote
 
 import pytest
+from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -430,6 +431,26 @@ _ACK_RULE = "must be a whole number from 0 to 2**53"
             "The arguments nest deeper than 20 levels.",
             id="g-100000-unclosed",
         ),
+        # A lone surrogate is valid JSON (as an escape) but no UTF-8 text has one: it
+        # could never be written back, so it is refused wherever it hides.
+        pytest.param(
+            "p=tok&s=1&" + _g({"text": "\ud800"}),
+            "A string in the arguments (parameter 'g') holds a lone surrogate ('\\ud800') at"
+            " index 0; text must be whole Unicode characters (was an emoji cut in half?).",
+            id="g-lone-surrogate",
+        ),
+        pytest.param(
+            "p=tok&s=1&" + _g({"x": [1, {"y": "ok \udfff"}]}),
+            "A string in the arguments (parameter 'g') holds a lone surrogate ('\\udfff') at"
+            " index 3; text must be whole Unicode characters (was an emoji cut in half?).",
+            id="g-nested-lone-surrogate",
+        ),
+        pytest.param(
+            "p=tok&s=1&" + _g({"\udc00": 1}),
+            "A key in the arguments (parameter 'g') holds a lone surrogate ('\\udc00') at"
+            " index 0; text must be whole Unicode characters (was an emoji cut in half?).",
+            id="g-key-lone-surrogate",
+        ),
     ],
 )
 def test_bad_requests(query: str, reason: str) -> None:
@@ -441,6 +462,49 @@ def test_bad_requests(query: str, reason: str) -> None:
         "bad_request",
         400,
     )
+
+
+@pytest.mark.parametrize("key", ["p", "t", "v", "d"])
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udbff", "\udc00", "\udfff"])
+def test_a_lone_surrogate_in_any_parameter_is_refused(key: str, surrogate: str) -> None:
+    # Only a server that hands over such text could: a percent-encoded one is read as
+    # invalid UTF-8 (U+FFFD). Refused all the same.
+    environ = _request("").environ
+    query = {"p": "tok", "s": "1", key: f"a{surrogate}"}
+    environ["QUERY_STRING"] = "&".join(f"{k}={v}" for k, v in query.items())
+    with pytest.raises(EventRejected) as info:
+        read_event_request(environ)
+    assert info.value.reason == (
+        f"The parameter {key!r} holds a lone surrogate ({surrogate!r}) at index 1; text must"
+        " be whole Unicode characters (was an emoji cut in half?)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("form", "files", "reason"),
+    [
+        pytest.param(
+            [("title", "a\ud800")], [], "The form field 'title' holds a lone surrogate", id="value"
+        ),
+        pytest.param([("\udfff", "a")], [], "A form field's name holds", id="name"),
+        pytest.param(
+            [], [("doc", "cut\ud83d.txt")], "The file name in 'doc' holds", id="file-name"
+        ),
+    ],
+)
+def test_a_lone_surrogate_in_a_form_is_refused(
+    form: list[tuple[str, str]], files: list[tuple[str, str]], reason: str
+) -> None:
+    request = _request("p=tok&s=1&h=save", method="POST", data={"x": "1"})
+    # As a server that decoded them so would hand them over (werkzeug replaces them).
+    request.__dict__["form"] = MultiDict(form)
+    request.__dict__["files"] = MultiDict(
+        (name, FileStorage(io.BytesIO(b"x"), filename)) for name, filename in files
+    )
+    with pytest.raises(EventRejected) as info:
+        _read(request)
+    assert info.value.reason.startswith(reason)
+    assert info.value.status == 400
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"])

@@ -18,8 +18,10 @@ from werkzeug.wsgi import FileWrapper
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.exceptions import BadToken
 from piggyback.stores.memory import MemoryStore
 from piggyback.testing import Client
+from piggyback.testing import Rejected
 from piggyback.testing import TestPage
 
 if t.TYPE_CHECKING:
@@ -39,8 +41,13 @@ PAGE = b"<!doctype html><html><body><p>hello</p></body></html>"
 
 
 def _live(app: WSGIApplication, *, lint: bool = True, **options: t.Any) -> Piggyback:
-    """The middleware around ``app``, which runs under the WSGI linter when ``lint``."""
+    """The middleware around ``app``, which runs under the WSGI linter when ``lint``.
+
+    Its tokens are not bound to a browser unless ``bind_browser=True``: these requests
+    carry no cookies (the binding has its own tests, at the end).
+    """
     options.setdefault("store", MemoryStore())
+    options.setdefault("bind_browser", False)
     return Piggyback(LintMiddleware(app) if lint else app, secret_key=SECRET, **options)
 
 
@@ -762,9 +769,10 @@ def test_unknown_paths_under_the_mount(path: str, name: str) -> None:
     served = _serve(_live(app), path)
     text = f"piggyback has nothing at {name!r}.".encode()
     assert (served.status, served.body, calls) == ("404 Not Found", text, [])
-    assert served.headers == [
+    assert served.headers == [  # a browser must not sniff the echoed path as HTML
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(text))),
+        ("X-Content-Type-Options", "nosniff"),
     ]
 
 
@@ -938,3 +946,89 @@ def test_timeout_and_poll_are_checked(option: str, value: t.Any, most: str) -> N
     assert str(raised.value) == (
         f"The {option} option is a number of seconds above 0 and at most {most}, not {value!r}."
     )
+
+
+# Tokens bound to the browser that rendered the page (piggyback/browsers.py)
+
+BROWSER_COOKIE = re.compile(
+    r"pb_browser=([A-Za-z0-9_-]{22}); Path=/; Max-Age=34560000; HttpOnly; SameSite=Lax\Z"
+)
+
+
+def test_a_page_gives_a_new_browser_its_id_and_binds_its_token_to_it() -> None:
+    live = _live(_html_app(), bind_browser=True)
+    served = _serve(live)
+    cookies = [v for n, v in served.headers if n == "Set-Cookie"]
+    assert len(cookies) == 1, served.headers
+    match = BROWSER_COOKIE.match(cookies[0])
+    assert match is not None, cookies[0]
+    browser = match.group(1)
+    token = TOKEN.findall(served.body)[0].decode()
+    assert live.signer.verify(token, browser=browser) == token.split(".")[0]
+    with pytest.raises(BadToken, match="not valid in this browser"):
+        live.signer.verify(token, browser="B" * 22)
+    with pytest.raises(BadToken, match="signature is not valid"):
+        live.signer.verify(token)  # a request without the cookie
+
+
+def test_a_browser_keeps_its_id_across_pages() -> None:
+    live = _live(_html_app(), bind_browser=True)
+    browser = "C" * 22
+    served = _serve(live, headers={"Cookie": f"theme=dark; pb_browser={browser}"})
+    assert served.header("Set-Cookie") is None
+    token = TOKEN.findall(served.body)[0].decode()
+    assert live.signer.verify(token, browser=browser) == token.split(".")[0]
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        pytest.param("pb_browser=short", id="malformed"),
+        pytest.param("pb_browser=" + "D" * 23, id="too-long"),
+        pytest.param("xpb_browser=" + "D" * 22, id="other-name"),
+    ],
+)
+def test_a_bad_browser_cookie_is_replaced(cookie: str) -> None:
+    served = _serve(_live(_html_app(), bind_browser=True), headers={"Cookie": cookie})
+    assert BROWSER_COOKIE.match(served.header("Set-Cookie") or "")
+
+
+def test_over_https_the_browser_cookie_is_secure_and_host_only() -> None:
+    live = _live(_html_app(), bind_browser=True)
+    served = _serve(live, base_url="https://example.test/")
+    cookie = served.header("Set-Cookie") or ""
+    assert re.match(r"__Host-pb_browser=[A-Za-z0-9_-]{22}; Path=/; .*; Secure\Z", cookie)
+    browser = cookie.split(";")[0].split("=")[1]
+    again = _serve(
+        live, base_url="https://example.test/", headers={"Cookie": f"__Host-pb_browser={browser}"}
+    )
+    assert again.header("Set-Cookie") is None
+
+
+def test_responses_without_a_page_token_set_no_cookie() -> None:
+    plain = _html_app(b"plain", content_type="text/plain")
+    assert _serve(_live(plain, bind_browser=True)).header("Set-Cookie") is None
+    served = _serve(_live(_html_app(), bind_browser=True), "/_pb/piggyback.js")
+    assert served.header("Set-Cookie") is None
+
+
+def test_unbound_tokens_set_no_cookie() -> None:
+    live = _live(_html_app(), bind_browser=False)
+    served = _serve(live)
+    assert served.header("Set-Cookie") is None
+    token = TOKEN.findall(served.body)[0].decode()
+    assert live.signer.verify(token) == token.split(".")[0]
+
+
+def test_the_test_client_carries_the_browser_cookie_like_a_browser() -> None:
+    live = _live(_html_app(), bind_browser=True)
+    live.handler("hello")(lambda page, event: page.set_text("x", "hi"))
+    client = Client(live)
+    page = client.open("/")
+    assert client.fire(page, "hello") == [["text", "x", "hi"]]
+    assert client.fire(client.new_page(), "hello") == [["text", "x", "hi"]]
+    other = Client(live)  # another browser, with its own cookie
+    other.open("/")
+    with pytest.raises(Rejected) as info:
+        other.fire(page, "hello")
+    assert (info.value.code, info.value.status) == ("bad_token", 403)

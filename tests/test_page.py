@@ -6,8 +6,10 @@ import typing as t
 import pytest
 from markupsafe import Markup
 
+from piggyback import limits
 from piggyback import Page
 from piggyback.commands import Commands
+from piggyback.limits import TooMuchOutput
 
 
 def test_new_page() -> None:
@@ -160,3 +162,38 @@ def test_group_changes_keep_the_last_word_per_group() -> None:
     page.leave("c")
     page.join("c")
     assert page.group_changes() == (["b", "c"], ["a"])
+
+
+# Limits: raised where the command is queued, so the log points at the call
+
+
+def test_a_command_over_its_limit_raises_and_is_not_queued() -> None:
+    page = Page()
+    page.set_text("a", "x")
+    with pytest.raises(TooMuchOutput, match=r"The command \['text', 'b'\] is 262,15\d bytes"):
+        page.set_text("b", "<" * (limits.MAX_COMMAND_BYTES // 6))  # \u003c: six bytes each
+    assert page.commands == [["text", "a", "x"]]
+
+
+def test_commands_over_the_batch_limit_raise() -> None:
+    page = Page()
+    for _ in range(4):
+        page.set_text("a", "x" * 250_000)
+    with pytest.raises(TooMuchOutput, match="one batch holds at most 1,048,576 bytes"):
+        page.set_text("a", "x" * 250_000)
+    assert len(page.commands) == 4
+
+
+def test_joining_more_groups_than_the_limit_raises() -> None:
+    page = Page()
+    for n in range(limits.MAX_MEMBERSHIPS):
+        page.join(f"g{n}")
+    page.join("g0")  # again: still 100
+    page.leave("g1")
+    page.join("g100")  # one left, one joined
+    with pytest.raises(TooMuchOutput) as info:
+        page.join("g101")
+    assert str(info.value) == (
+        "The page would be in 101 groups; a page may be in at most 100. Leave some first."
+    )
+    assert ("join", "g101") not in page.memberships

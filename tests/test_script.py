@@ -7,6 +7,9 @@ import math
 import typing as t
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from markupsafe import Markup
 
 from piggyback.script import answer_document
@@ -51,6 +54,21 @@ from piggyback.script import literal
             '{"\\u003c/script\\u003e":["\\u003c!--",{"\\u0026":"\\u2028"}]}',
             id="nested",
         ),
+        # A lone surrogate (half a UTF-16 pair, e.g. an emoji cut by String.slice) has no
+        # UTF-8 form: it is written as a \u escape, which means the same in JavaScript,
+        # so the document always encodes. Every boundary of the range:
+        pytest.param("\ud800", '"\\ud800"', id="high-surrogate-first"),
+        pytest.param("\udbff", '"\\udbff"', id="high-surrogate-last"),
+        pytest.param("\udc00", '"\\udc00"', id="low-surrogate-first"),
+        pytest.param("\udfff", '"\\udfff"', id="low-surrogate-last"),
+        pytest.param("a\ud83d<", '"a\\ud83d\\u003c"', id="cut-emoji-then-escape"),
+        pytest.param("\ud83d\ude00", '"\\ud83d\\ude00"', id="pair-of-halves"),  # 😀 in JS
+        pytest.param({"\udc00": ["\ud800"]}, '{"\\udc00":["\\ud800"]}', id="surrogate-key"),
+        # Next to the range, and the other odd characters: kept or escaped as JSON says.
+        pytest.param("\ud7ff\ue000", '"\ud7ff\ue000"', id="around-the-range"),
+        pytest.param("\x00", '"\\u0000"', id="nul"),
+        pytest.param("\ufffe\uffff", '"\ufffe\uffff"', id="noncharacters"),
+        pytest.param("\U0010ffff", '"\U0010ffff"', id="last-code-point"),
         # Markup is just a string here: a script block is not HTML.
         pytest.param(Markup("<b>hi</b>"), '"\\u003cb\\u003ehi\\u003c/b\\u003e"', id="markup"),
         pytest.param([Markup("&amp;")], '["\\u0026amp;"]', id="markup-in-list"),
@@ -58,6 +76,20 @@ from piggyback.script import literal
 )
 def test_literal(value: t.Any, expected: str) -> None:
     assert literal(value) == expected
+
+
+# Any code point, lone surrogates included (st.characters() leaves them out by default).
+ANY_CHARACTER = st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+
+
+@settings(max_examples=500)
+@given(st.text(ANY_CHARACTER))
+def test_literal_and_the_document_never_fail_on_any_str(text: str) -> None:
+    written = literal({"text": text})
+    assert json.loads(written) == {"text": text}  # the same text, lone surrogates too
+    assert [c for c in written if c in "<>&\u2028\u2029" or "\ud800" <= c <= "\udfff"] == []
+    document, _ = answer_document({"seq": 1, "batches": [{"commands": [["text", "x", text]]}]})
+    assert document.decode("utf-8")  # strict UTF-8
 
 
 def test_literal_markup_becomes_a_plain_str() -> None:

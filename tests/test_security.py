@@ -38,6 +38,10 @@ if t.TYPE_CHECKING:
 
 TRANSPORTS = [pytest.param("", id="default"), pytest.param("iframe", id="iframe")]
 ORIGIN_REFUSED = "Events must come from the page's own origin, not {!r}."
+IN_ANOTHER_BROWSER = (
+    "The page token's signature is not valid in this browser: the page was rendered in"
+    " another one, or the token is forged."
+)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -133,22 +137,31 @@ def _wait_for_text(tab: t.Any, id: str, text: str) -> None:
     )
 
 
-def _get(url: str) -> tuple[int, dict[str, str], str]:
+def _get(url: str, cookie: str | None = None) -> tuple[int, dict[str, str], str]:
     """A plain HTTP GET, as a script or curl sends it: no Origin, no Sec-Fetch-*."""
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as error:
         with error:
             return error.code, dict(error.headers), error.read().decode()
 
 
-def _rendered_token(base: str) -> str:
-    status, _, html = _get(base + "/plain")
-    assert status == 200
+def _rendered_token(base: str) -> tuple[str, str]:
+    """A page's token, and the cookie of the browser it belongs to."""
+    with urllib.request.urlopen(base + "/plain", timeout=10) as response:
+        html, set_cookies = response.read().decode(), response.headers.get_all("Set-Cookie")
     match = re.search(r'data-token="([^"]+)"', html)
     assert match is not None
-    return match.group(1)
+    cookies = [c.split(";")[0] for c in set_cookies if c.startswith("pb_browser=")]
+    assert len(cookies) == 1, set_cookies
+    return match.group(1), cookies[0]
+
+
+def _browser_cookie(context: t.Any) -> str:
+    (cookie,) = [c for c in context.cookies() if c["name"] == "pb_browser"]
+    return f"pb_browser={cookie['value']}"
 
 
 # 1. A strict Content-Security-Policy, with no configuration
@@ -217,8 +230,8 @@ def test_strict_csp_page_works_without_configuration(
 
 
 def test_answer_document_has_its_own_strict_policy(base: str) -> None:
-    token = _rendered_token(base)
-    answered = _get(f"{base}/_pb/event?p={quote(token)}&s=1&h=increment")
+    token, cookie = _rendered_token(base)
+    answered = _get(f"{base}/_pb/event?p={quote(token)}&s=1&h=increment", cookie)
     rejected = _get(f"{base}/_pb/event?p=forged.0.forged&s=1&h=increment")
     for (status, headers, body), expected_status in ((answered, 200), (rejected, 403)):
         assert status == expected_status
@@ -508,7 +521,7 @@ def test_other_origins_cannot_trigger_handlers(
     # browser's Origin and Sec-Fetch-Site headers (curl) is not refused.
     victim.click("#inc")
     _wait_for_text(victim, "count", "1")
-    status, _, body = _get(event(500, "curl"))
+    status, _, body = _get(event(500, "curl"), _browser_cookie(context))
     assert status == 200
     assert read_reply(body)["batches"][-1]["commands"] == [["text", "count", "2"]]
     assert [call[2:] for call in _calls_of(page_id)] == [("inc", 1), ("curl", 500)]
@@ -535,22 +548,23 @@ def test_page_ids_are_128_random_bits() -> None:
 
 
 def test_a_token_drives_only_its_own_page(base: str) -> None:
-    a_token, b_token = _rendered_token(base), _rendered_token(base)
+    (a_token, a_cookie), (b_token, b_cookie) = _rendered_token(base), _rendered_token(base)
     a_id, a_issued, a_signature = a_token.split(".")
     b_id = b_token.split(".")[0]
 
-    def send(token: str, s: int) -> tuple[int, dict[str, t.Any]]:
-        status, _, body = _get(f"{base}/_pb/event?p={quote(token)}&s={s}&h=increment&t=swap")
+    def send(token: str, s: int, cookie: str = b_cookie) -> tuple[int, dict[str, t.Any]]:
+        url = f"{base}/_pb/event?p={quote(token)}&s={s}&h=increment&t=swap"
+        status, _, body = _get(url, cookie)
         return status, read_reply(body)
 
-    bad_signature = {"code": "bad_token", "error": "The page token's signature is not valid."}
+    bad_signature = {"code": "bad_token", "error": IN_ANOTHER_BROWSER}
     # Page B's id under page A's signature, and B's id signed by another app's key.
     assert send(f"{b_id}.{a_issued}.{a_signature}", 1) == (403, {"seq": 1, **bad_signature})
     other_app = TokenSigner(b"another app's key", max_age=86400).sign(b_id)
     assert send(other_app, 2) == (403, {"seq": 2, **bad_signature})
     assert _calls_of(b_id) == []
 
-    status, reply = send(a_token, 1)
+    status, reply = send(a_token, 1, a_cookie)
     assert (status, reply["batches"]) == (200, [{"seq": 1, "commands": [["text", "count", "1"]]}])
     status, reply = send(b_token, 1)  # B's count starts from zero: A's event did not touch it
     assert (status, reply["batches"]) == (200, [{"seq": 1, "commands": [["text", "count", "1"]]}])
@@ -558,6 +572,87 @@ def test_a_token_drives_only_its_own_page(base: str) -> None:
         ("increment", a_id),
         ("increment", b_id),
     ]
+
+
+_BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
+
+
+def _without_browser_headers(route: t.Any) -> None:
+    """Send the request as an old browser would: its cookies, no Origin, no Sec-Fetch-*."""
+    headers = route.request.all_headers()
+    kept = {k: v for k, v in headers.items() if k.lower() not in _BROWSER_HEADERS}
+    route.fulfill(response=route.fetch(headers=kept))
+
+
+@pytest.mark.parametrize("stripped", [False, True], ids=["browser-headers", "no-origin-headers"])
+def test_a_token_from_another_browser_is_refused(browser: t.Any, base: str, stripped: bool) -> None:
+    """A token minted in one browser (the attacker's: anyone can render a page) does
+    nothing in another that has its own cookies, even when that browser sends no
+    ``Origin`` and no ``Sec-Fetch-Site`` (Safari before 16.4 on an ``<img>``)."""
+    theirs, ours = browser.new_context(), browser.new_context()
+    try:
+        minting = _watched(theirs.new_page())
+        minting.goto(base + "/plain")
+        token = _token(minting)
+        page_id = token.split(".")[0]
+        victim = _watched(ours.new_page())
+        victim.goto(base + "/plain")  # the victim's own browser id and session
+        if stripped:  # sent by Playwright instead: Chromium would put them back
+            ours.route("**/_pb/event?**", _without_browser_headers)
+        url = f"{base}/_pb/event?p={quote(token)}&h=increment"
+        victim.evaluate(
+            """url => {
+              new Image().src = url + "&s=1&t=img";
+              fetch(url + "&s=2&t=fetch", {credentials: "include"});
+              var form = document.createElement("form");
+              form.method = "post"; form.action = url + "&s=3&t=form"; form.target = "sink";
+              var sink = document.createElement("iframe"); sink.name = "sink";
+              document.body.append(sink, form); form.submit();
+            }""",
+            url,
+        )
+        deadline = time.monotonic() + 10
+        while len(_events_of(page_id)) < 3:
+            assert time.monotonic() < deadline, _events_of(page_id)
+            victim.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+        refused = {"code": "bad_token", "error": IN_ANOTHER_BROWSER}
+        events = {e["t"]: e for e in _events_of(page_id)}
+        assert sorted(events) == ["fetch", "form", "img"]
+        for e in events.values():  # each carried the victim's cookies, and was refused
+            assert (e["status"], e["cookie"], e["browser"]) == (403, True, True), e
+            assert e["reply"] == {"seq": e["reply"]["seq"], **refused}
+        for e in events.values():
+            if stripped:
+                assert (e["site"], e["origin"]) == (None, None)
+            else:
+                assert e["site"] == "same-origin"
+        assert _calls_of(page_id) == []
+        minting.click("#inc")  # the token was genuine: in its own browser it works
+        _wait_for_text(minting, "count", "1")
+        assert [call[0] for call in _calls_of(page_id)] == ["increment"]
+    finally:
+        theirs.close()
+        ours.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tabs_of_one_browser_share_its_id_and_each_keeps_working(
+    context: t.Any, base: str, transport: str
+) -> None:
+    """The browser id is set once, with the first page: later pages and other tabs keep
+    it, so no tab's token is lost, on either transport."""
+    first = _watched(context.new_page())
+    first.goto(_page_url(base, "/plain", transport))
+    first_cookie = _browser_cookie(context)
+    second = _watched(context.new_page())
+    second.goto(_page_url(base, "/plain", transport))
+    first.reload()  # and a reload of the first tab
+    assert _browser_cookie(context) == first_cookie
+    for tab in (first, second, first, second):
+        tab.click("#inc")
+    _wait_for_text(first, "count", "2")
+    _wait_for_text(second, "count", "2")
+    assert first.errors == second.errors == []
 
 
 def test_a_cached_page_is_not_shared_with_another_tab(context: t.Any, base: str) -> None:

@@ -105,11 +105,11 @@ class Room:
 
     def poll(self, page: RemotePage) -> None:
         page.seq += 1
-        status, body = page.send(page.seq)
+        response = page.send({"p": page.token, "s": page.seq, "a": page.applied})
         with self._lock:
-            self.statuses[status] += 1
-        if status == 200:
-            page.apply(read_reply(body))
+            self.statuses[response.status] += 1
+        if response.status == 200:
+            page.apply(read_reply(response.text))
 
     def poll_until(self, done: threading.Event, page: RemotePage) -> None:
         while not done.wait(0.01):

@@ -200,3 +200,45 @@ def test_a_token_is_young_for_a_tenth_of_its_life(age_in_tenths: float, young: b
     signer = TokenSigner(b"k", max_age=1000)
     token = signer.sign("A" * 22, now=50_000)
     assert signer.is_young(token, now=50_000 + age_in_tenths * 100) is young
+
+
+# Bound to a browser (piggyback/browsers.py)
+
+BROWSER = "B" * 22
+IN_ANOTHER_BROWSER = (
+    "The page token's signature is not valid in this browser: the page was rendered in"
+    " another one, or the token is forged."
+)
+
+
+def test_a_bound_token_verifies_only_in_its_browser() -> None:
+    signer = _signer()
+    token = signer.sign(PAGE_ID, now=NOW, browser=BROWSER)
+    assert token.split(".")[:2] == [PAGE_ID, "s44we8"]  # the same shape: the id is not in it
+    assert token != signer.sign(PAGE_ID, now=NOW)
+    assert signer.verify(token, now=NOW, browser=BROWSER) == PAGE_ID
+    for other in ("C" * 22, BROWSER[:-1] + "C"):
+        with pytest.raises(BadToken) as info:
+            signer.verify(token, now=NOW, browser=other)
+        assert info.value.reason == IN_ANOTHER_BROWSER
+    with pytest.raises(BadToken) as info:  # a request without the cookie
+        signer.verify(token, now=NOW)
+    assert info.value.reason == "The page token's signature is not valid."
+
+
+def test_an_unbound_token_works_in_no_browser_that_has_an_id() -> None:
+    signer = _signer()
+    token = signer.sign(PAGE_ID, now=NOW)
+    assert signer.verify(token, now=NOW) == PAGE_ID
+    with pytest.raises(BadToken):
+        signer.verify(token, now=NOW, browser=BROWSER)
+
+
+def test_a_remembered_token_is_remembered_for_its_browser_only() -> None:
+    signer = _signer()
+    token = signer.sign(PAGE_ID, now=NOW, browser=BROWSER)
+    signer.verify(token, now=NOW, browser=BROWSER)  # remembered now
+    with pytest.raises(BadToken):
+        signer.verify(token, now=NOW, browser="C" * 22)
+    with pytest.raises(BadToken):
+        signer.verify(token, now=NOW)

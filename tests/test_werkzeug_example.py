@@ -15,7 +15,9 @@ def test_page_keeps_its_cookie_and_headers() -> None:
     client = make_client()
     response = client.http.get("/")
     assert response.status_code == 200
-    assert response.headers.getlist("Set-Cookie") == ["visits=1; HttpOnly; Path=/; SameSite=Lax"]
+    visits, browser = response.headers.getlist("Set-Cookie")  # and the page's browser id
+    assert visits == "visits=1; HttpOnly; Path=/; SameSite=Lax"
+    assert browser.startswith("pb_browser=")
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     assert response.headers["Content-Length"] == str(len(response.data))
     body = response.text
@@ -27,7 +29,7 @@ def test_page_keeps_its_cookie_and_headers() -> None:
 def test_cookie_round_trip_through_the_middleware() -> None:
     client = make_client()
     client.http.get("/")
-    response = client.http.get("/")
+    response = client.http.get("/")  # the browser keeps its id: no second pb_browser
     assert response.headers.getlist("Set-Cookie") == ["visits=2; HttpOnly; Path=/; SameSite=Lax"]
     assert '<strong id="visits">2</strong>' in response.text
 

@@ -6,7 +6,10 @@ out-of-band commands; its group memberships with a cursor into each group's log;
 shared secret key. Pages are serialized by a short lease (:meth:`Store.begin`), never
 by a long database transaction, so different pages run in parallel.
 
-Everything stored is JSON: commands are JSON arrays, state is a JSON object.
+Everything stored is JSON: commands are JSON arrays, state is a JSON object. What the
+stores share beyond storage lives here and in :mod:`piggyback.limits`: reading stored
+text (:func:`load_record`, :func:`load_commands`, which never raise on damaged data) and
+how many waiting messages a read may return (:data:`READ_LIMIT`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+from ..limits import MAX_WAITING
+
 Command = list[t.Any]
 Message = tuple[int, list[Command]]
 
 #: A page, its inbox and its memberships are forgotten this long after their last use.
 DEFAULT_PAGE_TTL = 24 * 3600.0
+
+#: The most waiting messages a store reads for one page (``LIMIT`` in its queries): one
+#: more than may wait, so that a page with too many is seen to have them, cheaply.
+READ_LIMIT = MAX_WAITING + 1
 
 # ``json.dumps`` with any option builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -38,15 +47,23 @@ class PageRecord:
     #: Answered batches not yet acknowledged, in sequence order:
     #: ``{"seq": n, "commands": [...]}`` plus ``"error"`` when the handler raised.
     batches: list[dict[str, t.Any]] = field(default_factory=list)
+    #: The stored record could not be read (e.g. written by a broken older release).
+    damaged: bool = False
 
 
 @dataclass
 class Mail:
-    """Out-of-band commands waiting for a page, each message with its id."""
+    """Out-of-band commands waiting for a page, each message with its id.
+
+    A store returns at most :data:`READ_LIMIT` messages, the oldest; every membership
+    of the page is a key of ``groups``, with or without messages.
+    """
 
     inbox: list[Message] = field(default_factory=list)
     #: group name -> the messages after the page's cursor, oldest first.
     groups: dict[str, list[Message]] = field(default_factory=dict)
+    #: A waiting message could not be read; it is left out.
+    damaged: bool = False
 
 
 @dataclass
@@ -182,5 +199,56 @@ def dump_record(record: PageRecord) -> str:
 
 
 def load_record(text: str | bytes) -> PageRecord:
-    """The record that :func:`dump_record` wrote, as new objects."""
-    return PageRecord(**json.loads(text))
+    """The record that :func:`dump_record` wrote, as new objects; a damaged one (not
+    such JSON) is ``PageRecord(damaged=True)``."""
+    try:
+        data = json.loads(text)
+        record = PageRecord(seq=data["seq"], state=data["state"], batches=data["batches"])
+    except (ValueError, TypeError, KeyError):
+        return PageRecord(damaged=True)
+    if not _is_record(record):
+        return PageRecord(damaged=True)
+    return record
+
+
+def load_commands(text: str | bytes) -> list[Command] | None:
+    """The commands of a stored message, or ``None`` if it is damaged."""
+    try:
+        return checked_commands(json.loads(text))
+    except ValueError:
+        return None
+
+
+def checked_commands(value: t.Any) -> list[Command] | None:
+    """``value`` if it is a list of commands (lists), else ``None``: damaged."""
+    if not isinstance(value, list) or not all(isinstance(c, list) for c in value):
+        return None
+    return value
+
+
+def _is_record(record: PageRecord) -> bool:
+    return (
+        type(record.seq) is int
+        and isinstance(record.state, dict)
+        and isinstance(record.batches, list)
+        and all(
+            isinstance(b, dict)
+            and type(b.get("seq")) is int
+            and isinstance(b.get("commands"), list)
+            for b in record.batches
+        )
+    )
+
+
+def keep_oldest(mail: Mail, limit: int = READ_LIMIT) -> Mail:
+    """``mail`` with only its ``limit`` oldest messages, for stores that read each
+    inbox and log up to ``limit`` on its own."""
+    ids = sorted(n for n, _ in mail.inbox) + sorted(
+        n for log in mail.groups.values() for n, _ in log
+    )
+    if len(ids) <= limit:
+        return mail
+    last = sorted(ids)[limit - 1]
+    mail.inbox = [m for m in mail.inbox if m[0] <= last]
+    mail.groups = {g: [m for m in log if m[0] <= last] for g, log in mail.groups.items()}
+    return mail

@@ -7,8 +7,8 @@ objects, which costs far less than deep copies.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-import json
 import secrets
 import threading
 import time
@@ -19,11 +19,14 @@ from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
+from .base import keep_oldest
+from .base import load_commands
 from .base import load_record
 from .base import LockLost
 from .base import Mail
 from .base import Message
 from .base import PageRecord
+from .base import READ_LIMIT
 from .base import Store
 
 #: A stored message: when it was sent, its id, its commands as JSON.
@@ -132,12 +135,13 @@ class MemoryStore(Store):
         cutoff = now - self.page_ttl
         entry = self._records.get(page_id)
         record = load_record(entry[1]) if entry and entry[0] >= cutoff else None
-        mail = Mail(inbox=_messages(self._inboxes.get(page_id, ()), cutoff))
+        mail = Mail()
+        mail.inbox = _messages(mail, self._inboxes.get(page_id, []), cutoff)
         for group, (touched, cursor) in self._members.get(page_id, {}).items():
             if touched >= cutoff:
-                log = self._logs.get(group, ())
-                mail.groups[group] = _messages(log, cutoff, after=cursor)
-        return record, mail
+                log = self._logs.get(group, [])
+                mail.groups[group] = _messages(mail, log, cutoff, after=cursor)
+        return record, keep_oldest(mail)
 
     def _take_delivery(self, page_id: str, upto: int) -> None:
         kept = [e for e in self._inboxes.get(page_id, ()) if e[1] > upto]
@@ -203,6 +207,17 @@ class MemoryStore(Store):
                 del self._members[page_id]
 
 
-def _messages(entries: t.Iterable[_Entry], cutoff: float, after: int = 0) -> list[Message]:
-    """The live messages after the id ``after``, decoded: new objects for the caller."""
-    return [(n, json.loads(text)) for at, n, text in entries if at >= cutoff and n > after]
+def _messages(mail: Mail, entries: list[_Entry], cutoff: float, after: int = 0) -> list[Message]:
+    """Up to ``READ_LIMIT`` live messages after the id ``after``, decoded: new objects
+    for the caller. A damaged one is left out and marks ``mail`` damaged."""
+    start = bisect.bisect_right(entries, after, key=lambda entry: entry[1])
+    messages: list[Message] = []
+    for at, n, text in entries[start : start + READ_LIMIT]:
+        if at < cutoff:
+            continue
+        commands = load_commands(text)
+        if commands is None:
+            mail.damaged = True
+        else:
+            messages.append((n, commands))
+    return messages

@@ -16,6 +16,7 @@ import secrets
 import typing as t
 
 from .base import Changes
+from .base import checked_commands
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
@@ -25,6 +26,7 @@ from .base import LockLost
 from .base import Mail
 from .base import Message
 from .base import PageRecord
+from .base import READ_LIMIT
 from .base import Store
 
 if t.TYPE_CHECKING:
@@ -39,15 +41,31 @@ local function now()
 end
 
 local function created(message)
-  return tonumber(string.match(message, '^%[%d+,(%d+),'))
+  return tonumber(string.match(message, '^%[%d+,(%d+),')) or 0
 end
 
-local function fresh(messages, cutoff)
+local function id_of(message)
+  return tonumber(string.match(message, '^%[(%d+),')) or 0
+end
+
+-- The messages sent since cutoff whose ids are at most last.
+local function fresh(messages, cutoff, last)
   local kept = {}
   for _, message in ipairs(messages) do
-    if created(message) >= cutoff then kept[#kept + 1] = message end
+    if created(message) >= cutoff and id_of(message) <= last then kept[#kept + 1] = message end
   end
   return kept
+end
+
+-- The id of the limit-th oldest of these lists of messages, or infinity if fewer.
+local function last_id(lists, limit)
+  local ids = {}
+  for _, messages in ipairs(lists) do
+    for _, message in ipairs(messages) do ids[#ids + 1] = id_of(message) end
+  end
+  if #ids <= limit then return math.huge end
+  table.sort(ids)
+  return ids[limit]
 end
 
 local function append(ids, key, commands, at, ttl)
@@ -77,19 +95,25 @@ local function lock(lease, owner, duration, ttl)
   return true
 end
 
--- {record or false, inbox, {group, messages, group, messages, ...}}
-local function load(page, inbox, members, log_prefix, ttl)
+-- {record or false, inbox, {group, messages, group, messages, ...}}: the oldest limit
+-- messages waiting, each inbox and log read up to limit only (LIMIT), never all of it.
+local function load(page, inbox, members, log_prefix, ttl, limit)
   local cutoff = now() - ttl
-  local groups = {}
+  local names, lists = {}, {redis.call('ZRANGE', inbox, 0, limit - 1)}
   local cursors = redis.call('HGETALL', members)
   for i = 1, #cursors, 2 do
     local log = log_prefix .. cursors[i]
-    local after = redis.call('ZRANGEBYSCORE', log, '(' .. cursors[i + 1], '+inf')
-    groups[#groups + 1] = cursors[i]
-    groups[#groups + 1] = fresh(after, cutoff)
+    names[#names + 1] = cursors[i]
+    lists[#lists + 1] = redis.call(
+      'ZRANGEBYSCORE', log, '(' .. cursors[i + 1], '+inf', 'LIMIT', 0, limit)
   end
-  local messages = fresh(redis.call('ZRANGE', inbox, 0, -1), cutoff)
-  return {redis.call('GET', page), messages, groups}
+  local last = last_id(lists, tonumber(limit))
+  local groups = {}
+  for i, name in ipairs(names) do
+    groups[#groups + 1] = name
+    groups[#groups + 1] = fresh(lists[i + 1], cutoff, last)
+  end
+  return {redis.call('GET', page), fresh(lists[1], cutoff, last), groups}
 end
 """
 
@@ -104,16 +128,16 @@ _UNLOCK = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
-# KEYS: page, inbox, memberships. ARGV: the log key prefix, page TTL.
+# KEYS: page, inbox, memberships. ARGV: the log key prefix, page TTL, read limit.
 _LOAD = """
-return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
 """
 
-# KEYS: lease, page, inbox, memberships. ARGV: owner, lease, page TTL, log key prefix.
-# Nothing when a live owner holds the lease, else what _LOAD returns.
+# KEYS: lease, page, inbox, memberships. ARGV: owner, lease, page TTL, log key prefix,
+# read limit. Nothing when a live owner holds the lease, else what _LOAD returns.
 _BEGIN = """
 if not lock(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
-return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3])
+return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3], ARGV[5])
 """
 
 # KEYS: lease, page, inbox, memberships, ids, then the inbox or log of each send.
@@ -153,20 +177,30 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _messages(stored: list[bytes | str]) -> list[Message]:
+def _messages(mail: Mail, stored: list[bytes | str]) -> list[Message]:
+    """The messages as stored (``[id,created,commands]``); a damaged one is left out
+    and marks ``mail`` damaged."""
     messages = []
     for text in stored:
-        message_id, _, commands = json.loads(text)
-        messages.append((message_id, commands))
+        try:
+            message_id, _, commands = json.loads(text)
+        except (ValueError, TypeError):
+            commands = None
+        commands = checked_commands(commands)
+        if commands is None:
+            mail.damaged = True
+        else:
+            messages.append((message_id, commands))
     return messages
 
 
 def _loaded(reply: list[t.Any]) -> tuple[PageRecord | None, Mail]:
     """The record and mail in the reply of a script that loads them."""
     record, inbox, groups = reply
-    mail = Mail(inbox=_messages(inbox))
+    mail = Mail()
+    mail.inbox = _messages(mail, inbox)
     for group, messages in zip(groups[::2], groups[1::2], strict=True):
-        mail.groups[_text(group)] = _messages(messages)
+        mail.groups[_text(group)] = _messages(mail, messages)
     return (None if record is None else load_record(record)), mail
 
 
@@ -257,7 +291,7 @@ class RedisStore(Store):
         owner = secrets.token_hex(8)
         lease_ms = max(1, round(lease * 1000))
         keys = [self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")]
-        args: list[str | int] = [owner, lease_ms, self._ttl, self._key("log", "")]
+        args: list[str | int] = [owner, lease_ms, self._ttl, self._key("log", ""), READ_LIMIT]
         loaded = self._begin(keys=keys, args=args)
         if loaded is None:
             return None
@@ -265,7 +299,8 @@ class RedisStore(Store):
 
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         keys = [self._key(kind, page_id) for kind in ("page", "inbox", "member")]
-        return _loaded(self._load(keys=keys, args=[self._key("log", ""), self._ttl]))
+        args: list[str | int] = [self._key("log", ""), self._ttl, READ_LIMIT]
+        return _loaded(self._load(keys=keys, args=args))
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
         sends = [(self._key("inbox", p), c) for p, c in changes.pushes]

@@ -40,7 +40,6 @@ first use (its pages, mail and secret are kept; leases held at that moment are d
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import secrets
@@ -57,10 +56,12 @@ from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
+from .base import load_commands
 from .base import load_record
 from .base import LockLost
 from .base import Mail
 from .base import PageRecord
+from .base import READ_LIMIT
 from .base import Store
 
 # RETURNING needs SQLite 3.35.
@@ -138,18 +139,33 @@ ON CONFLICT (id) DO UPDATE
 RETURNING record, touched, {_MAY_HAVE_MAIL}
 """
 
-# Rows of (source, group, message id, JSON): the inbox's messages, then each membership
-# with the messages after its cursor (one row with no message for a group with none).
-_MAIL_ROWS = """
-SELECT 'inbox', NULL, id, commands FROM messages
-WHERE kind = 'page' AND name = :page_id AND created >= :cutoff
+# The ids of the oldest waiting messages, at most :limit of them: the inbox's, and each
+# membership's after its cursor, each read in id order from the index and cut at :limit
+# (never all of a flooded log), then the oldest :limit of those.
+_WAITING = """
+SELECT 'inbox' AS source, NULL AS group_name, id FROM (
+    SELECT id FROM messages WHERE kind = 'page' AND name = :page_id ORDER BY id LIMIT :limit
+)
 UNION ALL
-SELECT 'group', m.group_name, msg.id, msg.commands
-FROM memberships AS m
-LEFT JOIN messages AS msg
-    ON msg.kind = 'group' AND msg.name = m.group_name
-    AND msg.id > m.cursor AND msg.created >= :cutoff
-WHERE m.page_id = :page_id AND m.touched >= :cutoff
+SELECT 'group', m.group_name, x.id
+FROM memberships AS m, messages AS x
+WHERE m.page_id = :page_id AND m.touched >= :cutoff AND x.id IN (
+    SELECT id FROM messages
+    WHERE kind = 'group' AND name = m.group_name AND id > m.cursor
+    ORDER BY id LIMIT :limit
+)
+ORDER BY id LIMIT :limit
+"""
+
+# Rows of (source, group, message id, JSON): those messages, whose text is read only
+# now, and one row with no message for each membership.
+_MAIL_ROWS = f"""
+SELECT w.source, w.group_name, w.id, msg.commands
+FROM ({_WAITING}) AS w JOIN messages AS msg ON msg.id = w.id
+WHERE msg.created >= :cutoff
+UNION ALL
+SELECT 'group', group_name, NULL, NULL FROM memberships
+WHERE page_id = :page_id AND touched >= :cutoff
 """
 
 _MAIL = f"{_MAIL_ROWS} ORDER BY 3"
@@ -200,6 +216,8 @@ ON CONFLICT (page_id, group_name) DO UPDATE
     SET cursor = excluded.cursor, touched = excluded.touched
 WHERE memberships.touched < :cutoff
 """
+
+_LIMIT = {"limit": READ_LIMIT}
 
 _APPEND = "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)"
 
@@ -252,12 +270,15 @@ def _read(rows: sqlite3.Cursor) -> tuple[str | None, Mail]:
     for source, group, number, text in rows:
         if source == "record":
             record = text
-        elif source == "inbox":
-            mail.inbox.append((number, json.loads(text)))
+            continue
+        messages = mail.inbox if source == "inbox" else mail.groups.setdefault(group, [])
+        if number is None:
+            continue
+        commands = load_commands(text)
+        if commands is None:
+            mail.damaged = True
         else:
-            messages = mail.groups.setdefault(group, [])
-            if number is not None:
-                messages.append((number, json.loads(text)))
+            messages.append((number, commands))
     return record, mail
 
 
@@ -467,7 +488,7 @@ class SQLiteStore(Store):
         )
 
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
-        params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl}
+        params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl, **_LIMIT}
         text, mail = _read(self._execute(self._db(), _LOAD, params))
         return (None if text is None else load_record(text)), mail
 
@@ -542,7 +563,7 @@ class SQLiteStore(Store):
         return load_record(text)
 
     def _mail(self, db: _Connection, page_id: str) -> Mail:
-        params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl}
+        params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl, **_LIMIT}
         return _read(self._execute(db, _MAIL, params))[1]
 
     def _times(self, now: float) -> dict[str, float]:
