@@ -58,6 +58,15 @@ class Commands:
         """Replace the whole element with ``html`` (escaped unless ``Markup``)."""
         self._queue(["replace", _id(id), _html(html)])
 
+    def morph(self, id: str, html: t.Any) -> None:
+        """Replace the whole element with ``html`` (escaped unless ``Markup``) by morphing
+        the live DOM into it: the focused element, what the user typed, the caret, scroll
+        positions and elements matched by id survive.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["morph", _id(id), _html(html)])
+
     def append(self, id: str, html: t.Any) -> None:
         """Add ``html`` (escaped unless ``Markup``) at the end of the element."""
         self._queue(["append", _id(id), _html(html)])
@@ -111,9 +120,39 @@ class Commands:
         literal(args)  # raises TypeError here, where the bad value comes from
         self._queue(["call", function, list(args)])
 
+    def push_url(self, url: str) -> None:
+        """Show ``url``, a URL of this site, in the address bar as a new history entry.
+
+        Back and forward send a ``popstate`` event to the handler named by
+        ``data-pb-popstate`` on ``<body>``, with the URL in ``event.value``.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["pushUrl", _same_site_url(url, "push_url")])
+
+    def replace_url(self, url: str) -> None:
+        """Show ``url``, a URL of this site, in the address bar in place of the current one.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["replaceUrl", _same_site_url(url, "replace_url")])
+
     def redirect(self, url: str) -> None:
         """Send the browser to ``url`` (http, https or relative)."""
         self._queue(["redirect", _check_url(str(url), _PAGE_SCHEMES)])
+
+
+def _same_site_url(url: t.Any, method: str) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"{method}() takes a URL as str, not {url!r}.")
+    cleaned = _URL_IGNORED.sub("", url).lstrip(_URL_TRIMMED)
+    # A scheme, or a leading "//" (browsers read a backslash as "/"), names another site.
+    if _SCHEME.match(cleaned) or cleaned.replace("\\", "/").startswith("//"):
+        raise ValueError(
+            f"{method}() takes a URL of this site, such as '/items?page=2', not {url!r}:"
+            " a scheme or a leading '//' could leave it."
+        )
+    return url
 
 
 def _html(value: t.Any) -> str:
