@@ -480,7 +480,7 @@
   }
 
   function elementsUntil(node, end) {
-    for (var count = 0; node !== end; node = node.nextSibling) {
+    for (var count = 0; node && node !== end; node = node.nextSibling) {
       count += node.nodeType === 1 ? 1 : 0;
     }
     return count;
