@@ -35,6 +35,10 @@ UPLOAD = """
   <button id="go" data-pb-click="go">go</button>
   <script nonce="abc">
     window.progress = [];
+    window.bars = [];  // each --pb-progress the form is given
+    new MutationObserver(function () {
+      window.bars.push(document.getElementById("form").style.getPropertyValue("--pb-progress"));
+    }).observe(document.getElementById("form"), {attributes: true, attributeFilter: ["style"]});
     document.addEventListener("piggyback:progress", function (event) {
       window.progress.push([event.target.id, event.detail.loaded, event.detail.total,
         Number(event.target.style.getPropertyValue("--pb-progress"))]);
@@ -62,6 +66,7 @@ def test_a_throttled_upload_reports_progress_and_arrives_once(
             "uploadThroughput": THROUGHPUT,
         },
     )
+    tab.evaluate("document.getElementById('form').style.setProperty('--pb-progress', 1)")
     tab.click("#send")
     tab.wait_for_function("() => window.progress.length >= 2")
     tab.click("#go")  # waits behind the upload
@@ -80,6 +85,8 @@ def test_a_throttled_upload_reports_progress_and_arrives_once(
     assert total > SIZE and loaded[-1] == total
     assert [item[3] for item in progress] == [item[1] / item[2] for item in progress]
     assert progress[-1][3] == 1
+    # An earlier upload's 1 goes back to 0 first.
+    assert tab.evaluate("window.bars")[:2] == ["1", "0"]
     assert seen(tab, "error") == []
 
 

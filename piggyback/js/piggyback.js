@@ -604,6 +604,7 @@
     request.abort = function () {
       xhr.abort();
     };
+    request.form.style.setProperty("--pb-progress", 0);
     xhr.send(new FormData(request.form));
   }
 
