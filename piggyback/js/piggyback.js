@@ -10,7 +10,6 @@
   var EVENTS = "click dblclick change input submit keydown keyup focusin focusout".split(" ");
   var TRIES = 3;
   var BACKOFF = 500;
-  var DID_NOT_REPORT = "the response did not report back";
 
   var script = document.currentScript || document.querySelector("script[data-token]");
   var config = script.dataset;
@@ -133,24 +132,31 @@
   }
 
   function tick() {
+    if (!document.hidden) {
+      [].forEach.call(document.querySelectorAll("[data-pb-every]"), every);
+    }
+  }
+
+  // Never two queued or in flight, so no burst after a long event.
+  function every(element) {
     var now = Date.now();
-    var elements = document.hidden ? [] : document.querySelectorAll("[data-pb-every]");
-    [].forEach.call(elements, function (element) {
-      var period = element.getAttribute("data-pb-every") * 1000;
-      var handler = EVENTS.map(function (type) {
-        return element.getAttribute("data-pb-" + type);
-      }).filter(Boolean)[0];
-      var args;
-      if (period > 0 && handler && findTrigger(element, "every") === element) {
-        element.pbNext = element.pbNext || now + period;
-        // Never two queued or in flight, so no burst after a long event.
-        if (now >= element.pbNext && !pending(element, "every")) {
-          element.pbNext = now + period;
-          args = argsOf(element);
-          return args && send(handler, args, element, "every");
-        }
-      }
-    });
+    var period = element.getAttribute("data-pb-every") * 1000;
+    var handler = EVENTS.map(function (type) {
+      return element.getAttribute("data-pb-" + type);
+    }).filter(Boolean)[0];
+    var args;
+    if (!(period > 0) || !handler || findTrigger(element, "every") !== element) {
+      return;
+    }
+    element.pbNext = element.pbNext || now + period;
+    if (now < element.pbNext || pending(element, "every")) {
+      return;
+    }
+    element.pbNext = now + period;
+    args = argsOf(element);
+    if (args) {
+      send(handler, args, element, "every");
+    }
   }
 
   function pending(element, name) {
@@ -159,7 +165,7 @@
     });
   }
 
-  // Back and forward would take a used frame back to an old request: a new one instead.
+  // Back and forward would take the frame back to an old request.
   function newEntry() {
     removeNode(iframe);
     iframe = null;
@@ -565,7 +571,7 @@
     try {
       text = JSON.parse(/receive\(([\s\S]*)\)<\/script>/.exec(text)[1]);
     } catch (error) {
-      return request.fail(DID_NOT_REPORT);
+      return request.fail("the response did not report back");
     }
     receive(text);
   }
@@ -584,7 +590,7 @@
     }).then(function (text) {
       report(request, text);
     }, function () {
-      request.fail(DID_NOT_REPORT);
+      request.fail("the response did not report back");
     });
   }
 
@@ -599,7 +605,7 @@
       report(request, xhr.responseText);
     };
     xhr.onerror = function () {
-      request.fail(DID_NOT_REPORT);
+      request.fail("the response did not report back");
     };
     request.abort = function () {
       xhr.abort();
@@ -629,7 +635,7 @@
     frame.onload = function () {
       var doc = frame.contentDocument;
       if (!doc || doc.URL !== "about:blank") {
-        request.fail(DID_NOT_REPORT);
+        request.fail("the response did not report back");
       }
       if (request.form) {
         spare = spare || newFrame();
