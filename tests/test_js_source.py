@@ -158,7 +158,7 @@ def test_every_event_type_and_lifecycle_event_is_in_the_manual(source: str) -> N
     events = re.search(r'var EVENTS = "([a-z ]+)"', source)
     assert events is not None
     assert [name for name in events.group(1).split() if f"`{name}`" not in manual] == []
-    lifecycle = {"send", "done", "error", "expired"}
+    lifecycle = {"send", "done", "error", "expired", "progress"}
     assert [name for name in sorted(lifecycle) if f'"{name}"' not in source] == []
     assert [name for name in sorted(lifecycle) if f"`piggyback:{name}`" not in manual] == []
 
