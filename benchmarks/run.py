@@ -580,7 +580,7 @@ def report_sizes(report: Report, htmx: peers.Peer) -> None:
             ]
         )
     report.table(["file", "bytes", "gzip -9", "bytes ÷ htmx", "gzip ÷ htmx"], rows)
-    report.target("piggyback.js gzip -9", "≤ 3,500 bytes", ours_gz, ours_gz <= 3500, unit=" bytes")
+    report.target("piggyback.js gzip -9", "≤ 6,000 bytes", ours_gz, ours_gz <= 6000, unit=" bytes")
 
 
 def report_wire(

@@ -58,6 +58,15 @@ class Commands:
         """Replace the whole element with ``html`` (escaped unless ``Markup``)."""
         self._queue(["replace", _id(id), _html(html)])
 
+    def morph(self, id: str, html: t.Any) -> None:
+        """Replace the whole element with ``html`` (escaped unless ``Markup``) by morphing
+        the live DOM into it: the focused element, what the user typed, the caret, scroll
+        positions and elements matched by id survive.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["morph", _id(id), _html(html)])
+
     def append(self, id: str, html: t.Any) -> None:
         """Add ``html`` (escaped unless ``Markup``) at the end of the element."""
         self._queue(["append", _id(id), _html(html)])
@@ -111,14 +120,28 @@ class Commands:
         literal(args)  # raises TypeError here, where the bad value comes from
         self._queue(["call", function, list(args)])
 
+    def push_url(self, url: str) -> None:
+        """Show ``url``, a URL of this site, in the address bar as a new history entry.
+
+        Back and forward send a ``popstate`` event to the handler named by
+        ``data-pb-popstate`` on ``<body>``, with the URL in ``event.value``.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["pushUrl", _same_site_url(url, "push_url")])
+
+    def replace_url(self, url: str) -> None:
+        """Show ``url``, a URL of this site, in the address bar in place of the current one.
+
+        .. versionadded:: 0.1
+        """
+        self._queue(["replaceUrl", _same_site_url(url, "replace_url")])
+
     def redirect(self, url: str, *, external: bool = False) -> None:
         """Send the browser to ``url``, a URL of this site (``/path``, ``page?x=1``).
 
         A URL that could leave the site (``https://…``, ``//host``, ``/\\host``) is
         refused unless ``external=True``, which allows http and https URLs anywhere.
-
-        .. versionchanged:: 0.1
-            Same-origin by default; ``external`` added.
         """
         url = str(url)
         _check_url(url, _PAGE_SCHEMES)
@@ -128,6 +151,17 @@ class Commands:
                 " '/next', or pass external=True to go to another site."
             )
         self._queue(["redirect", url])
+
+
+def _same_site_url(url: t.Any, method: str) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"{method}() takes a URL as str, not {url!r}.")
+    if not _is_same_origin(url):
+        raise ValueError(
+            f"{method}() takes a URL of this site, such as '/items?page=2', not {url!r}:"
+            " a scheme or a leading '//' could leave it."
+        )
+    return url
 
 
 def _html(value: t.Any) -> str:

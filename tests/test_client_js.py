@@ -445,7 +445,8 @@ def test_click_sends_the_event_and_the_token_of_each_answer(
         ("send", 2, "rename", "name"),
         ("done", 2, None, "name"),
     ]
-    assert all(e["bubbles"] and not e["cancelable"] for e in seen(tab))
+    # Only piggyback:send (and piggyback:expired) can be canceled.
+    assert [(e["bubbles"], e["cancelable"]) for e in seen(tab)] == [(True, True), (True, False)] * 2
     transport.check(page)
     assert {carried.method for carried in page.carried} == {"GET"}
 
@@ -1267,9 +1268,9 @@ def test_expired_can_be_prevented_and_stops_polling(tab: t.Any, server: FakeServ
     wait_seen(tab, "expired", 2)
 
     assert [(e["type"], e["handler"], e["code"], e["seq"], e["cancelable"]) for e in seen(tab)] == [
-        ("send", None, None, 1, False),
+        ("send", None, None, 1, True),
         ("expired", None, "expired", 1, True),
-        ("send", "go", None, 2, False),
+        ("send", "go", None, 2, True),
         ("expired", None, "expired", 2, True),
     ]
     assert [e["reason"] for e in seen(tab, "expired")] == ["Rejected: expired."] * 2

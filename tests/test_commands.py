@@ -70,6 +70,29 @@ def _queued(call: t.Callable[[Recorder], None]) -> list[Command]:
             id="replace-markup-kept",
         ),
         pytest.param(
+            lambda c: c.morph("form", '<form id="form">"x"</form>'),
+            [["morph", "form", "&lt;form id=&#34;form&#34;&gt;&#34;x&#34;&lt;/form&gt;"]],
+            id="morph-str-escaped",
+        ),
+        pytest.param(
+            lambda c: c.morph("form", Markup('<form id="form"><input value="&amp;"></form>')),
+            [["morph", "form", '<form id="form"><input value="&amp;"></form>']],
+            id="morph-markup-kept",
+        ),
+        pytest.param(lambda c: c.morph("form", None), [["morph", "form", ""]], id="morph-none"),
+        pytest.param(
+            lambda c: c.push_url("/items?page=2#top"),
+            [["pushUrl", "/items?page=2#top"]],
+            id="push_url",
+        ),
+        pytest.param(lambda c: c.push_url("?q=a b"), [["pushUrl", "?q=a b"]], id="push_url-query"),
+        pytest.param(
+            lambda c: c.replace_url("page/2"), [["replaceUrl", "page/2"]], id="replace_url"
+        ),
+        pytest.param(
+            lambda c: c.replace_url("#part"), [["replaceUrl", "#part"]], id="replace_url-hash"
+        ),
+        pytest.param(
             lambda c: c.append("log", "<li>"),
             [["append", "log", "&lt;li&gt;"]],
             id="append-str",
@@ -317,6 +340,38 @@ def test_redirect_refuses_to_leave_the_site_unless_external(url: str) -> None:
     assert _queued(lambda c: c.redirect(url, external=True)) == [["redirect", url]]
 
 
+@pytest.mark.parametrize("method", ["push_url", "replace_url"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://example.com/", id="absolute"),
+        pytest.param("HTTP://localhost/x", id="absolute-upper"),
+        pytest.param("//example.com/x", id="network-path"),
+        pytest.param("/\\example.com", id="slash-backslash"),
+        pytest.param("\\\\example.com", id="backslashes"),
+        pytest.param(" \t//example.com", id="leading-space-and-tab"),
+        pytest.param("/\n/example.com", id="newline-inside"),
+        pytest.param("javascript:alert(1)", id="javascript"),
+        pytest.param("data:text/html,x", id="data"),
+    ],
+)
+def test_history_helpers_refuse_other_sites(method: str, url: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(ValueError) as info:
+        getattr(recorder, method)(url)
+    assert str(info.value) == (
+        f"{method}() takes a URL of this site, such as '/items?page=2', not {url!r}:"
+        " a scheme or a leading '//' could leave it."
+    )
+    assert recorder.queued == []
+
+
+def test_history_helpers_take_only_str() -> None:
+    with pytest.raises(TypeError) as info:
+        Recorder().push_url(b"/x")  # type: ignore[arg-type]
+    assert str(info.value) == "push_url() takes a URL as str, not b'/x'."
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -364,6 +419,7 @@ def test_call_refuses_arguments_that_are_not_json(args: tuple[t.Any, ...], shown
         pytest.param(lambda c, v: c.set_text(v, "x"), id="set_text"),
         pytest.param(lambda c, v: c.set_html(v, "x"), id="set_html"),
         pytest.param(lambda c, v: c.replace(v, "x"), id="replace"),
+        pytest.param(lambda c, v: c.morph(v, "x"), id="morph"),
         pytest.param(lambda c, v: c.append(v, "x"), id="append"),
         pytest.param(lambda c, v: c.remove(v), id="remove"),
         pytest.param(lambda c, v: c.set_attr(v, "title", "x"), id="set_attr"),
@@ -408,3 +464,28 @@ def test_send_js_takes_only_str(code: t.Any) -> None:
     with pytest.raises(TypeError) as info:
         Recorder().send_js(code)
     assert str(info.value) == f"send_js() takes JavaScript source as str, not {code!r}."
+
+
+def test_out_of_band_handles_morph_and_change_the_url() -> None:
+    from piggyback import Piggyback
+    from piggyback.stores import MemoryStore
+    from piggyback.testing import Client
+
+    def app(environ: t.Any, start_response: t.Any) -> list[bytes]:
+        environ["piggyback.page"].join("room")
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<html><body></body></html>"]
+
+    live = Piggyback(app, store=MemoryStore(), secret_key="k" * 32)
+    client = Client(live)
+    page = client.open("/")
+    live.page(page.id).morph("box", Markup('<div id="box">new</div>'))
+    live.group("room").morph("box", "<b>text</b>")
+    live.group("room").push_url("/?filter=open")
+    live.page(page.id).replace_url("/?filter=all")
+    assert client.poll(page) == [
+        ["morph", "box", '<div id="box">new</div>'],
+        ["morph", "box", "&lt;b&gt;text&lt;/b&gt;"],
+        ["pushUrl", "/?filter=open"],
+        ["replaceUrl", "/?filter=all"],
+    ]

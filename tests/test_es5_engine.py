@@ -235,7 +235,7 @@ def test_without_fetch_the_hidden_iframe_carries_the_event(page: StubBrowser) ->
     page.dom_event("click", "go")
     seen = page.run()
     assert seen.fetch == "undefined"
-    assert seen.api == ["receive", "send", "transport"]
+    assert seen.api == ["morph", "receive", "send", "transport"]
     [request] = seen.requests
     assert (request.method, request.via, request.path) == ("GET", "replace", "/_pb/event")
     assert request.query == {

@@ -2,7 +2,8 @@
 (function () {
   "use strict";
 
-  if (window.piggyback) {
+  // Markup (<a id="piggyback">) cannot make a function.
+  if (window.piggyback && typeof window.piggyback.receive === "function") {
     return;
   }
 
@@ -22,16 +23,17 @@
   var flight = null;
   var timer = null;
   var pollTimer = null;
-  var iframe = null; // GETs reuse it
+  var iframe = null;
   var spare = null;
 
-  function dispatch(type, detail) {
+  function dispatch(type, detail, target) {
     var event = document.createEvent("CustomEvent");
-    event.initCustomEvent("piggyback:" + type, true, type === "expired", detail);
+    event.initCustomEvent("piggyback:" + type, true, type === "expired" || type === "send",
+      detail);
     if (type === "error") {
       console.error("piggyback:", detail.reason, detail);
     }
-    return document.dispatchEvent(event);
+    return (target || document).dispatchEvent(event);
   }
 
   function setClass(element, name, on) {
@@ -53,19 +55,25 @@
     }
   }
 
-  function onEvent(event) {
-    var type = event.type;
-    var element = event.target;
+  // encodeURIComponent throws on a lone surrogate (half an emoji): U+FFFD instead.
+  function wellFormed(text) {
+    return String(text).replace(/[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]/g,
+      function (match) { return match.length > 1 ? match : "\ufffd"; });
+  }
+
+  function findTrigger(node, name) {
+    var found = null;
+    for (; node && node.getAttribute; node = node.parentNode) {
+      if (node.hasAttribute("data-pb-ignore")) {
+        return null;
+      }
+      found = found || (node.getAttribute("data-pb-" + name) ? node : null);
+    }
+    return found;
+  }
+
+  function argsOf(element) {
     var args;
-    while (element && !(element.getAttribute && element.getAttribute("data-pb-" + type))) {
-      element = element.parentNode;
-    }
-    if (!element) {
-      return;
-    }
-    if (type === "submit" || (type === "click" && element.nodeName === "A")) {
-      event.preventDefault();
-    }
     try {
       args = JSON.parse(element.getAttribute("data-pb-args") || "{}");
     } catch (error) {
@@ -73,17 +81,108 @@
     }
     if (!args || typeof args !== "object") {
       dispatch("error", {reason: "data-pb-args is not a JSON object", element: element});
-      return;
+      return null;
     }
-    if (/^key/.test(type)) {
-      args.key = event.key;
-    }
-    send(element.getAttribute("data-pb-" + type), args, element, type);
+    return args;
   }
 
-  function send(handler, args, element, name) {
+  function onEvent(event) {
+    var type = event.type;
+    var element = findTrigger(event.target, type);
+    var key = element && element.getAttribute("data-pb-key");
+    var question = element && element.getAttribute("data-pb-confirm");
+    var args;
+    if (!element || event.defaultPrevented || (key && /^key/.test(type) && event.key !== key)) {
+      return;
+    }
+    if (type === "submit" || (type === "click" && element.nodeName === "A")) {
+      event.preventDefault();
+    }
+    if (question && !window.confirm(question)) {
+      return;
+    }
+    args = argsOf(element);
+    if (args) {
+      if (/^key/.test(type)) {
+        args.key = event.key;
+      }
+      later(element, type, function () {
+        send(element.getAttribute("data-pb-" + type), args, element, type);
+      });
+    }
+  }
+
+  function later(element, type, fire) {
+    var debounce = Number(element.getAttribute("data-pb-debounce"));
+    var throttle = Number(element.getAttribute("data-pb-throttle"));
+    var slot = element["pb" + type] = element["pb" + type] || {next: 0};
+    slot.fire = fire;
+    if (debounce > 0) {
+      clearTimeout(slot.timer);
+      slot.timer = setTimeout(fire, debounce);
+    } else if (throttle > 0) {
+      slot.timer = slot.timer || setTimeout(function () {
+        slot.timer = null;
+        slot.next = Date.now() + throttle;
+        slot.fire();
+      }, slot.next - Date.now());
+    } else {
+      fire();
+    }
+  }
+
+  function tick() {
+    if (!document.hidden) {
+      [].forEach.call(document.querySelectorAll("[data-pb-every]"), every);
+    }
+  }
+
+  // Never two queued or in flight, so no burst after a long event.
+  function every(element) {
+    var now = Date.now();
+    var period = element.getAttribute("data-pb-every") * 1000;
+    var handler = EVENTS.map(function (type) {
+      return element.getAttribute("data-pb-" + type);
+    }).filter(Boolean)[0];
+    var args;
+    if (!(period > 0) || !handler || findTrigger(element, "every") !== element) {
+      return;
+    }
+    element.pbNext = element.pbNext || now + period;
+    if (now < element.pbNext || pending(element, "every")) {
+      return;
+    }
+    element.pbNext = now + period;
+    args = argsOf(element);
+    if (args) {
+      send(handler, args, element, "every");
+    }
+  }
+
+  function pending(element, name) {
+    return queue.concat(flight || []).some(function (event) {
+      return event.element === element && (!name || event.name === name);
+    });
+  }
+
+  // Back and forward would take the frame back to an old request.
+  function newEntry() {
+    removeNode(iframe);
+    iframe = null;
+  }
+
+  function onPopstate() {
+    var handler = document.body.getAttribute("data-pb-popstate");
+    newEntry();
+    if (handler) {
+      send(handler, {}, null, "popstate", location.href);
+    }
+  }
+
+  function send(handler, args, element, name, value) {
     var last = queue[queue.length - 1];
-    var event = {handler: handler, args: args, element: element, name: name, tries: 0};
+    var event = {handler: handler, args: args, element: element, name: name, value: value,
+      tries: 0};
     if (element) {
       event.id = element.id || undefined;
       if (/^(INPUT|SELECT|TEXTAREA)$/.test(element.nodeName) &&
@@ -103,33 +202,41 @@
     next();
   }
 
-  function inQueue(key, value) {
-    return queue.some(function (event) { return event[key] === value; });
+  function unbusy(event) {
+    if (event.element && !pending(event.element)) {
+      setClass(event.element, "pb-busy", false);
+    }
   }
 
   function next() {
-    if (flight || !queue.length) {
-      return;
+    var event;
+    while (!flight && queue.length) {
+      event = queue.shift();
+      event.seq = seq + 1;
+      if (dispatch("send", event)) {
+        seq = event.seq;
+        flight = event;
+        attempt();
+      } else {
+        unbusy(event);
+      }
     }
-    flight = queue.shift();
-    seq += 1;
-    flight.seq = seq;
-    dispatch("send", flight);
-    attempt();
   }
 
   function encode(params) {
     var query = "";
     for (var name in params) {
       if (params[name] !== undefined) {
-        query += "&" + name + "=" + encodeURIComponent(params[name]);
+        query += "&" + name + "=" + encodeURIComponent(wellFormed(params[name]));
       }
     }
     return query;
   }
 
   function requestFor(event) {
-    var data = {v: event.value, g: JSON.stringify(event.args)};
+    var data = {v: event.value, g: JSON.stringify(event.args, function (key, value) {
+      return typeof value === "string" ? wellFormed(value) : value;
+    })};
     var url = config.endpoint + "?p=" + encodeURIComponent(token) + encode({s: event.seq,
       a: applied, h: event.handler, d: event.handler && config.deploy, e: event.name,
       t: event.id});
@@ -156,7 +263,7 @@
 
   function attempt() {
     var event = flight;
-    var request = requestFor(event);
+    var request;
     function fail(reason) {
       if (event.request === request) {
         event.request = null;
@@ -166,11 +273,28 @@
         retry(event, reason);
       }
     }
+    function arm() {
+      clearTimeout(timer);
+      timer = setTimeout(fail, timeout, "no answer in " + timeout + " ms");
+    }
+    try {
+      request = requestFor(event);
+    } catch (error) { // never wedge the queue
+      finish(event, "error", {reason: String(error.message || error)});
+      return;
+    }
     request.seq = event.seq;
     request.fail = fail;
+    request.progress = function (loaded, total) { // the timeout counts from the last one
+      if (event.request === request) {
+        arm();
+        event.form.style.setProperty("--pb-progress", total ? loaded / total : 0);
+        dispatch("progress", {loaded: loaded, total: total}, event.form);
+      }
+    };
     event.tries += 1;
     event.request = request;
-    timer = setTimeout(fail, timeout, "no answer in " + timeout + " ms");
+    arm();
     window.piggyback.transport(request);
     if (request.form !== event.form) {
       removeNode(request.form);
@@ -190,9 +314,7 @@
     flight = null;
     detail.seq = event.seq;
     detail.element = event.element;
-    if (event.element && !inQueue("element", event.element)) {
-      setClass(event.element, "pb-busy", false);
-    }
+    unbusy(event);
     var allowed = dispatch(type, detail);
     if (type === "expired") {
       setPoll(0);
@@ -272,13 +394,135 @@
     owner[names[0]].apply(owner, args);
   }
 
+  function link(url) {
+    var anchor = document.createElement("a");
+    anchor.href = url;
+    return anchor;
+  }
+
   function redirect(url) {
-    var link = document.createElement("a");
-    link.href = url;
-    if (!/^https?:$/.test(link.protocol)) {
+    if (!/^https?:$/.test(link(url).protocol)) {
       throw new Error("not an http(s) URL: " + url);
     }
-    location.assign(link.href);
+    location.assign(link(url).href);
+  }
+
+  function changeUrl(method) {
+    return function (url) {
+      var target = link(url);
+      if (target.protocol + target.host !== location.protocol + location.host) {
+        throw new Error("not a URL of this site: " + url);
+      }
+      history[method](null, "", target.href);
+      if (method === "pushState") {
+        newEntry();
+      }
+    };
+  }
+
+  // A form control's attributes change, not what the user typed (docs/client.md).
+  function morph(element, html) {
+    var box = (element.parentNode || element).cloneNode(false);
+    var active = document.activeElement;
+    var ids = {};
+    box.innerHTML = String(html).trim();
+    if (box.childNodes.length !== 1 || box.firstChild.nodeName !== element.nodeName) {
+      element.outerHTML = html;
+      return;
+    }
+    [].forEach.call(element.querySelectorAll("[id]"), function (node) {
+      ids["#" + node.id] = node;
+    });
+    morphNode(element, box.firstChild, ids);
+    if (active !== document.activeElement && element.contains(active)) {
+      active.focus(); // it was moved, which blurs it
+    }
+  }
+
+  function morphNode(from, to, ids) {
+    var i;
+    var attribute;
+    if (from.nodeType !== 1) {
+      if (from.nodeValue !== to.nodeValue) {
+        from.nodeValue = to.nodeValue;
+      }
+      return;
+    }
+    for (i = from.attributes.length - 1; i >= 0; i--) {
+      attribute = from.attributes[i].name;
+      if (!to.hasAttribute(attribute)) {
+        from.removeAttribute(attribute);
+      }
+    }
+    for (i = 0; i < to.attributes.length; i++) {
+      attribute = to.attributes[i];
+      if (from.getAttribute(attribute.name) !== attribute.value) {
+        from.setAttribute(attribute.name, attribute.value);
+      }
+    }
+    morphChildren(from, to, ids);
+  }
+
+  function morphChildren(from, to, ids) {
+    var cursor = from.firstChild; // the first old child not matched
+    var child = to.firstChild;
+    var after;
+    var match;
+    while (child) {
+      after = child.nextSibling;
+      match = findMatch(from, cursor, child, ids);
+      if (!match) { // new, but keeps old ids inside
+        match = from.insertBefore(child.cloneNode(false), cursor);
+      } else if (match.parentNode !== from || elementsUntil(cursor, match) > 1) {
+        from.insertBefore(match, cursor);
+      } else { // one old element goes instead; its id brings it back
+        removeUntil(cursor, match);
+        cursor = match.nextSibling;
+      }
+      morphNode(match, child, ids);
+      child = after;
+    }
+    removeUntil(cursor, null);
+  }
+
+  function elementsUntil(node, end) {
+    for (var count = 0; node && node !== end; node = node.nextSibling) {
+      count += node.nodeType === 1 ? 1 : 0;
+    }
+    return count;
+  }
+
+  function removeUntil(node, end) {
+    var after;
+    for (; node && node !== end; node = after) {
+      after = node.nextSibling;
+      removeNode(node);
+    }
+  }
+
+  // The old node with child's id; else the one holding the first id inside child;
+  // else the first of the same tag without an id.
+  function findMatch(parent, cursor, child, ids) {
+    var inner = child.nodeType === 1 && (child.id ? child : child.querySelector("[id]"));
+    var held = inner && ids["#" + inner.id];
+    var first = null;
+    function same(node) {
+      return node.nodeName === child.nodeName && (!node.id || node === held) &&
+        !node.contains(parent);
+    }
+    while (held && !child.id && held.parentNode && held.parentNode !== parent) {
+      held = held.parentNode;
+    }
+    if (held && same(held) && (child.id || !held.parentNode)) {
+      return held;
+    }
+    for (; cursor; cursor = cursor.nextSibling) {
+      if (cursor === held && same(held)) {
+        return held;
+      }
+      first = first || (same(cursor) ? cursor : null);
+    }
+    return first;
   }
 
   var commands = {
@@ -288,13 +532,16 @@
     text: function (id, text) { byId(id).textContent = text; },
     html: function (id, html) { byId(id).innerHTML = html; },
     replace: function (id, html) { byId(id).outerHTML = html; },
+    morph: function (id, html) { morph(byId(id), html); },
     append: function (id, html) { byId(id).insertAdjacentHTML("beforeend", html); },
     remove: function (id) { removeNode(byId(id)); },
     attr: function (id, name, value) { setAttr(byId(id), name, value); },
     addClass: function (id, name) { setClass(byId(id), name, true); },
     removeClass: function (id, name) { setClass(byId(id), name, false); },
     value: function (id, value) { byId(id).value = value; },
-    focus: function (id) { byId(id).focus(); }
+    focus: function (id) { byId(id).focus(); },
+    pushUrl: changeUrl("pushState"),
+    replaceUrl: changeUrl("replaceState")
   };
 
   function run(list, batchSeq) {
@@ -309,7 +556,8 @@
   }
 
   function poll() {
-    if (pollTimer && !document.hidden && !inQueue("handler", undefined)) {
+    var waiting = queue.some(function (event) { return !event.handler; });
+    if (pollTimer && !document.hidden && !waiting) {
       send();
     }
   }
@@ -319,7 +567,19 @@
     pollTimer = seconds > 0 ? setInterval(poll, seconds * 1000) : null;
   }
 
+  function report(request, text) {
+    try {
+      text = JSON.parse(/receive\(([\s\S]*)\)<\/script>/.exec(text)[1]);
+    } catch (error) {
+      return request.fail("the response did not report back");
+    }
+    receive(text);
+  }
+
   function fetchTransport(request) {
+    if (request.form && request.form.querySelector("[type=file]")) {
+      return uploadTransport(request);
+    }
     fetch(request.url, {
       method: request.form ? "POST" : "GET",
       body: request.form && new FormData(request.form),
@@ -328,10 +588,30 @@
     }).then(function (response) {
       return response.text();
     }).then(function (text) {
-      receive(JSON.parse(/receive\(([\s\S]*)\)<\/script>/.exec(text)[1]));
-    }).catch(function () {
+      report(request, text);
+    }, function () {
       request.fail("the response did not report back");
     });
+  }
+
+  // A form with a file input: only XMLHttpRequest reports upload progress.
+  function uploadTransport(request) {
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", request.url);
+    xhr.upload.onprogress = function (event) {
+      request.progress(event.loaded, event.total);
+    };
+    xhr.onload = function () {
+      report(request, xhr.responseText);
+    };
+    xhr.onerror = function () {
+      request.fail("the response did not report back");
+    };
+    request.abort = function () {
+      xhr.abort();
+    };
+    request.form.style.setProperty("--pb-progress", 0);
+    xhr.send(new FormData(request.form));
   }
 
   function newFrame() {
@@ -381,12 +661,14 @@
     }
   }
 
-  window.piggyback = {send: send, receive: receive,
+  window.piggyback = {send: send, receive: receive, morph: morph,
     transport: window.fetch && config.transport !== "iframe" ? fetchTransport : iframeTransport};
 
   EVENTS.forEach(function (type) {
     document.addEventListener(type, onEvent);
   });
   document.addEventListener("visibilitychange", poll);
+  window.addEventListener("popstate", onPopstate);
+  setInterval(tick, 250);
   setPoll(Number(config.poll));
 })();

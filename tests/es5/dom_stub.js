@@ -85,6 +85,10 @@ Element.prototype.getAttribute = function (name) {
   return this.attributes.hasOwnProperty(name) ? this.attributes[name] : null;
 };
 
+Element.prototype.hasAttribute = function (name) {
+  return this.attributes.hasOwnProperty(name);
+};
+
 Element.prototype.setAttribute = function (name, value) {
   this.attributes[name] = String(value);
   if (name === "id") {
@@ -296,16 +300,21 @@ var document = {
     }
     return new Element(name);
   },
-  /* Only the selector the client uses where document.currentScript is missing (IE):
-     TAG[ATTRIBUTE], the first such element in the document. */
-  querySelector: function (selector) {
-    var parts = /^([a-z]+)\[([a-z-]+)\]$/.exec(selector);
+  /* Only the selectors the client uses: TAG[ATTRIBUTE] where document.currentScript is
+     missing (IE), and [ATTRIBUTE] for the elements of data-pb-every. */
+  querySelectorAll: function (selector) {
+    var parts = /^([a-z]*)\[([a-z-]+)\]$/.exec(selector);
     if (!parts) {
-      throw new Error("the stub's querySelector knows only tag[attribute]: " + selector);
+      throw new Error("the stub knows only the selectors [attribute] and tag[attribute]: " +
+        selector);
     }
     return document.documentElement.descendants().filter(function (node) {
-      return node.nodeName === parts[1].toUpperCase() && node.getAttribute(parts[2]) !== null;
-    })[0] || null;
+      return (!parts[1] || node.nodeName === parts[1].toUpperCase()) &&
+        node.getAttribute(parts[2]) !== null;
+    });
+  },
+  querySelector: function (selector) {
+    return document.querySelectorAll(selector)[0] || null;
   },
   getElementById: function (id) {
     var all = document.documentElement.descendants();
