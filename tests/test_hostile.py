@@ -8,6 +8,7 @@ piggyback promises, and that every page goes on working afterwards.
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import urlencode
 
 import pytest
 
@@ -17,6 +18,7 @@ from piggyback.stores import store_from_url
 from piggyback.testing import read_reply
 
 from .http_client import RemotePage
+from .http_client import send
 from .redis_server import redis_server
 from .servers import gunicorn
 
@@ -162,8 +164,17 @@ def _session(response: t.Any) -> str | None:
     return t.cast("str | None", response.cookies().get("session"))
 
 
+def _signed_in(url: str) -> RemotePage:
+    """A page of the Flask example, opened by a browser that signed in first."""
+    body = urlencode({"username": "ada", "password": "lovelace"}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = send(f"{url}/login", method="POST", headers=headers, body=body)
+    assert response.status == 302, response.status
+    return RemotePage(url, cookies=response.cookies()).open()
+
+
 def test_a_replay_never_carries_anothers_cookies(flask_app: str) -> None:
-    victim = RemotePage(flask_app).open()
+    victim = _signed_in(flask_app)
     victim.fire("increment")  # the victim's browser has a session from now on
     sent_with = dict(victim.cookies)
     second = victim.send({"p": victim.token, "s": 2, "a": 1, "h": "increment", "e": "click"})
@@ -185,10 +196,10 @@ def test_a_replay_never_carries_anothers_cookies(flask_app: str) -> None:
 
 
 def test_nobody_can_plant_a_session_in_anothers_answer(flask_app: str) -> None:
-    attacker = RemotePage(flask_app).open()
+    attacker = _signed_in(flask_app)
     for _ in range(5):
         attacker.fire("increment")
-    victim = RemotePage(flask_app).open()
+    victim = _signed_in(flask_app)
     victim.fire("increment")
     # The attacker sends the victim's next event first, with its own cookies.
     planted = victim.send(

@@ -400,7 +400,7 @@ def test_refused_attributes_fail_the_handler_and_set_nothing(
     failed = "The handler failed; the server logged the error."
     # Each event was answered (done), and its handler's failure reported (error).
     assert tab.evaluate("window.seen") == [
-        {"type": "send", "reason": None, "code": None, "cancelable": False},
+        {"type": "send", "reason": None, "code": None, "cancelable": True},
         {"type": "error", "reason": failed, "code": None, "cancelable": False},
         {"type": "done", "reason": None, "code": None, "cancelable": False},
     ] * len(REFUSED_ATTRIBUTES)
