@@ -137,3 +137,35 @@ def test_a_long_value_with_a_lone_surrogate_goes_in_a_post_body(
     assert tab.text_content("#out") == ""  # the go event echoed no value
     assert seen(tab, "error") == []
     transport.check(page)
+
+
+def test_a_queued_submit_carries_the_fields_of_its_own_moment(
+    tab: t.Any, server: FakeServer
+) -> None:
+    """Submits queued behind a slow event each send what the form held when submitted,
+    not what it holds when their request leaves (a lost or doubled todo otherwise)."""
+    body = '<form id="f" data-pb-submit="save"><input id="t" name="t"></form>' + GO
+
+    def configure(page: FakePage) -> None:
+        def answer(params: t.Any) -> t.Any:
+            if params.get("h") == "go":
+                page.release.wait(10)
+            return page.protocol_answer(params)
+
+        page.answer = answer
+
+    page = open_page(tab, server, body, configure)
+    try:
+        tab.click("#go")
+        tab.evaluate("""() => {
+          const form = document.getElementById("f"), input = document.getElementById("t");
+          for (const text of ["one", "two", "three"]) {
+            input.value = text;
+            form.requestSubmit();
+          }
+          input.value = "typed after";
+        }""")
+    finally:
+        page.release.set()
+    wait_seen(tab, "done", 4)
+    assert [c.form.get("t") for c in page.carried] == [None, ["one"], ["two"], ["three"]]

@@ -222,3 +222,27 @@ def test_a_str_stays_text_and_markup_becomes_html(tab: t.Any, server: FakeServer
     assert tab.evaluate("document.body.firstChild.textContent").strip() == "<b id='a'>bold?</b>"
     assert tab.evaluate("document.querySelectorAll('b, #a').length") == 0
     assert tab.evaluate("document.querySelector('#b i').textContent") == "yes"
+
+
+def test_a_sent_check_follows_the_server_but_an_unsent_one_stays(
+    tab: t.Any, server: FakeServer
+) -> None:
+    """Another tab unchecked an item this tab checked (and sent): the morph unchecks it
+    here too. A check the user made and has not sent yet stays."""
+    body = (
+        '<ul id="l"><li><input type="checkbox" id="a" data-pb-change="toggle"></li>'
+        '<li><input type="checkbox" id="b"></li></ul>'
+    )
+    open_page(tab, server, body)
+    tab.check("#a")
+    wait_seen(tab, "done", 1)
+    tab.check("#b")  # not sent: nothing listens
+    tab.focus("body")
+    tab.evaluate("""() => piggyback.morph(document.getElementById("l"),
+      '<ul id="l"><li><input type="checkbox" id="a" data-pb-change="toggle" checked></li>'
+      + '<li><input type="checkbox" id="b"></li></ul>')""")
+    tab.evaluate("""() => piggyback.morph(document.getElementById("l"),
+      '<ul id="l"><li><input type="checkbox" id="a" data-pb-change="toggle"></li>'
+      + '<li><input type="checkbox" id="b"></li></ul>')""")
+    checked = tab.evaluate("() => ['a', 'b'].map(id => document.getElementById(id).checked)")
+    assert checked == [False, True]

@@ -73,17 +73,14 @@
   }
 
   function argsOf(element) {
-    var args;
+    var args = null;
     try {
       args = JSON.parse(element.getAttribute("data-pb-args") || "{}");
-    } catch (error) {
-      args = null;
+    } catch (error) {}
+    if (args && typeof args === "object") {
+      return args;
     }
-    if (!args || typeof args !== "object") {
-      dispatch("error", {reason: "data-pb-args is not a JSON object", element: element});
-      return null;
-    }
-    return args;
+    dispatch("error", {reason: "data-pb-args is not a JSON object", element: element});
   }
 
   function onEvent(event) {
@@ -185,12 +182,15 @@
       tries: 0};
     if (element) {
       event.id = element.id || undefined;
-      if (/^(INPUT|SELECT|TEXTAREA)$/.test(element.nodeName) &&
-          (element.checked || !/^(checkbox|radio)$/.test(element.type))) {
-        event.value = element.value;
+      if (/^(INPUT|SELECT|TEXTAREA)$/.test(element.nodeName)) {
+        sent(element);
+        event.value = element.checked || !/^(checkbox|radio)$/.test(element.type) ?
+          element.value : undefined;
       }
-      if (element.nodeName === "FORM") {
+      if (element.nodeName === "FORM") { // its fields as they are now, not when sent
         event.form = element;
+        event.data = new FormData(element);
+        [].forEach.call(element.elements, sent);
       }
       setClass(element, "pb-busy", true);
     }
@@ -244,7 +244,7 @@
     if (!event.form && (url + tail).length > 2000) {
       return {url: url + "&b=1", form: hiddenForm(data)};
     }
-    return {url: url + tail, form: event.form};
+    return {url: url + tail, form: event.form, data: event.data};
   }
 
   function hiddenForm(data) {
@@ -420,7 +420,6 @@
     };
   }
 
-  // A form control's attributes change, not what the user typed (docs/client.md).
   function morph(element, html) {
     var box = (element.parentNode || element).cloneNode(false);
     var active = document.activeElement;
@@ -439,6 +438,10 @@
     }
   }
 
+  function sent(control) {
+    control.pbSent = control.value + control.checked;
+  }
+
   function morphNode(from, to, ids) {
     var i;
     var attribute;
@@ -447,6 +450,11 @@
         from.nodeValue = to.nodeValue;
       }
       return;
+    }
+    // The server's state wins once the user's was sent (docs/client.md).
+    if (from.pbSent === from.value + from.checked && from !== document.activeElement) {
+      from.value = to.value;
+      from.checked = to.checked;
     }
     for (i = from.attributes.length - 1; i >= 0; i--) {
       attribute = from.attributes[i].name;
@@ -576,16 +584,12 @@
     receive(text);
   }
 
+  // A POST (a form, a long payload) goes by XMLHttpRequest: only it reports progress.
   function fetchTransport(request) {
-    if (request.form && request.form.querySelector("[type=file]")) {
-      return uploadTransport(request);
+    if (request.form) {
+      return postTransport(request);
     }
-    fetch(request.url, {
-      method: request.form ? "POST" : "GET",
-      body: request.form && new FormData(request.form),
-      credentials: "same-origin",
-      cache: "no-store"
-    }).then(function (response) {
+    fetch(request.url, {credentials: "same-origin", cache: "no-store"}).then(function (response) {
       return response.text();
     }).then(function (text) {
       report(request, text);
@@ -594,8 +598,7 @@
     });
   }
 
-  // A form with a file input: only XMLHttpRequest reports upload progress.
-  function uploadTransport(request) {
+  function postTransport(request) {
     var xhr = new XMLHttpRequest();
     xhr.open("POST", request.url);
     xhr.upload.onprogress = function (event) {
@@ -611,7 +614,7 @@
       xhr.abort();
     };
     request.form.style.setProperty("--pb-progress", 0);
-    xhr.send(new FormData(request.form));
+    xhr.send(request.data || new FormData(request.form));
   }
 
   function newFrame() {
