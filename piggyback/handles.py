@@ -152,9 +152,9 @@ class GroupHandle(Commands):
 
             live.group(f"user:{user.id}").expire()
 
-        ``exclude`` spares one page, e.g. the one logging out everywhere else:
-        ``live.group(f"user:{user.id}", exclude=page.id).expire()``. Sent from a handler,
-        it ends the handler's own page too (on its next request) unless that is the
+        ``exclude`` spares one page: ``live.group(f"user:{user.id}",
+        exclude=page.id).expire()`` ends the user's other pages. Sent from a handler,
+        it ends the handler's own page too, on its next request, unless that is the
         page excluded.
 
         .. versionadded:: 0.2
