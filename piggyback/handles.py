@@ -128,20 +128,28 @@ class GroupHandle(Commands):
     def _queue(self, command: Command) -> None:
         limits.check_command(command, limits.MAX_MESSAGE_BYTES, "group command")
         sender = current_sender.get()
-        if sender is None:
-            self.store.publish(self.name, self._message(command))
-            return
-        page = sender.page
-        if page.id != self.exclude and sender.is_member(self.name):
-            page._queue(command)  # counts toward the limits of the page's batch
-        # Whether or not it got the command now, the page never gets it from the log:
-        # a page joining later in the handler receives only what is sent after.
-        sender.changes.publishes.append((self.name, self._message(command, page.id)))
+        if sender is not None and self._reaches(sender):
+            sender.page._queue(command)  # counts toward the limits of its batch
+        # Whether or not it got the command now, the sending page never gets it from
+        # the log: a page joining later in the handler receives only what is sent after.
+        self._publish(command, skip_sender=True)
 
-    def _message(self, command: Command, sender: str | None = None) -> list[Command]:
-        """The stored message: ``command``, after a marker naming the pages it skips."""
-        skipped = sorted({page for page in (sender, self.exclude) if page is not None})
-        return [[SKIP, *skipped], command] if skipped else [command]
+    def _reaches(self, sender: Sender) -> bool:
+        """Whether the sending page is one this handle sends to, now."""
+        return sender.page.id != self.exclude and sender.is_member(self.name)
+
+    def _publish(self, command: Command, *, skip_sender: bool) -> None:
+        """Store ``command`` for the group, after a marker naming the pages it skips;
+        sent from a handler, with that handler's event."""
+        sender = current_sender.get()
+        skipped = {self.exclude} if self.exclude is not None else set()
+        if sender is not None and skip_sender:
+            skipped.add(sender.page.id)
+        message = [[SKIP, *sorted(skipped)], command] if skipped else [command]
+        if sender is None:
+            self.store.publish(self.name, message)
+        else:
+            sender.changes.publishes.append((self.name, message))
 
     def expire(self) -> None:
         """End every page in the group now, e.g. every page of a user at logout:
@@ -159,12 +167,7 @@ class GroupHandle(Commands):
 
         .. versionadded:: 0.2
         """
-        command = list(EXPIRE)
-        sender = current_sender.get()
-        if sender is None:
-            self.store.publish(self.name, self._message(command))
-        else:
-            sender.changes.publishes.append((self.name, self._message(command)))
+        self._publish(list(EXPIRE), skip_sender=False)
 
     def __repr__(self) -> str:
         if self.exclude is None:
