@@ -1,5 +1,8 @@
 """A chat room: messages reach every open tab by polling and piggybacking.
 
+The tab that posts a message sees it at once, in the answer to its post: a group send
+made by a handler reaches the handler's own page in the same answer, never again later.
+
 Run it with ``gunicorn -w 4 examples.chat:app`` (the default SQLite store) and open
 http://127.0.0.1:8000/ in two tabs. ``python -m examples.chat_bot "hello"`` posts into
 the room from another process. For several machines, point every process at one Redis:
@@ -72,7 +75,11 @@ app = live = Piggyback(index)
 
 
 def post(name: str, text: str) -> None:
-    """Put a message into the room: one store write, however many tabs are open."""
+    """Put a message into the room: one store write, however many tabs are open.
+
+    From a handler, the posting tab gets the message with its answer, before the
+    input is cleared.
+    """
     live.group(ROOM).append("messages", MESSAGE.format(name=name, text=text))
 
 

@@ -29,8 +29,10 @@ from .exceptions import EventRejected
 from .exceptions import PageBusy
 from .exceptions import PageExpired
 from .exceptions import StaleEvent
-from .handles import current_changes
+from .handles import current_sender
 from .handles import EXPIRE
+from .handles import Sender
+from .handles import SKIP
 from .hooks import check_result
 from .hooks import guard
 from .limits import MAX_UNACKED
@@ -40,6 +42,7 @@ from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LockLost
 from .stores.base import Mail
+from .stores.base import Message
 from .stores.base import PageRecord
 from .stores.base import Store
 
@@ -119,6 +122,7 @@ class Answerer:
             if reply is not None:
                 return _written(reply, token)
         owner, record, mail = self._begin(page_id)
+        mail = _for_page(mail, page_id)
         try:
             if _ended(record) or _expiring(mail):
                 self._end(page_id, owner, record, mail)
@@ -255,7 +259,7 @@ class Answerer:
     ) -> str | None:
         """Run the handler; keep its effects in ``changes`` on success, else none."""
         sends = Changes(record=changes.record)
-        token = current_changes.set(sends)
+        token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
             check_result(self.runner(guard(self.hooks, handler), page, event), event)
             json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
@@ -272,7 +276,7 @@ class Answerer:
             logger.exception("The handler %r failed (page %s).", event.handler, page.id)
             return "The handler failed; the server logged the error."
         finally:
-            current_changes.reset(token)
+            current_sender.reset(token)
         changes.record.state = page.state
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
         changes.joins, changes.leaves = joins, leaves
@@ -289,6 +293,26 @@ def _ended(record: PageRecord | None) -> bool:
 def _expiring(mail: Mail) -> bool:
     """Whether ``expire()`` was sent to the page, or to one of its groups."""
     return any(EXPIRE in commands for commands in _waiting(mail))
+
+
+def _for_page(mail: Mail, page_id: str) -> Mail:
+    """``mail`` as the page receives it: a group message that leaves the page out is
+    empty (still read, so that the page's cursor moves past it), and no message keeps
+    its marker (:data:`~piggyback.handles.SKIP`)."""
+    mail.groups = {
+        group: [_skipping(message, page_id) for message in log]
+        for group, log in mail.groups.items()
+    }
+    return mail
+
+
+def _skipping(message: Message, page_id: str) -> Message:
+    n, commands = message
+    if not commands or commands[0][:1] != [SKIP]:
+        return message
+    if page_id in commands[0][1:]:
+        return n, []
+    return n, commands[1:]
 
 
 def _redirected(

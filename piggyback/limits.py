@@ -10,7 +10,7 @@ limit                     default    past it
 ========================  =========  ===========================================
 ``MAX_COMMAND_BYTES``     256 KiB    the helper raises :class:`TooMuchOutput`
 ``MAX_BATCH_BYTES``       1 MiB      one handler's commands: the handler fails
-``MAX_MESSAGE_BYTES``     64 KiB     one ``live.page()``/``live.group()`` send
+``MAX_MESSAGE_BYTES``     64 KiB     one ``live.page()``/``live.group()`` send: it raises
 ``MAX_WAITING``           1,000      messages waiting for a page: it expires
 ``MAX_MAIL_BYTES``        1 MiB      bytes of them delivered at once: it expires
 ``MAX_UNACKED``           16         unacknowledged batches kept per page
@@ -19,6 +19,13 @@ limit                     default    past it
 ========================  =========  ===========================================
 
 So one answer is at most :data:`MAX_ANSWER_BYTES`, whatever a client sends or withholds.
+
+A group send made by a handler is also one of that handler's commands when its page is
+in the group (it reaches the page in the same answer), so it counts toward
+``MAX_BATCH_BYTES`` too. A group message that leaves pages out is stored behind a marker
+naming them (:data:`piggyback.handles.SKIP`): at most two ids of at most
+:data:`~piggyback.handles.MAX_EXCLUDE_CHARS` characters beyond ``MAX_MESSAGE_BYTES``.
+The marker is dropped before delivery, so ``MAX_MAIL_BYTES`` counts what pages receive.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from .script import literal
 MAX_COMMAND_BYTES = 256 * 1024
 #: The commands one handler queues for its own page in one event, together.
 MAX_BATCH_BYTES = 1024 * 1024
-#: One out-of-band send (``live.page(id)`` or ``live.group(name)``): its command, encoded.
+#: One out-of-band send (``live.page(id)`` or ``live.group(name)``): its command, encoded
+#: (a group message's marker of pages left out comes on top, see above).
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Out-of-band messages that may wait for one page. A page with more waiting is told it
 #: expired; stores read at most one more than this (``LIMIT``), never all of them.

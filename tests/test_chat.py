@@ -1,8 +1,8 @@
 """The chat example in headless Chromium under ``gunicorn -w 4``, and lost answers.
 
-Two tabs in one room see each other's messages through polling; a bot in another
-process posts into the room from outside any request; an answer lost on its way to the
-browser is retried and applied once.
+Two tabs in one room see each other's messages through polling, and each its own in the
+answer to its post; a bot in another process posts into the room from outside any
+request; an answer lost on its way to the browser is retried and applied once.
 """
 
 from __future__ import annotations
@@ -61,6 +61,48 @@ def test_two_tabs_see_each_others_messages(browser: t.Any, chat: tuple[str, Path
         alice.wait_for_function("document.querySelectorAll('#messages li').length === 2")
         bob.wait_for_function("document.querySelectorAll('#messages li').length === 2")
         expected = [f"{alice_name}: hello <b>bob</b>", f"{bob_name}: hi alice"]
+        assert messages(alice) == expected
+        assert messages(bob) == expected
+    finally:
+        context.close()
+
+
+# Which request each applied answer belonged to, and how many messages the page then had.
+RECORD_ANSWERS = """() => {
+  var handlers = {};
+  window.answers = [];
+  document.addEventListener("piggyback:send", function (event) {
+    handlers[event.detail.seq] = event.detail.handler || "poll";
+  });
+  document.addEventListener("piggyback:done", function (event) {
+    var count = document.querySelectorAll("#messages li").length;
+    window.answers.push([handlers[event.detail.seq], count]);
+  });
+}"""
+
+
+def test_the_sender_sees_its_own_message_in_its_answer_once(
+    browser: t.Any, chat: tuple[str, Path]
+) -> None:
+    """Counted in requests, not time: the message is in the page when the answer to
+    the post has been applied, before any poll; no later poll brings it again."""
+    url, _ = chat
+    context = browser.new_context()
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        for tab in (alice, bob):
+            tab.goto(url)
+            tab.evaluate(RECORD_ANSWERS)
+        say(alice, "first")
+        alice.wait_for_function("window.answers.some(a => a[0] === 'say')")
+        answers = alice.evaluate("window.answers")
+        said = [handler for handler, _ in answers].index("say")
+        assert answers[said] == ["say", 1]
+        assert all(count == 0 for _, count in answers[:said])
+        two_polls_after = "window.answers.filter(a => a[0] === 'poll' && a[1] > 0).length >= 2"
+        for tab in (alice, bob):
+            tab.wait_for_function(two_polls_after)
+        expected = [f"{alice.inner_text('#name')}: first"]
         assert messages(alice) == expected
         assert messages(bob) == expected
     finally:
