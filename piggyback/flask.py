@@ -217,9 +217,10 @@ class FlaskPiggyback:
         """A handle that queues commands for one page of the current app."""
         return self.middleware().page(page_id)
 
-    def group(self, name: str) -> GroupHandle:
-        """A handle that queues commands for each page of a group of the current app."""
-        return self.middleware().group(name)
+    def group(self, name: str, *, exclude: str | None = None) -> GroupHandle:
+        """A handle that queues commands for each page of a group of the current app;
+        ``exclude`` is a page left out."""
+        return self.middleware().group(name, exclude=exclude)
 
     def _options(self, app: Flask) -> dict[str, t.Any]:
         options = dict(self.options)

@@ -186,9 +186,13 @@ class Piggyback:
         """A handle that queues commands for one page, delivered on its next request."""
         return PageHandle(self.store, page_id)
 
-    def group(self, name: str) -> GroupHandle:
-        """A handle that queues commands for every page in the group."""
-        return GroupHandle(self.store, name)
+    def group(self, name: str, *, exclude: str | None = None) -> GroupHandle:
+        """A handle that queues commands for every page in the group.
+
+        :param exclude: a page (its ``page.id``) that the sends leave out, e.g. the
+            sender: ``live.group("room", exclude=page.id)``.
+        """
+        return GroupHandle(self.store, name, exclude=exclude)
 
     @property
     def signer(self) -> TokenSigner:

@@ -58,11 +58,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Store]:
 
 
 def _group(live: Piggyback, name: str, exclude: str | None = None) -> GroupHandle:
-    if exclude is None:
-        return live.group(name)
-    # What ``live.group(name, exclude=...)`` returns once middleware.py passes the
-    # keyword on (that module is being refactored elsewhere).
-    return GroupHandle(live.store, name, exclude=exclude)
+    return live.group(name, exclude=exclude)
 
 
 def _room(store: Store) -> tuple[Piggyback, Client]:
