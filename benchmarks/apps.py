@@ -31,6 +31,8 @@ from piggyback import Page
 from piggyback import Piggyback
 from piggyback.endpoint import _CSP
 from piggyback.endpoint import _HEADERS
+from piggyback.reply import Batch
+from piggyback.reply import Reply
 from piggyback.script import answer_document
 from piggyback.stores.base import Changes
 from piggyback.stores.base import PageRecord
@@ -259,9 +261,9 @@ def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
         return site(environ, start_response)
     query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&"))
     page_id, seq = query["p"].split(".", 1)[0], int(query["s"])
-    batches: list[dict[str, t.Any]] = []
+    batches: list[Batch] = []
     if "h" in query:
-        batches = [{"seq": seq, "commands": [["text", "count", "1"]]}]
+        batches = [Batch(seq, [["text", "count", "1"]])]
         begun = live.store.begin(page_id, 60.0)
         if begun is None:
             raise RuntimeError(f"page {page_id} was busy: the load sent two events at once")
@@ -269,7 +271,7 @@ def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
         live.store.save(page_id, begun[0], changes)
     else:
         live.store.load(page_id)
-    body, script_source = answer_document({"seq": seq, "batches": batches, "token": query["p"]})
+    body, script_source = answer_document(Reply(seq, batches, token=query["p"]).for_client())
     headers = [
         ("Content-Type", "text/html; charset=utf-8"),
         ("Content-Length", str(len(body))),

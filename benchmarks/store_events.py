@@ -26,6 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
+from piggyback.reply import Batch
 from piggyback.stores.base import Changes
 from piggyback.stores.base import PageRecord
 from piggyback.stores.base import Store
@@ -54,7 +55,7 @@ def event(store: Store, page_id: str) -> None:
         record=PageRecord(
             seq=seq,
             state={"n": record.state.get("n", 0) + 1},
-            batches=[{"seq": seq, "commands": delivered + COMMANDS}],
+            batches=[Batch(seq, delivered + COMMANDS)],
         ),
         inbox_upto=mail.inbox[-1][0] if mail.inbox else 0,
     )

@@ -2,14 +2,20 @@
 
 The steps, for a request carrying sequence number ``seq`` and acknowledgement ``ack``:
 
-1. Take the page's lease, so one page's events run one at a time.
-2. ``seq`` at or below the last answered one is a retry: answer the stored batches
+1. Take the page's lease (:func:`~piggyback.lease.lease`), so one page's events run one
+   at a time; it is saved or released exactly once, whatever happens.
+2. A page that was ended, that fell too far behind or whose data is damaged is told it
+   expired; what it kept and what waits for it are dropped.
+3. ``seq`` at or below the last answered one is a retry: answer the stored batches
    again, run nothing.
-3. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
-   number, state, sends and answered batch together. Batches stay stored until the
-   client acknowledges them, so a lost answer is redelivered, not dropped.
+4. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
+   number, state, sends and answered :class:`~piggyback.reply.Batch` together. Batches
+   stay stored until the client acknowledges them, so a lost answer is redelivered.
 
-A poll that finds nothing waiting skips all of it: one read, no lease, no write.
+Every outcome, a refusal included, is a :class:`Result`: the reply, its document, the
+HTTP status and headers. A poll of a young page (its token is young, so its data is
+fresh in the store) that finds nothing waiting skips all of it: one read, no lease.
+What a page queues while it renders commits through the same lease (:meth:`Answerer.keep`).
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import typing as t
 from dataclasses import dataclass
+from dataclasses import field
 
 from . import limits
 from .event import Event
@@ -35,12 +41,19 @@ from .handles import Sender
 from .handles import SKIP
 from .hooks import check_result
 from .hooks import guard
+from .lease import DEFAULT_LEASE
+from .lease import DEFAULT_WAIT
+from .lease import Lease
+from .lease import lease
 from .limits import MAX_UNACKED
 from .limits import MAX_WAITING
 from .page import Page
+from .reply import Batch
+from .reply import Header
+from .reply import Reply
 from .script import answer_document
 from .stores.base import Changes
-from .stores.base import LockLost
+from .stores.base import LeaseLost
 from .stores.base import Mail
 from .stores.base import Message
 from .stores.base import PageRecord
@@ -54,7 +67,7 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-__all__ = ["MAX_UNACKED", "MAX_WAITING", "Answer", "Answerer"]
+__all__ = ["MAX_UNACKED", "MAX_WAITING", "Answer", "Answerer", "Result"]
 
 #: Deletes a whole inbox: every message id is below it.
 _ALL = 2**62
@@ -64,15 +77,30 @@ ENDED_SEQ = MAX_SEQ + 1
 
 
 @dataclass
-class Answer:
-    """An answered event: the reply, and its document, written before anything was
-    committed (a reply that cannot be written is never stored)."""
+class Result:
+    """What answering one event gives the endpoint, whatever the outcome.
 
-    reply: dict[str, t.Any]
+    The document is written before anything is committed: a reply that cannot be
+    written is never stored.
+
+    .. versionadded:: 0.3
+    """
+
+    reply: Reply
+    #: The answer document (``docs/protocol.md``).
     document: bytes
     #: The CSP ``script-src`` source that allows the document's script.
     script_source: str
+    #: The HTTP status: 200 for an answered event, the refusal's status otherwise.
+    status: int = 200
+    #: Headers for the HTTP answer, e.g. the session cookie the handler's runner set.
+    headers: list[Header] = field(default_factory=list)
+    #: Why the event was refused, or ``None`` when it was answered.
+    refusal: EventRejected | None = None
 
+
+#: The name of :class:`Result` before 0.3.
+Answer = Result
 
 #: Runs a handler, e.g. inside the host framework's request context.
 Runner = t.Callable[["Handler", Page, Event], t.Any]
@@ -94,10 +122,41 @@ class Answerer:
     """
 
     store: Store
-    lease: float = 60.0
-    lock_wait: float = 5.0
+    lease: float = DEFAULT_LEASE
+    lock_wait: float = DEFAULT_WAIT
     runner: Runner = run_directly
     hooks: t.Sequence[Hook] = ()
+
+    def respond(
+        self,
+        page_id: str,
+        seq: int,
+        ack: int,
+        handler: Handler | None,
+        event: Event,
+        *,
+        token: str,
+        young: bool = False,
+    ) -> Result:
+        """The answer to one event, with ``token`` for the client; a refusal (busy,
+        expired, stale, refused by a hook) is a result too, never raised.
+
+        :param young: the page's token is young, so its data is fresh in the store: a
+            poll that finds nothing waiting is answered from one read, without a lease.
+
+        .. versionadded:: 0.3
+        """
+        if handler is None and young:
+            result = self._read_poll(page_id, seq, ack, token)
+            if result is not None:
+                return result
+        try:
+            with self._take(page_id) as held:
+                return self._answer(held, seq, ack, handler, event, token)
+        except LeaseLost:
+            return _refused(seq, PageBusy("The page's request took too long; try again."))
+        except PageBusy as busy:
+            return _refused(seq, busy)
 
     def answer(
         self,
@@ -109,103 +168,95 @@ class Answerer:
         *,
         token: str,
         quiet: bool = False,
-    ) -> Answer:
-        """The answer to one event, with ``token`` for the client.
+    ) -> Result:
+        """:meth:`respond`, as callers before 0.3 expect it: a refusal is raised, and
+        the result's headers are put in ``event.headers``.
 
-        :param quiet: the page's data is fresh in the store, so a poll that finds
-            nothing waiting may be answered from one read, without writing.
-        :raise PageExpired: also for a page too far behind (see :mod:`piggyback.limits`)
-            or whose stored data is damaged; its backlog is dropped.
+        :param quiet: ``young`` of :meth:`respond`.
         """
-        if handler is None and quiet:
-            reply = self._quiet_poll(page_id, seq, ack)
-            if reply is not None:
-                return _written(reply, token)
-        owner, record, mail = self._begin(page_id)
-        mail = _for_page(mail, page_id)
-        try:
-            if _ended(record) or _expiring(mail):
-                self._end(page_id, owner, record, mail)
-            if record is None:
-                if ack > 0:
-                    raise PageExpired("The server no longer knows this page; reload it.")
-                record = PageRecord()
-            self._check(page_id, owner, record, mail, seq, ack)
-            if seq <= record.seq:
-                self.store.unlock(page_id, owner)
-                return _written(_replay(record, seq, ack, event), token)
-            changes = self._run(page_id, record, mail, handler, event, ack)
-            # Written before the commit: what cannot be written is never stored.
-            written = _written(_reply(seq, changes.record.batches), token)
-            self.store.save(page_id, owner, changes)
-        except LockLost:
-            raise PageBusy("The page's request took too long; try again.") from None
-        except EventRedirected as redirect:
-            self.store.unlock(page_id, owner)
-            return _written(_redirected(record, seq, ack, redirect), token)
-        except BaseException:
-            self.store.unlock(page_id, owner)
-            raise
-        return written
+        result = self.respond(page_id, seq, ack, handler, event, token=token, young=quiet)
+        if result.refusal is not None:
+            raise result.refusal
+        event.headers[:] = result.headers
+        return result
 
-    def _quiet_poll(self, page_id: str, seq: int, ack: int) -> dict[str, t.Any] | None:
-        """Answer a poll that finds nothing waiting, or ``None`` if it needs a write.
+    def keep(self, page: Page) -> None:
+        """Commit what a page queued while it rendered (state, commands, groups), through
+        the page's lease as an event commits; usually there is nothing to commit.
+
+        Its commands wait in its inbox for its first event. A page whose first event
+        committed already keeps that event's record (its state is newer).
+
+        .. versionadded:: 0.3
+        """
+        if not (page.state or page.commands or page.memberships):
+            return
+        joins, leaves = page.group_changes()
+        try:
+            with self._take(page.id) as held:
+                record = held.record
+                if record is None or record.damaged:
+                    record = PageRecord(state=page.state)
+                pushes = [(page.id, page.commands)] if page.commands else []
+                held.save(Changes(record=record, pushes=pushes, joins=joins, leaves=leaves))
+        except (PageBusy, LeaseLost):
+            logger.warning("Page %s was busy while it rendered; what it queued is lost.", page.id)
+
+    def _take(self, page_id: str) -> Lease:
+        return lease(self.store, page_id, seconds=self.lease, wait=self.lock_wait)
+
+    def _answer(
+        self,
+        held: Lease,
+        seq: int,
+        ack: int,
+        handler: Handler | None,
+        event: Event,
+        token: str,
+    ) -> Result:
+        """The answer, under the page's lease: saved when the event commits."""
+        record, mail = held.record, _for_page(held.mail, held.page_id)
+        if _ended(record) or _expiring(mail):
+            return self._end(held, record, mail, seq)
+        if record is None:
+            if ack > 0:
+                return _refused(seq, PageExpired(_UNKNOWN))
+            record = PageRecord()
+        why = _why_expired(held.page_id, record, mail, seq, ack)
+        if why is not None:
+            return self._expire(held, record, mail, seq, why)
+        if seq <= record.seq:
+            return _replay(record, seq, ack, event, token)
+        return self._run(held, record, mail, handler, event, seq, ack, token)
+
+    def _read_poll(self, page_id: str, seq: int, ack: int, token: str) -> Result | None:
+        """Answer a poll that finds nothing waiting, or ``None`` if it needs the lease.
 
         Nothing is stored for the poll's sequence number: a retry is simply read again,
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
         if _ended(record):
-            raise PageExpired(_ENDED)
+            return _refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
             return None
         if record is None:
             if ack > 0:
-                raise PageExpired("The server no longer knows this page; reload it.")
-            return {"seq": seq, "batches": []}
+                return _refused(seq, PageExpired(_UNKNOWN))
+            return _answered(Reply(seq, token=token))
         if seq <= record.seq or record.damaged:
             return None
-        unacked = [b for b in record.batches if b["seq"] > ack]
-        return {"seq": seq, "batches": _for_client(unacked)}
+        return _answered(Reply(seq, _unacked(record, ack), token=token))
 
-    def _begin(self, page_id: str) -> tuple[str, PageRecord | None, Mail]:
-        """Take the page's lease and load it, waiting a little while it is busy."""
-        deadline = time.monotonic() + self.lock_wait
-        pause = 0.002
-        while True:
-            begun = self.store.begin(page_id, self.lease)
-            if begun is not None:
-                return begun
-            if time.monotonic() + pause > deadline:
-                raise PageBusy("Another request of this page is still running.")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def _end(self, page_id: str, owner: str, record: PageRecord | None, mail: Mail) -> t.NoReturn:
+    def _end(self, held: Lease, record: PageRecord | None, mail: Mail, seq: int) -> Result:
         """Say the page expired; the first time, make its record remember that it
-        ended, and take what waits for it out of the store.
-        """
+        ended, and take what waits for it out of the store."""
         if not _ended(record):
-            changes = Changes(
-                record=PageRecord(seq=ENDED_SEQ), inbox_upto=_ALL, leaves=sorted(mail.groups)
-            )
-            self.store.save(page_id, owner, changes)
-        raise PageExpired(_ENDED)
+            ended = PageRecord(seq=ENDED_SEQ)
+            held.save(Changes(record=ended, inbox_upto=_ALL, leaves=sorted(mail.groups)))
+        return _refused(seq, PageExpired(_ENDED))
 
-    def _check(
-        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int, ack: int
-    ) -> None:
-        """Expire a page that is damaged, or too far behind to be answered in bounds."""
-        if record.damaged or mail.damaged:
-            logger.error("Page %s has damaged data in the store; it is told it expired.", page_id)
-            self._expire(page_id, owner, record, mail, seq, "This page's stored data is damaged")
-        why = None if seq <= record.seq else _too_far_behind(record, mail, ack)
-        if why is not None:
-            self._expire(page_id, owner, record, mail, seq, why)
-
-    def _expire(
-        self, page_id: str, owner: str, record: PageRecord, mail: Mail, seq: int, why: str
-    ) -> t.NoReturn:
+    def _expire(self, held: Lease, record: PageRecord, mail: Mail, seq: int, why: str) -> Result:
         """Drop what a page kept and what waits for it, leave its groups, say it expired.
 
         The page receives nothing more; the client reloads it (a new page).
@@ -216,39 +267,45 @@ class Answerer:
             inbox_upto=_ALL,
             leaves=sorted(mail.groups),
         )
-        self.store.save(page_id, owner, changes)
-        logger.info("Page %s expired: %s.", page_id, why)
-        raise PageExpired(f"{why}; reload it.")
+        held.save(changes)
+        logger.info("Page %s expired: %s.", held.page_id, why)
+        return _refused(seq, PageExpired(f"{why}; reload it."))
 
     def _run(
         self,
-        page_id: str,
+        held: Lease,
         record: PageRecord,
         mail: Mail,
         handler: Handler | None,
         event: Event,
+        seq: int,
         ack: int,
-    ) -> Changes:
-        page = Page(page_id, state=record.state)  # the store's fresh copy
+        token: str,
+    ) -> Result:
+        """Deliver the mail and run the handler; commit it all, or nothing if refused."""
+        page = Page(held.page_id, state=record.state)  # the store's fresh copy
         event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=event.seq, state=record.state))
-        batch: dict[str, t.Any] = {"seq": event.seq, "commands": _deliver(mail, changes)}
+        changes = Changes(record=PageRecord(seq=seq, state=record.state))
+        batch = Batch(seq, _deliver(mail, changes))
         if handler is not None:
-            error = self._call(handler, page, event, changes, mail)
-            if error is None:
-                batch["commands"].extend(page.commands)
+            failure = self._call(handler, page, event, changes, mail)
+            if isinstance(failure, EventRejected):  # nothing is committed
+                return _not_run(record, seq, ack, failure, event, token)
+            if failure is None:
+                batch.commands.extend(page.commands)
                 if event.headers:  # e.g. a session cookie: sent again with a replay,
-                    batch["headers"] = event.headers  # to the same requester only
-                    batch["requester"] = _requester(event.environ)
+                    batch.headers = list(event.headers)  # to the same requester only
+                    batch.requester = _requester(event.environ)
             else:
-                batch["error"] = error
+                batch.error = failure
                 # The handler may have changed the state it was given in place.
-                changes.record.state = self._stored_state(page_id)
-        if page.poll_interval is not None:
-            batch["poll"] = page.poll_interval
-        unacked = [b for b in record.batches if b["seq"] > ack]
-        changes.record.batches = [*unacked[-(MAX_UNACKED - 1) :], batch]
-        return changes
+                changes.record.state = self._stored_state(held.page_id)
+        batch.poll = page.poll_interval
+        changes.record.batches = [*_unacked(record, ack)[-(MAX_UNACKED - 1) :], batch]
+        reply = Reply(seq, changes.record.batches, poll=batch.poll, token=token)
+        result = _answered(reply, list(event.headers))  # what cannot be written is not stored
+        held.save(changes)
+        return result
 
     def _stored_state(self, page_id: str) -> dict[str, t.Any]:
         record, _ = self.store.load(page_id)  # under our lease: unchanged since
@@ -256,8 +313,9 @@ class Answerer:
 
     def _call(
         self, handler: Handler, page: Page, event: Event, changes: Changes, mail: Mail
-    ) -> str | None:
-        """Run the handler; keep its effects in ``changes`` on success, else none."""
+    ) -> str | EventRejected | None:
+        """Run the handler; keep its effects in ``changes`` and return ``None`` on
+        success; else keep none, and return why it failed, or its refusal."""
         sends = Changes(record=changes.record)
         token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
@@ -266,9 +324,9 @@ class Answerer:
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))
-        except EventRejected as refusal:  # by a hook or the host: nothing is committed
+        except EventRejected as refusal:  # by a hook or the host
             refusal.headers = list(event.headers)
-            raise
+            return refusal
         except limits.TooMuchOutput:
             logger.exception("The handler %r went over a limit (page %s).", event.handler, page.id)
             return limits.TOO_MUCH_OUTPUT
@@ -284,6 +342,45 @@ class Answerer:
 
 
 _ENDED = "The app ended this page (e.g. at logout); reload it."
+_UNKNOWN = "The server no longer knows this page; reload it."
+
+
+def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
+    document, source = answer_document(reply.for_client())
+    return Result(reply, document, source, headers=headers or [])
+
+
+def _refused(seq: int, refusal: EventRejected) -> Result:
+    reply = Reply(seq, code=refusal.code, error=refusal.reason)
+    document, source = answer_document(reply.for_client())
+    headers = list(refusal.headers)
+    return Result(reply, document, source, refusal.status, headers, refusal)
+
+
+def _not_run(
+    record: PageRecord, seq: int, ack: int, refusal: EventRejected, event: Event, token: str
+) -> Result:
+    """The answer to an event the app refused to run: a redirect sends the page
+    elsewhere (not stored, so a retry asks again); anything else is a refusal."""
+    if not isinstance(refusal, EventRedirected):
+        return _refused(seq, refusal)
+    batches = [*_unacked(record, ack), Batch(seq, [refusal.command])]
+    return _answered(Reply(seq, batches, token=token), list(event.headers))
+
+
+def _replay(record: PageRecord, seq: int, ack: int, event: Event, token: str) -> Result:
+    """The stored answer again, for a retry; its headers only to the same requester."""
+    batches = _unacked(record, ack)
+    own = next((b for b in batches if b.seq == seq), None)
+    if own is None:  # the page's own sequence numbers are none of the sender's business
+        why = f"The event {seq} was answered already, and its answer is no longer kept."
+        return _refused(seq, StaleEvent(why))
+    mine = own.headers and own.requester == _requester(event.environ)
+    return _answered(Reply(seq, batches, poll=own.poll, token=token), own.headers if mine else [])
+
+
+def _unacked(record: PageRecord, ack: int) -> list[Batch]:
+    return [batch for batch in record.batches if batch.seq > ack]
 
 
 def _ended(record: PageRecord | None) -> bool:
@@ -315,24 +412,25 @@ def _skipping(message: Message, page_id: str) -> Message:
     return n, commands[1:]
 
 
-def _redirected(
-    record: PageRecord | None, seq: int, ack: int, redirect: EventRedirected
-) -> dict[str, t.Any]:
-    """The reply that sends the page elsewhere: not stored, so a retry asks again."""
-    unacked = [b for b in record.batches if b["seq"] > ack] if record is not None else []
-    return _reply(seq, [*unacked, {"seq": seq, "commands": [redirect.command]}])
-
-
 def _count(mail: Mail) -> int:
     return len(mail.inbox) + sum(map(len, mail.groups.values()))
+
+
+def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: int) -> str | None:
+    """Why the page must be told it expired (damaged, or too far behind to be answered
+    in bounds), or ``None``."""
+    if record.damaged or mail.damaged:
+        logger.error("Page %s has damaged data in the store; it is told it expired.", page_id)
+        return "This page's stored data is damaged"
+    return None if seq <= record.seq else _too_far_behind(record, mail, ack)
 
 
 def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
     if _count(mail) > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
-    unacked = [b for b in record.batches if b["seq"] > ack]
-    if unacked and limits.size(unacked) > limits.MAX_UNACKED_BYTES:
+    unacked = _unacked(record, ack)
+    if unacked and limits.size([b.for_client() for b in unacked]) > limits.MAX_UNACKED_BYTES:
         return (
             f"This page did not acknowledge more than {limits.MAX_UNACKED_BYTES:,} bytes of answers"
         )
@@ -354,12 +452,6 @@ def _requester(environ: WSGIEnvironment) -> str:
     return hashlib.sha256(cookies).hexdigest()[:32]
 
 
-def _written(reply: dict[str, t.Any], token: str) -> Answer:
-    reply["token"] = token
-    document, source = answer_document(reply)
-    return Answer(reply, document, source)
-
-
 def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
     """The waiting commands in send order; marks them delivered in ``changes``."""
     if not (mail.inbox or mail.groups):
@@ -373,33 +465,3 @@ def _deliver(mail: Mail, changes: Changes) -> list[t.Any]:
         changes.inbox_upto = mail.inbox[-1][0]
     messages.sort(key=lambda message: message[0])
     return [command for _, commands in messages for command in commands]
-
-
-def _replay(record: PageRecord, seq: int, ack: int, event: Event) -> dict[str, t.Any]:
-    batches = [b for b in record.batches if b["seq"] > ack]
-    own = next((b for b in batches if b["seq"] == seq), None)
-    if own is None:  # the page's own sequence numbers are none of the sender's business
-        raise StaleEvent(f"The event {seq} was answered already, and its answer is no longer kept.")
-    if own.get("requester") == _requester(event.environ):
-        event.headers[:] = [tuple(header) for header in own.get("headers", [])]
-    return _reply(seq, batches)
-
-
-def _reply(seq: int, batches: list[dict[str, t.Any]]) -> dict[str, t.Any]:
-    """The reply for event ``seq``; a retry gets the same one (but for the token).
-
-    The headers stored with a batch are for the HTTP answer, not for the client.
-    """
-    reply: dict[str, t.Any] = {"seq": seq, "batches": _for_client(batches)}
-    own = next(b for b in batches if b["seq"] == seq)
-    if "poll" in own:
-        reply["poll"] = own["poll"]
-    return reply
-
-
-def _for_client(batches: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
-    """Batches without the headers stored with them (those are for the HTTP answer)."""
-    return [{k: v for k, v in b.items() if k not in _FOR_SERVER} for b in batches]
-
-
-_FOR_SERVER = frozenset(("headers", "requester"))

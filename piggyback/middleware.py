@@ -30,9 +30,7 @@ from .page import Page
 from .registry import Handler
 from .registry import Registry
 from .stores import store_from_url
-from .stores.base import Changes
 from .stores.base import DEFAULT_PAGE_TTL
-from .stores.base import PageRecord
 from .stores.base import Store
 from .tokens import TokenSigner
 
@@ -298,21 +296,8 @@ class Piggyback:
         return ClosingIterator(body, lambda: self._keep(page))
 
     def _keep(self, page: Page) -> None:
-        """Store what rendering gave the page: state, commands, groups. Usually none."""
-        if not (page.state or page.commands or page.memberships):
-            return
-        joins, leaves = page.group_changes()
-        changes = Changes(
-            record=PageRecord(state=page.state),
-            pushes=[(page.id, page.commands)] if page.commands else [],
-            joins=joins,
-            leaves=leaves,
-        )
-        owner = self.store.lock(page.id, self.answerer.lease)
-        if owner is None:  # an event of this brand-new page is already running
-            logger.warning("Page %s was busy before it was rendered; state not kept.", page.id)
-            return
-        self.store.save(page.id, owner, changes)
+        """Commit what rendering gave the page, as an event commits. Usually none."""
+        self.answerer.keep(page)
 
     def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         name = environ.get("PATH_INFO", "")[len(self.mount) + 1 :]

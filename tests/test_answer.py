@@ -1,7 +1,8 @@
-"""Answering: replays give back the same commands and the same extra headers."""
+"""Answering: the exactly-once rules, through HTTP and without it."""
 
 from __future__ import annotations
 
+import collections
 import time
 import typing as t
 from urllib.parse import urlencode
@@ -10,7 +11,15 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from piggyback import Piggyback
+from piggyback.answer import Answerer
 from piggyback.answer import MAX_WAITING
+from piggyback.answer import Result
+from piggyback.event import Event
+from piggyback.exceptions import EventRedirected
+from piggyback.exceptions import EventRejected
+from piggyback.exceptions import PageExpired
+from piggyback.exceptions import StaleEvent
+from piggyback.handles import PageHandle
 from piggyback.limits import MAX_ANSWER_BYTES
 from piggyback.limits import MAX_BATCH_BYTES
 from piggyback.limits import MAX_COMMAND_BYTES
@@ -20,8 +29,17 @@ from piggyback.limits import MAX_MESSAGE_BYTES
 from piggyback.limits import MAX_UNACKED_BYTES
 from piggyback.limits import TOO_MUCH_OUTPUT
 from piggyback.limits import TooMuchOutput
+from piggyback.page import Page
+from piggyback.reply import Batch
+from piggyback.reply import Reply
+from piggyback.script import answer_document
 from piggyback.stores import MemoryStore
+from piggyback.stores.base import Changes
+from piggyback.stores.base import dump_record
+from piggyback.stores.base import LeaseLost
+from piggyback.stores.base import load_record
 from piggyback.stores.base import Mail
+from piggyback.stores.base import PageRecord
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
 from piggyback.testing import read_reply
@@ -240,7 +258,7 @@ def test_a_page_that_never_acknowledges_is_told_it_expired() -> None:
         "This page did not acknowledge more than 2,097,152 bytes of answers; reload it."
     )
     record, _ = store.load(page.id)
-    assert record is not None and record.batches[0]["seq"] > kept  # the backlog is gone
+    assert record is not None and record.batches[0].seq > kept  # the backlog is gone
 
 
 def test_a_page_with_too_many_bytes_waiting_is_told_it_expired() -> None:
@@ -304,3 +322,410 @@ def test_a_batch_that_cannot_be_written_is_never_stored() -> None:
         client.fire(page, "broken")
     assert store.load(page.id)[0] is None  # nothing committed, and the lease is free
     assert client.fire(page, "say", {"size": 1}) == [["text", "out", "<"]]
+
+
+# The answering rules without HTTP: an Answerer on a store that counts its leases
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts how each lease was taken and ended, and can make the
+    next save find its lease taken over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.take_over = False
+
+    def begin(self, page_id: str, lease: float) -> t.Any:
+        begun = super().begin(page_id, lease)
+        self.calls["take" if begun is not None else "busy"] += 1
+        return begun
+
+    def save(self, page_id: str, owner: str, changes: Changes) -> None:
+        if self.take_over:
+            self._leases[page_id] = ("another", time.time() + 60)
+        try:
+            super().save(page_id, owner, changes)
+        except LeaseLost:
+            self.calls["lost"] += 1
+            raise
+        self.calls["save"] += 1
+
+    def unlock(self, page_id: str, owner: str) -> None:
+        self.calls["release"] += 1
+        super().unlock(page_id, owner)
+
+    def ended_once(self) -> bool:
+        """Every lease taken was saved, released or lost exactly once; none is held."""
+        ends = self.calls["save"] + self.calls["release"] + self.calls["lost"]
+        return ends == self.calls["take"] and not self._leases
+
+
+PAGE = "P" * 22
+
+
+def _event(seq: int, handler: str | None = "h", cookie: str = "b=1") -> Event:
+    environ = {"REQUEST_METHOD": "GET", "HTTP_COOKIE": cookie, "PATH_INFO": "/_pb/event"}
+    return Event(
+        name="click", handler=handler, target=None, args={}, value=None, environ=environ, seq=seq
+    )
+
+
+def _counter(page: Page, event: Event) -> None:
+    page.state["n"] = page.state.get("n", 0) + 1
+    page.set_text("n", page.state["n"])
+
+
+def _respond(
+    answerer: Answerer, seq: int, ack: int = 0, handler: t.Any = _counter, **kw: t.Any
+) -> Result:
+    event = _event(seq, None if handler is None else "h", **kw)
+    return answerer.respond(PAGE, seq, ack, handler, event, token="tok")
+
+
+def _commands(result: Result) -> list[list[t.Any]]:
+    return [command for batch in result.reply.batches for command in batch.commands]
+
+
+@pytest.fixture
+def store() -> CountingStore:
+    return CountingStore()
+
+
+@pytest.fixture
+def answerer(store: CountingStore) -> Answerer:
+    return Answerer(store, lock_wait=0)
+
+
+def test_an_event_commits_its_sequence_number_state_and_batch(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    result = _respond(answerer, 1)
+    assert (result.status, result.refusal) == (200, None)
+    assert result.reply.for_client() == {
+        "seq": 1,
+        "batches": [{"seq": 1, "commands": [["text", "n", "1"]]}],
+        "token": "tok",
+    }
+    assert result.document == answer_document(result.reply.for_client())[0]
+    record, _ = store.load(PAGE)
+    assert record == PageRecord(seq=1, state={"n": 1}, batches=[Batch(1, [["text", "n", "1"]])])
+    assert store.calls == {"take": 1, "save": 1}
+
+
+def test_a_replay_runs_nothing_and_answers_the_same(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    first = _respond(answerer, 1)
+    again = _respond(answerer, 1)
+    assert again.reply == first.reply and again.document == first.document
+    assert store.load(PAGE)[0] == PageRecord(
+        seq=1, state={"n": 1}, batches=[Batch(1, [["text", "n", "1"]])]
+    )
+    assert store.calls == {"take": 2, "save": 1, "release": 1}
+
+
+def test_sequence_numbers_may_skip(answerer: Answerer, store: CountingStore) -> None:
+    _respond(answerer, 1)
+    result = _respond(answerer, 5, ack=1)
+    assert [b.seq for b in result.reply.batches] == [5]
+    assert _commands(result) == [["text", "n", "2"]]
+    assert _respond(answerer, 3, ack=1).refusal is not None  # below 5: never run
+
+
+def test_an_acknowledged_event_is_stale(answerer: Answerer, store: CountingStore) -> None:
+    _respond(answerer, 1)
+    _respond(answerer, 2, ack=1)
+    result = _respond(answerer, 1, ack=1)
+    assert isinstance(result.refusal, StaleEvent)
+    assert (result.status, result.reply.for_client()) == (
+        409,
+        {
+            "seq": 1,
+            "code": "stale",
+            "error": "The event 1 was answered already, and its answer is no longer kept.",
+        },
+    )
+    assert store.load(PAGE)[0].state == {"n": 2}  # type: ignore[union-attr]
+
+
+def test_unacknowledged_batches_are_redelivered_first_in_order(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    for seq in (1, 2, 3):
+        _respond(answerer, seq)
+    result = _respond(answerer, 4, ack=1)
+    assert [b.seq for b in result.reply.batches] == [2, 3, 4]
+    assert _commands(result) == [["text", "n", str(n)] for n in (2, 3, 4)]
+    record = store.load(PAGE)[0]
+    assert record is not None and [b.seq for b in record.batches] == [2, 3, 4]
+
+
+def test_out_of_band_mail_comes_before_the_handlers_commands(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.push(PAGE, [["text", "a", "out"]])
+    result = _respond(answerer, 1)
+    assert _commands(result) == [["text", "a", "out"], ["text", "n", "1"]]
+    assert store.load(PAGE)[1].inbox == []
+
+
+def test_a_failing_handler_commits_its_batch_but_not_its_effects(
+    answerer: Answerer, store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _respond(answerer, 1)
+    store.push(PAGE, [["text", "a", "out"]])
+
+    def broken(page: Page, event: Event) -> None:
+        page.state["n"] = 99
+        page.set_text("lost", "x")
+        raise RuntimeError("broken")
+
+    result = _respond(answerer, 2, ack=1, handler=broken)
+    failed = "The handler failed; the server logged the error."
+    assert result.reply.batches == [Batch(2, [["text", "a", "out"]], error=failed)]
+    record = store.load(PAGE)[0]
+    assert record is not None and (record.seq, record.state) == (2, {"n": 1})
+    assert "broken" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("hook", "status"),
+    [
+        pytest.param(EventRejected("No.", code="forbidden", status=403), 403, id="rejected"),
+        pytest.param(PageExpired("Gone."), 410, id="expired"),
+        pytest.param(EventRedirected("/login"), 200, id="redirected"),
+    ],
+)
+def test_a_hooks_refusal_commits_nothing(
+    store: CountingStore, hook: EventRejected, status: int
+) -> None:
+    def refuse(page: Page, event: Event) -> None:
+        if event.seq == 1:
+            return
+        event.headers.append(("Set-Cookie", "session=changed"))
+        page.state["n"] = 99
+        raise hook
+
+    answerer = Answerer(store, lock_wait=0, hooks=[refuse])
+    _respond(answerer, 1, handler=lambda page, event: None)
+    store.push(PAGE, [["text", "a", "waits"]])
+    before = store.load(PAGE)
+    result = _respond(answerer, 2, ack=1)
+    assert result.status == status
+    assert result.headers == [("Set-Cookie", "session=changed")]
+    assert store.load(PAGE) == before  # the mail still waits, nothing else changed
+    assert store.calls == {"take": 2, "save": 1, "release": 1}
+    if isinstance(hook, EventRedirected):
+        assert result.reply.batches == [Batch(2, [["redirect", "/login"]])]
+    else:
+        assert result.refusal is hook
+
+
+def test_a_page_the_app_ended_is_expired_and_forgotten_once(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    _respond(answerer, 1)
+    store.join(PAGE, "room")
+    PageHandle(store, PAGE).expire()
+    first = _respond(answerer, 2, ack=1)
+    assert (first.status, first.reply.code) == (410, "expired")
+    assert store.load(PAGE)[1] == Mail()  # left its groups, inbox dropped
+    second = _respond(answerer, 3, ack=1)
+    assert second.reply == Reply(3, code="expired", error=first.reply.error)
+    assert store.calls == {"take": 3, "save": 2, "release": 1}  # ended once, then read
+    assert store.ended_once()
+
+
+def test_an_unknown_page_that_acknowledged_something_is_expired(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    result = _respond(answerer, 2, ack=1)
+    assert result.reply.error == "The server no longer knows this page; reload it."
+    assert store.load(PAGE)[0] is None
+    assert store.calls == {"take": 1, "release": 1}
+
+
+def test_a_page_too_far_behind_is_expired_and_its_mail_dropped(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    for n in range(MAX_WAITING + 1):
+        store.push(PAGE, [["text", "n", str(n)]])
+    result = _respond(answerer, 1)
+    assert (
+        result.reply.error == f"More than {MAX_WAITING} commands waited for this page; reload it."
+    )
+    assert store.load(PAGE) == (PageRecord(seq=1), Mail())
+    assert store.calls == {"take": 1, "save": 1}
+
+
+def test_a_young_pages_empty_poll_takes_no_lease(answerer: Answerer, store: CountingStore) -> None:
+    _respond(answerer, 1)
+    event = _event(2, handler=None)
+    result = answerer.respond(PAGE, 2, 0, None, event, token="tok", young=True)
+    assert [b.seq for b in result.reply.batches] == [1]  # not acknowledged yet
+    assert store.calls == {"take": 1, "save": 1}
+    store.push(PAGE, [["text", "a", "1"]])  # mail waits: it needs the lease
+    result = answerer.respond(PAGE, 3, 1, None, _event(3, None), token="tok", young=True)
+    assert result.reply.batches == [Batch(3, [["text", "a", "1"]])]
+    assert store.calls == {"take": 2, "save": 2}
+
+
+def test_a_lease_taken_over_meanwhile_answers_busy_and_saves_nothing(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.take_over = True
+    result = _respond(answerer, 1)
+    assert (result.status, result.reply.code) == (409, "busy")
+    assert store.calls == {"take": 1, "lost": 1}  # nothing left to release
+    assert store.load(PAGE)[0] is None
+
+
+def test_a_busy_page_answers_busy_and_takes_nothing(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    owner = store.lock(PAGE, 60)
+    result = _respond(answerer, 1)
+    assert (result.status, result.reply.code) == (409, "busy")
+    assert store.calls == {"busy": 1}
+    assert owner is not None and store._leases[PAGE][0] == owner
+
+
+def test_the_lease_is_released_when_the_document_cannot_be_written(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    with pytest.raises(TypeError, match="cannot be written"):
+        _respond(answerer, 1, handler=lambda page, event: page.commands.append([{1}]))
+    assert store.calls == {"take": 1, "release": 1}
+    assert store.load(PAGE)[0] is None
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param([(1, 0, _counter)], id="event"),
+        pytest.param([(1, 0, _counter), (1, 0, _counter)], id="replay"),
+        pytest.param([(1, 0, None), (2, 1, _counter)], id="poll-then-event"),
+        pytest.param([(2, 1, _counter)], id="unknown"),
+        pytest.param([(1, 0, _counter), (1, 1, _counter)], id="stale"),
+        pytest.param(
+            [(1, 0, lambda page, event: (_ for _ in ()).throw(KeyError("x")))], id="failed"
+        ),
+    ],
+)
+def test_every_lease_ends_exactly_once(
+    answerer: Answerer, store: CountingStore, steps: list[tuple[int, int, t.Any]]
+) -> None:
+    for seq, ack, handler in steps:
+        _respond(answerer, seq, ack, handler)
+    assert store.calls["take"] == len(steps)
+    assert store.ended_once()
+
+
+def test_what_a_page_queued_while_rendering_commits_through_its_lease(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    page = Page(PAGE)
+    page.state["n"] = 5
+    page.set_text("hello", "1")
+    page.join("room")
+    answerer.keep(page)
+    record, mail = store.load(PAGE)
+    assert record == PageRecord(state={"n": 5})
+    assert [commands for _, commands in mail.inbox] == [[["text", "hello", "1"]]]
+    assert list(mail.groups) == ["room"]
+    assert store.calls == {"take": 1, "save": 1}
+    result = _respond(answerer, 1)
+    assert _commands(result) == [["text", "hello", "1"], ["text", "n", "6"]]
+
+
+def test_a_render_keeps_the_record_of_an_event_that_committed_first(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    _respond(answerer, 1)
+    page = Page(PAGE, state={"n": 0})
+    page.set_text("late", "1")
+    answerer.keep(page)
+    record, mail = store.load(PAGE)
+    assert record is not None and (record.seq, record.state) == (1, {"n": 1})
+    assert len(mail.inbox) == 1
+
+
+def test_a_render_of_a_busy_page_keeps_nothing_and_says_so(
+    answerer: Answerer, store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.lock(PAGE, 60)
+    answerer.keep(Page(PAGE, state={"n": 1}))
+    assert "was busy while it rendered" in caplog.text
+    assert store.calls == {"busy": 1}
+
+
+def test_a_render_that_queued_nothing_takes_no_lease(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    answerer.keep(Page(PAGE))
+    assert store.calls == {}
+
+
+def test_answer_raises_a_refusal_and_puts_headers_in_the_event(answerer: Answerer) -> None:
+    """The call endpoint.py made before 0.3."""
+
+    def login(page: Page, event: Event) -> None:
+        event.headers.append(("Set-Cookie", "s=1"))
+
+    answer = answerer.answer(PAGE, 1, 0, login, _event(1), token="tok")
+    assert answer.document and answer.script_source.startswith("'sha256-")
+    replayed = _event(1)
+    answerer.answer(PAGE, 1, 0, login, replayed, token="tok")
+    assert replayed.headers == [("Set-Cookie", "s=1")]
+    with pytest.raises(StaleEvent):
+        answerer.answer(PAGE, 1, 1, login, _event(1), token="tok")
+
+
+# The stored form of batches: records written by releases before 0.3 still load
+
+#: A record as 0.2 wrote it: a batch with headers, a failed one that asked to poll.
+OLD_RECORD = (
+    '{"seq":3,"state":{"n":2},"batches":['
+    '{"seq":2,"commands":[["text","n","2"]],"headers":[["Set-Cookie","s=1"]],'
+    '"requester":"3f1c"},'
+    '{"seq":3,"commands":[],"error":"The handler failed.","poll":5}]}'
+)
+
+
+def test_a_record_written_before_batches_were_typed_loads() -> None:
+    record = load_record(OLD_RECORD)
+    assert record == PageRecord(
+        seq=3,
+        state={"n": 2},
+        batches=[
+            Batch(2, [["text", "n", "2"]], headers=[("Set-Cookie", "s=1")], requester="3f1c"),
+            Batch(3, [], error="The handler failed.", poll=5),
+        ],
+    )
+    assert dump_record(record) == OLD_RECORD  # and is written back the same
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        pytest.param('{"commands":[]}', id="no-seq"),
+        pytest.param('{"seq":"1","commands":[]}', id="text-seq"),
+        pytest.param('{"seq":1,"commands":{}}', id="commands-not-a-list"),
+        pytest.param('{"seq":1,"commands":[],"headers":[["a"]]}', id="bad-header"),
+        pytest.param("[1]", id="not-an-object"),
+    ],
+)
+def test_a_damaged_batch_damages_the_record(batch: str) -> None:
+    assert load_record(f'{{"seq":1,"state":{{}},"batches":[{batch}]}}').damaged
+
+
+def test_the_client_never_sees_a_batchs_headers() -> None:
+    batch = Batch(1, [["js", "x"]], headers=[("Set-Cookie", "s=1")], requester="r")
+    assert batch.for_client() == {"seq": 1, "commands": [["js", "x"]]}
+    assert Reply(1, [batch], poll=0, token="t").for_client() == {
+        "seq": 1,
+        "batches": [{"seq": 1, "commands": [["js", "x"]]}],
+        "poll": 0,
+        "token": "t",
+    }

@@ -801,7 +801,7 @@ def test_acknowledged_batches_are_dropped(h: Harness) -> None:
     assert reply["batches"] == [{"seq": 4, "commands": [["text", "count", "4"]]}]
     record, _ = h.store.load(page.id)
     assert record is not None
-    assert (record.seq, [b["seq"] for b in record.batches]) == (4, [4])
+    assert (record.seq, [b.seq for b in record.batches]) == (4, [4])
 
 
 def test_a_poll_that_finds_nothing_is_answered_without_a_write(h: Harness) -> None:
@@ -813,7 +813,7 @@ def test_a_poll_that_finds_nothing_is_answered_without_a_write(h: Harness) -> No
     assert reply["batches"] == []
     record, _ = h.store.load(page.id)
     assert record is not None
-    assert (record.seq, [b["seq"] for b in record.batches]) == (1, [1])
+    assert (record.seq, [b.seq for b in record.batches]) == (1, [1])
     h.live.page(page.id).set_text("news", "hi")
     _, reply = h.send(page.token, 4, 1)  # something waits: an ordinary committed answer
     assert reply["batches"] == [{"seq": 4, "commands": [["text", "news", "hi"]]}]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from piggyback.reply import Batch
 from piggyback.stores import store_from_url
 from piggyback.stores.base import Changes
 from piggyback.stores.base import load_record
@@ -262,7 +263,7 @@ def _fill(store: Store, page_id: str) -> None:
     """A page with a record, an inbox and two groups, one with news."""
     store.join(page_id, "quiet")
     store.join(page_id, "busy")
-    commit(store, page_id, PageRecord(seq=3, state={"n": 3}, batches=[{"seq": 3, "commands": A}]))
+    commit(store, page_id, PageRecord(seq=3, state={"n": 3}, batches=[Batch(3, A)]))
     store.push(page_id, B)
     store.publish("busy", C)
 
@@ -278,7 +279,7 @@ def test_begin_returns_what_lock_and_load_return(store: Store) -> None:
     assert locked is not None
     assert (record, mail) == store.load("p")
     assert (record, mail) == (
-        PageRecord(seq=3, state={"n": 3}, batches=[{"seq": 3, "commands": A}]),
+        PageRecord(seq=3, state={"n": 3}, batches=[Batch(3, A)]),
         Mail(inbox=[(1, B)], groups={"busy": [(2, C)], "quiet": []}),
     )
 
@@ -394,8 +395,8 @@ def test_record_round_trips(store: Store) -> None:
         seq=7,
         state={"n": 1, "text": "é </script> \u2028", "list": [1, 2.5, None, True]},
         batches=[
-            {"seq": 6, "commands": [["text", "a", "x"]]},
-            {"seq": 7, "commands": [], "error": "The handler failed."},
+            Batch(6, [["text", "a", "x"]]),
+            Batch(7, [], error="The handler failed."),
         ],
     )
     commit(store, "p", record)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from ..limits import MAX_WAITING
+from ..reply import Batch
 
 Command = list[t.Any]
 Message = tuple[int, list[Command]]
@@ -44,9 +45,8 @@ class PageRecord:
     seq: int = 0
     #: ``page.state``.
     state: dict[str, t.Any] = field(default_factory=dict)
-    #: Answered batches not yet acknowledged, in sequence order:
-    #: ``{"seq": n, "commands": [...]}`` plus ``"error"`` when the handler raised.
-    batches: list[dict[str, t.Any]] = field(default_factory=list)
+    #: Answered batches not yet acknowledged, in sequence order.
+    batches: list[Batch] = field(default_factory=list)
     #: The stored record could not be read (e.g. written by a broken older release).
     damaged: bool = False
 
@@ -83,12 +83,15 @@ class Changes:
     leaves: list[str] = field(default_factory=list)
 
 
-class LockLost(Exception):
+class LeaseLost(Exception):
     """The owner no longer holds the page's lease; nothing was saved.
 
     The lease ran out and another request took it over (or it was given back).
 
     :param page_id: the page.
+
+    .. versionchanged:: 0.3
+        Renamed from ``LockLost``, which stays an alias.
     """
 
     def __init__(self, page_id: str) -> None:
@@ -100,6 +103,10 @@ class LockLost(Exception):
             f"The lease on page {self.page_id!r} is no longer held by this owner;"
             " nothing was saved."
         )
+
+
+#: The name of :class:`LeaseLost` before 0.3.
+LockLost = LeaseLost
 
 
 class Store(abc.ABC):
@@ -195,7 +202,8 @@ def dumps(value: t.Any) -> str:
 def dump_record(record: PageRecord) -> str:
     """A record as JSON text, for :func:`load_record`."""
     # Not dataclasses.asdict: it deep-copies everything before the encoder walks it.
-    return _ENCODER.encode({"seq": record.seq, "state": record.state, "batches": record.batches})
+    batches = [batch.stored() for batch in record.batches]
+    return _ENCODER.encode({"seq": record.seq, "state": record.state, "batches": batches})
 
 
 def load_record(text: str | bytes) -> PageRecord:
@@ -203,12 +211,15 @@ def load_record(text: str | bytes) -> PageRecord:
     such JSON) is ``PageRecord(damaged=True)``."""
     try:
         data = json.loads(text)
-        record = PageRecord(seq=data["seq"], state=data["state"], batches=data["batches"])
+        seq, state, stored = data["seq"], data["state"], data["batches"]
     except (ValueError, TypeError, KeyError):
         return PageRecord(damaged=True)
-    if not _is_record(record):
+    if type(seq) is not int or not isinstance(state, dict) or not isinstance(stored, list):
         return PageRecord(damaged=True)
-    return record
+    batches = [Batch.from_stored(b) for b in stored]
+    if None in batches:
+        return PageRecord(damaged=True)
+    return PageRecord(seq=seq, state=state, batches=t.cast(list[Batch], batches))
 
 
 def load_commands(text: str | bytes) -> list[Command] | None:
@@ -224,20 +235,6 @@ def checked_commands(value: t.Any) -> list[Command] | None:
     if not isinstance(value, list) or not all(isinstance(c, list) for c in value):
         return None
     return value
-
-
-def _is_record(record: PageRecord) -> bool:
-    return (
-        type(record.seq) is int
-        and isinstance(record.state, dict)
-        and isinstance(record.batches, list)
-        and all(
-            isinstance(b, dict)
-            and type(b.get("seq")) is int
-            and isinstance(b.get("commands"), list)
-            for b in record.batches
-        )
-    )
 
 
 def keep_oldest(mail: Mail, limit: int = READ_LIMIT) -> Mail:

@@ -20,9 +20,9 @@ from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
 from .base import keep_oldest
+from .base import LeaseLost
 from .base import load_commands
 from .base import load_record
-from .base import LockLost
 from .base import Mail
 from .base import Message
 from .base import PageRecord
@@ -91,7 +91,7 @@ class MemoryStore(Store):
         with self._mutex:
             held = self._leases.get(page_id)
             if held is None or held[0] != owner:
-                raise LockLost(page_id)
+                raise LeaseLost(page_id)
             del self._leases[page_id]
             self._records[page_id] = (now, record)
             if changes.inbox_upto:

@@ -21,8 +21,8 @@ from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
+from .base import LeaseLost
 from .base import load_record
-from .base import LockLost
 from .base import Mail
 from .base import Message
 from .base import PageRecord
@@ -317,7 +317,7 @@ class RedisStore(Store):
         args: list[str | int] = [owner, self._ttl, record, dumps(plan)]
         args += [dumps(commands) for _, commands in sends]
         if not self._save(keys=keys, args=args):
-            raise LockLost(page_id)
+            raise LeaseLost(page_id)
 
     def push(self, page_id: str, commands: list[Command]) -> None:
         keys = [self._key("ids"), self._key("inbox", page_id)]

@@ -56,9 +56,9 @@ from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
+from .base import LeaseLost
 from .base import load_commands
 from .base import load_record
-from .base import LockLost
 from .base import Mail
 from .base import PageRecord
 from .base import READ_LIMIT
@@ -578,13 +578,13 @@ class SQLiteStore(Store):
     def _save_record(self, db: _Connection, params: dict[str, t.Any]) -> bool:
         """Write the record and release the lease; whether memberships are due a touch.
 
-        :raise LockLost: ``params["owner"]`` no longer holds the lease.
+        :raise LeaseLost: ``params["owner"]`` no longer holds the lease.
         """
         row = self._execute(db, _SAVE, params).fetchone()
         if row is None:
             row = self._execute(db, _SAVE_AND_TOUCH, params).fetchone()
         if row is None:
-            raise LockLost(params["page_id"])
+            raise LeaseLost(params["page_id"])
         return bool(row[0])
 
     def _update_memberships(

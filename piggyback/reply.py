@@ -1,0 +1,125 @@
+"""What answering an event produces: batches of commands, and the reply that carries them.
+
+A :class:`Batch` is what one event answered, kept in the page's record until the client
+acknowledges it; a :class:`Reply` is what one answer document hands the client. Each has
+one method for the client's view (the JSON of ``docs/protocol.md``); a batch also has a
+stored form, read back by :meth:`Batch.from_stored`.
+
+.. versionadded:: 0.3
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+#: A command: a JSON array whose first item names a client-side action.
+Command = list[t.Any]
+#: An HTTP header, as WSGI writes it.
+Header = tuple[str, str]
+
+
+@dataclass
+class Batch:
+    """The commands one event answered: waiting out-of-band ones, then its handler's.
+
+    :param seq: the event's sequence number.
+    :param commands: the commands, in the order the page runs them.
+    :param error: why the handler failed (it committed nothing), or ``None``.
+    :param poll: the poll interval the handler asked for, or ``None``.
+    :param headers: headers the handler's runner added (a session's ``Set-Cookie``):
+        for the HTTP answer, never for the client.
+    :param requester: names the cookies of the request that got ``headers``, so that a
+        replay sends them again only to the same browser.
+    """
+
+    seq: int
+    commands: list[Command] = field(default_factory=list)
+    error: str | None = None
+    poll: float | None = None
+    headers: list[Header] = field(default_factory=list)
+    requester: str | None = None
+
+    def for_client(self) -> dict[str, t.Any]:
+        """The batch as the client reads it: never the headers or the requester."""
+        view: dict[str, t.Any] = {"seq": self.seq, "commands": self.commands}
+        if self.error is not None:
+            view["error"] = self.error
+        if self.poll is not None:
+            view["poll"] = self.poll
+        return view
+
+    def stored(self) -> dict[str, t.Any]:
+        """The batch as a store keeps it (JSON), for :meth:`from_stored`."""
+        data = self.for_client()
+        if self.headers:
+            data["headers"] = self.headers
+            data["requester"] = self.requester
+        return data
+
+    @classmethod
+    def from_stored(cls, data: t.Any) -> Batch | None:
+        """The batch :meth:`stored` wrote (releases before 0.3 wrote the same JSON), or
+        ``None`` when ``data`` is not one: damaged."""
+        if not isinstance(data, dict):
+            return None
+        seq, commands = data.get("seq"), data.get("commands")
+        if type(seq) is not int or not isinstance(commands, list):
+            return None
+        headers = data.get("headers", [])
+        if not isinstance(headers, list) or not all(_is_header(h) for h in headers):
+            return None
+        return cls(
+            seq=seq,
+            commands=commands,
+            error=data.get("error"),
+            poll=data.get("poll"),
+            headers=[(name, value) for name, value in headers],
+            requester=data.get("requester"),
+        )
+
+
+def _is_header(value: t.Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(part, str) for part in value)
+    )
+
+
+@dataclass
+class Reply:
+    """What one answer document carries (``REPLY`` in ``docs/protocol.md``).
+
+    An answered event's reply holds the batches the client has not acknowledged; a
+    refused event's holds only ``code`` and ``error``.
+
+    :param seq: the sequence number of the request this answers.
+    :param batches: the unacknowledged batches, in sequence order.
+    :param poll: the poll interval the event's handler asked for, or ``None``.
+    :param token: the page's token for the client's next request.
+    :param code: a refused event's code, e.g. ``"expired"``; ``None`` when answered.
+    :param error: a refused event's reason.
+    """
+
+    seq: int | None
+    batches: list[Batch] = field(default_factory=list)
+    poll: float | None = None
+    token: str | None = None
+    code: str | None = None
+    error: str | None = None
+
+    def for_client(self) -> dict[str, t.Any]:
+        """The reply as the client reads it: the JSON the answer document carries."""
+        if self.code is not None:
+            return {"seq": self.seq, "code": self.code, "error": self.error}
+        view: dict[str, t.Any] = {
+            "seq": self.seq,
+            "batches": [batch.for_client() for batch in self.batches],
+        }
+        if self.poll is not None:
+            view["poll"] = self.poll
+        if self.token is not None:
+            view["token"] = self.token
+        return view
