@@ -27,12 +27,16 @@ import redis
 from piggyback.reply import Batch
 from piggyback.stores import store_from_url
 from piggyback.stores.base import Changes
+from piggyback.stores.base import DEFAULT_PAGE_TTL
 from piggyback.stores.base import load_record
 from piggyback.stores.base import LockLost
 from piggyback.stores.base import Mail
+from piggyback.stores.base import MAX_SWEEP_INTERVAL
 from piggyback.stores.base import PageRecord
 from piggyback.stores.base import READ_LIMIT
 from piggyback.stores.base import Store
+from piggyback.stores.base import sweep_interval
+from piggyback.stores.base import SWEEPS_PER_TTL
 from piggyback.stores.memory import MemoryStore
 from piggyback.stores.redis import RedisStore
 from piggyback.stores.sqlite import SQLiteStore
@@ -706,9 +710,32 @@ def test_sqlite_needs_a_file(path: str, message: str) -> None:
         SQLiteStore(path)
 
 
-def test_sqlite_needs_a_positive_ttl(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"^page_ttl must be positive, got 0\.$"):
-        SQLiteStore(tmp_path / "store.sqlite3", page_ttl=0)
+@pytest.mark.parametrize(
+    "page_ttl",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(-5, id="negative"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="infinite"),
+        pytest.param("60", id="text"),
+        pytest.param(True, id="bool"),
+    ],
+)
+def test_a_store_needs_a_positive_finite_ttl(backend: Backend, page_ttl: t.Any) -> None:
+    """One rule for all three stores (stores/base.py); the memory store once took any."""
+    message = f"page_ttl must be positive, got {page_ttl!r}: a finite number of seconds"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        backend.open(page_ttl=page_ttl)
+
+
+def test_every_store_sweeps_on_the_shared_interval(tmp_path: Path) -> None:
+    assert sweep_interval(TTL) == TTL / SWEEPS_PER_TTL
+    assert sweep_interval(DEFAULT_PAGE_TTL) == MAX_SWEEP_INTERVAL
+    assert SQLiteStore(tmp_path / "s.sqlite3", page_ttl=50)._sweep_every == 5
+    clock = Clock()
+    memory = MemoryStore(page_ttl=50, clock=clock)
+    memory.load("p")
+    assert memory._next_sweep == clock.now + 5
 
 
 def _count_rows(path: Path) -> dict[str, int]:
@@ -1334,11 +1361,6 @@ def test_redis_works_with_a_decoding_client(redis_url: str) -> None:
         Mail(inbox=[(2, B)], groups={"g": [(1, A)]}),
     )
     store.close()
-
-
-def test_redis_needs_a_positive_ttl(redis_client: redis.Redis) -> None:
-    with pytest.raises(ValueError, match=r"^page_ttl must be positive, got -1\.$"):
-        RedisStore(redis_client, page_ttl=-1)
 
 
 def test_redis_without_the_package_says_what_to_install(

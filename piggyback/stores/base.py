@@ -6,16 +6,35 @@ out-of-band commands; its group memberships with a cursor into each group's log;
 shared secret key. Pages are serialized by a short lease (:meth:`Store.begin`), never
 by a long database transaction, so different pages run in parallel.
 
-Everything stored is JSON: commands are JSON arrays, state is a JSON object. What the
-stores share beyond storage lives here and in :mod:`piggyback.limits`: reading stored
-text (:func:`load_record`, :func:`load_commands`, which never raise on damaged data) and
-how many waiting messages a read may return (:data:`READ_LIMIT`).
+Everything stored is JSON: commands are JSON arrays, state is a JSON object, and a
+record is ``{"seq": n, "state": {...}, "batches": [...]}`` with each batch in the form
+:meth:`~piggyback.reply.Batch.stored` writes.
+
+A store implements storage, not policy. What the three stores share lives here and in
+:mod:`piggyback.limits`, and ``tests/test_stores.py`` holds every store to it:
+
+- reading stored text (:func:`load_record`, :func:`load_commands`), which never raises
+  on damaged data;
+- how many waiting messages a read may return (:data:`READ_LIMIT`);
+- the page TTL's check (:func:`checked_page_ttl`) and how often expired data is swept
+  (:func:`sweep_interval`, :data:`TRIMMED_PER_SEND`);
+- the membership rules, which each store's queries keep in its own language (Python,
+  SQL, Lua), each marked there by the rule's name:
+
+  *joining again keeps the cursor*: joining a group the page is in already (by
+  :meth:`Store.join` or ``Changes.joins``) changes nothing, so nothing published
+  meanwhile is skipped; a page whose membership expired joins afresh, after the
+  group's last message;
+
+  *a cursor moves only for a membership that still exists*: ``Changes.cursors`` never
+  brings back a group the page left meanwhile.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import math
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
@@ -28,6 +47,15 @@ Message = tuple[int, list[Command]]
 
 #: A page, its inbox and its memberships are forgotten this long after their last use.
 DEFAULT_PAGE_TTL = 24 * 3600.0
+
+#: A store sweeps what expired at least this many times per page TTL...
+SWEEPS_PER_TTL = 10
+#: ...and at least this often, in seconds, so that one sweep's work stays small.
+MAX_SWEEP_INTERVAL = 600.0
+#: The most expired messages a store that trims as it sends (Redis) drops per send:
+#: message ids grow with time, so the expired ones are the oldest, and a few per send
+#: keep up with the sends that made them.
+TRIMMED_PER_SEND = 10
 
 #: The most waiting messages a store reads for one page (``LIMIT`` in its queries): one
 #: more than may wait, so that a page with too many is seen to have them, cheaply.
@@ -110,7 +138,11 @@ LockLost = LeaseLost
 
 
 class Store(abc.ABC):
-    """The interface every store implements; see ``tests/test_stores.py``."""
+    """The interface every store implements; see ``tests/test_stores.py``.
+
+    :meth:`lock` and :meth:`unlock` take and give back a page's lease (their names are
+    those of 0.1); answering uses them through :func:`piggyback.lease.lease`.
+    """
 
     page_ttl: float = DEFAULT_PAGE_TTL
 
@@ -168,7 +200,7 @@ class Store(abc.ABC):
         Cursors move only for memberships that still exist; then the leaves, the joins,
         the pushes and the publishes apply, in that order.
 
-        :raise LockLost: ``owner`` no longer holds the lease; nothing was written.
+        :raise LeaseLost: ``owner`` no longer holds the lease; nothing was written.
         """
 
     @abc.abstractmethod
@@ -192,6 +224,28 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections; the store may be used again afterwards."""
+
+
+def checked_page_ttl(page_ttl: t.Any) -> float:
+    """``page_ttl``, which every store needs to be a positive, finite number of seconds.
+
+    :raise ValueError: it is not.
+    """
+    if (
+        not isinstance(page_ttl, int | float)
+        or isinstance(page_ttl, bool)
+        or not 0 < page_ttl < math.inf
+    ):
+        raise ValueError(
+            f"page_ttl must be positive, got {page_ttl!r}: a finite number of seconds,"
+            " such as 86400 (a day)."
+        )
+    return page_ttl
+
+
+def sweep_interval(page_ttl: float) -> float:
+    """Seconds between a store's sweeps of what expired, for pages of ``page_ttl``."""
+    return min(page_ttl / SWEEPS_PER_TTL, MAX_SWEEP_INTERVAL)
 
 
 def dumps(value: t.Any) -> str:

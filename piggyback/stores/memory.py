@@ -15,6 +15,7 @@ import time
 import typing as t
 
 from .base import Changes
+from .base import checked_page_ttl
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
@@ -28,6 +29,7 @@ from .base import Message
 from .base import PageRecord
 from .base import READ_LIMIT
 from .base import Store
+from .base import sweep_interval
 
 #: A stored message: when it was sent, its id, its commands as JSON.
 _Entry = tuple[float, int, str]
@@ -46,7 +48,7 @@ class MemoryStore(Store):
         page_ttl: float = DEFAULT_PAGE_TTL,
         clock: t.Callable[[], float] = time.time,
     ) -> None:
-        self.page_ttl = page_ttl
+        self.page_ttl = checked_page_ttl(page_ttl)
         self._clock = clock
         self._mutex = threading.Lock()
         self._secret = secrets.token_bytes(32)
@@ -65,12 +67,12 @@ class MemoryStore(Store):
     def lock(self, page_id: str, lease: float) -> str | None:
         now = self._clock()
         with self._mutex:
-            return self._lock(now, page_id, lease)
+            return self._take_lease(now, page_id, lease)
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
         now = self._clock()
         with self._mutex:
-            owner = self._lock(now, page_id, lease)
+            owner = self._take_lease(now, page_id, lease)
             if owner is None:
                 return None
             return (owner, *self._load(now, page_id))
@@ -121,7 +123,7 @@ class MemoryStore(Store):
         with self._mutex:
             self._members.get(page_id, {}).pop(group, None)
 
-    def _lock(self, now: float, page_id: str, lease: float) -> str | None:
+    def _take_lease(self, now: float, page_id: str, lease: float) -> str | None:
         held = self._leases.get(page_id)
         if held is not None and held[1] > now:
             return None
@@ -153,7 +155,7 @@ class MemoryStore(Store):
     def _update_memberships(self, now: float, page_id: str, changes: Changes) -> None:
         members = self._touch(now, page_id)
         for group, cursor in changes.cursors.items():
-            if group in members:
+            if group in members:  # a cursor moves only for a membership that still exists
                 members[group] = (now, cursor)
         for group in changes.leaves:
             members.pop(group, None)
@@ -170,7 +172,7 @@ class MemoryStore(Store):
 
     def _join(self, now: float, page_id: str, group: str) -> None:
         members = self._members.setdefault(page_id, {})
-        # Joining again keeps the cursor: nothing published meanwhile is skipped.
+        # Joining again keeps the cursor (stores/base.py).
         members.setdefault(group, (now, self._head(group)))
 
     def _touch(self, now: float, page_id: str) -> dict[str, tuple[float, int]]:
@@ -186,10 +188,10 @@ class MemoryStore(Store):
         return log[-1][1] if log else 0
 
     def _expire(self, now: float) -> None:
-        # A sweep walks everything, so it runs at most ten times per TTL.
+        # A sweep walks everything, so it runs only now and then.
         if now < self._next_sweep:
             return
-        self._next_sweep = now + self.page_ttl / 10
+        self._next_sweep = now + sweep_interval(self.page_ttl)
         cutoff = now - self.page_ttl
         for page_id, (touched, _) in list(self._records.items()):
             if touched < cutoff:

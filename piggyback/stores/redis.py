@@ -17,6 +17,7 @@ import typing as t
 
 from .base import Changes
 from .base import checked_commands
+from .base import checked_page_ttl
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
@@ -28,6 +29,7 @@ from .base import Message
 from .base import PageRecord
 from .base import READ_LIMIT
 from .base import Store
+from .base import TRIMMED_PER_SEND
 
 if t.TYPE_CHECKING:
     import redis
@@ -71,8 +73,8 @@ end
 local function append(ids, key, commands, at, ttl)
   local id = redis.call('INCR', ids)
   redis.call('ZADD', key, id, '[' .. id .. ',' .. at .. ',' .. commands .. ']')
-  -- Ids grow with time, so expired messages are the oldest; a few per call keeps up.
-  for _ = 1, 10 do
+  -- Ids grow with time, so expired messages are the oldest; a few per send keep up.
+  for _ = 1, __TRIMMED_PER_SEND__ do
     local oldest = redis.call('ZRANGE', key, 0, 0)[1]
     if created(oldest) >= at - ttl then break end
     redis.call('ZREMRANGEBYRANK', key, 0, 0)
@@ -80,13 +82,14 @@ local function append(ids, key, commands, at, ttl)
   redis.call('PEXPIRE', key, ttl)
 end
 
--- Joining again keeps the cursor; a new member starts after every existing message.
+-- Joining again keeps the cursor (stores/base.py); a new member starts after every
+-- existing message.
 local function join(members, ids, group)
   redis.call('HSETNX', members, group, redis.call('GET', ids) or 0)
 end
 
 -- Whether the lease was taken: false while a live owner holds it.
-local function lock(lease, owner, duration, ttl)
+local function take_lease(lease, owner, duration, ttl)
   local at = now()
   local expires = tonumber(redis.call('HGET', lease, 'expires'))
   if expires and expires > at then return false end
@@ -116,15 +119,16 @@ local function load(page, inbox, members, log_prefix, ttl, limit)
   return {redis.call('GET', page), fresh(lists[1], cutoff, last), groups}
 end
 """
+_LUA_PRELUDE = _LUA_PRELUDE.replace("__TRIMMED_PER_SEND__", str(TRIMMED_PER_SEND))
 
 # KEYS: lease. ARGV: owner, lease, page TTL.
-_LOCK = """
-if lock(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
+_TAKE_LEASE = """
+if take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
 return 0
 """
 
 # KEYS: lease. ARGV: owner.
-_UNLOCK = """
+_RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
@@ -136,7 +140,7 @@ return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
 # KEYS: lease, page, inbox, memberships. ARGV: owner, lease, page TTL, log key prefix,
 # read limit. Nothing when a live owner holds the lease, else what _LOAD returns.
 _BEGIN = """
-if not lock(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
+if not take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
 return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3], ARGV[5])
 """
 
@@ -149,7 +153,7 @@ redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', plan.inbox_upto)
 for group, cursor in pairs(plan.cursors) do
-  -- Only a membership that still exists: one left meanwhile stays left.
+  -- A cursor moves only for a membership that still exists: one left stays left.
   if redis.call('HEXISTS', KEYS[4], group) == 1 then
     redis.call('HSET', KEYS[4], group, cursor)
   end
@@ -223,8 +227,7 @@ class RedisStore(Store):
         prefix: str = "piggyback:",
         page_ttl: float = DEFAULT_PAGE_TTL,
     ) -> None:
-        if page_ttl <= 0:
-            raise ValueError(f"page_ttl must be positive, got {page_ttl!r}.")
+        page_ttl = checked_page_ttl(page_ttl)
         self.client = client
         self.prefix = prefix
         self.page_ttl = page_ttl
@@ -232,8 +235,8 @@ class RedisStore(Store):
         self._owns_client = False
         self._secret: bytes | None = None
         script = client.register_script
-        self._lock = script(_LUA_PRELUDE + _LOCK)
-        self._unlock = script(_UNLOCK)
+        self._take_lease = script(_LUA_PRELUDE + _TAKE_LEASE)
+        self._release = script(_RELEASE)
         self._load = script(_LUA_PRELUDE + _LOAD)
         self._begin = script(_LUA_PRELUDE + _BEGIN)
         self._save = script(_LUA_PRELUDE + _SAVE)
@@ -280,12 +283,12 @@ class RedisStore(Store):
         owner = secrets.token_hex(8)
         lease_ms = max(1, round(lease * 1000))
         keys = [self._key("lease", page_id)]
-        if not self._lock(keys=keys, args=[owner, lease_ms, self._ttl]):
+        if not self._take_lease(keys=keys, args=[owner, lease_ms, self._ttl]):
             return None
         return owner
 
     def unlock(self, page_id: str, owner: str) -> None:
-        self._unlock(keys=[self._key("lease", page_id)], args=[owner])
+        self._release(keys=[self._key("lease", page_id)], args=[owner])
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
         owner = secrets.token_hex(8)

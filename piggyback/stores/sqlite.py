@@ -52,6 +52,7 @@ import typing as t
 import weakref
 
 from .base import Changes
+from .base import checked_page_ttl
 from .base import Command
 from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
@@ -63,6 +64,7 @@ from .base import Mail
 from .base import PageRecord
 from .base import READ_LIMIT
 from .base import Store
+from .base import sweep_interval
 
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
@@ -129,7 +131,7 @@ _MAY_HAVE_MAIL = """
 # a live owner holds it. A page's first lease makes its row. (RETURNING gives plain
 # columns: SQLite 3.40 compares the row's own columns wrongly there, e.g. a REAL column
 # with a number, in a table whose primary key is TEXT.)
-_LOCK = f"""
+_TAKE_LEASE = f"""
 INSERT INTO pages (id, touched, owner, pid, host, expires)
 VALUES (:page_id, :now, :owner, :pid, :host, :expires)
 ON CONFLICT (id) DO UPDATE
@@ -206,8 +208,8 @@ UPDATE memberships SET touched = :now
 WHERE page_id = :page_id AND touched >= :cutoff AND touched < :due
 """
 
-# Joining again keeps the cursor, so nothing published meanwhile is skipped; joining
-# after the membership expired starts afresh.
+# Joining again keeps the cursor (stores/base.py); joining after the membership
+# expired starts afresh.
 _JOIN = """
 INSERT INTO memberships (page_id, group_name, cursor, touched)
 SELECT :page_id, :group, coalesce(max(id), 0), :now
@@ -431,8 +433,7 @@ class SQLiteStore(Store):
                 " temporary database is private to one connection. For one process,"
                 " use MemoryStore."
             )
-        if page_ttl <= 0:
-            raise ValueError(f"page_ttl must be positive, got {page_ttl!r}.")
+        page_ttl = checked_page_ttl(page_ttl)
         # Absolute, so that a later chdir cannot point a connection at another file.
         self._file = os.path.abspath(self.path)
         self._private = False  # the file's mode is checked once, at the first connection
@@ -440,7 +441,7 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self._clock = clock
         # Frequent small sweeps keep each one's write transaction short.
-        self._sweep_every = min(page_ttl / 10, 600.0)
+        self._sweep_every = sweep_interval(page_ttl)
         self._next_sweep = 0.0
         self._secret: bytes | None = None
         self._local = threading.local()
@@ -459,14 +460,14 @@ class SQLiteStore(Store):
 
     def lock(self, page_id: str, lease: float) -> str | None:
         owner = _new_owner()
-        if self._lock(self._writer(), page_id, owner, lease) is None:
+        if self._take_lease(self._writer(), page_id, owner, lease) is None:
             return None
         return owner
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
         owner = _new_owner()
         db = self._writer()
-        taken = self._lock(db, page_id, owner, lease)
+        taken = self._take_lease(db, page_id, owner, lease)
         if taken is None:
             return None
         text, touched, may_have_mail = taken
@@ -540,7 +541,7 @@ class SQLiteStore(Store):
             if db.pid == os.getpid():
                 db.close()
 
-    def _lock(
+    def _take_lease(
         self, db: _Connection, page_id: str, owner: str, lease: float
     ) -> tuple[str | None, float, int] | None:
         """Take the lease: the record, when it was written, whether mail may wait."""
@@ -553,7 +554,8 @@ class SQLiteStore(Store):
             "now": now,
             "expires": now + lease,
         }
-        row: tuple[str | None, float, int] | None = self._execute(db, _LOCK, params).fetchone()
+        row: tuple[str | None, float, int] | None
+        row = self._execute(db, _TAKE_LEASE, params).fetchone()
         return row
 
     def _unexpired(self, text: str | None, touched: float) -> PageRecord | None:
@@ -593,7 +595,8 @@ class SQLiteStore(Store):
         page_id = params["page_id"]
         if touch:
             db.execute(_TOUCH, params)
-        # An UPDATE cannot resurrect a membership that was left meanwhile.
+        # A cursor moves only for a membership that still exists: an UPDATE cannot
+        # resurrect one left meanwhile.
         if changes.cursors:
             db.executemany(
                 "UPDATE memberships SET cursor = ? WHERE page_id = ? AND group_name = ?",
