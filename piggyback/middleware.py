@@ -9,7 +9,6 @@ import os
 import typing as t
 
 from markupsafe import Markup
-from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import ClosingIterator
 
 from .answer import Answerer
@@ -18,6 +17,7 @@ from .answer import Runner
 from .browsers import BrowserCookie
 from .browsers import DEFAULT_COOKIE
 from .endpoint import EventEndpoint
+from .endpoint import status_line
 from .handles import GroupHandle
 from .handles import PageHandle
 from .hooks import Hook
@@ -171,7 +171,15 @@ class Piggyback:
         self._mount = options.mount  # read by every request
         self._script_path = f"{self._mount}/piggyback.js"
         self._deploy = (-1, "")
-        self._endpoint = EventEndpoint(self)
+        self._endpoint = EventEndpoint(
+            signer=self._make_signer,
+            registry=self.registry,
+            answerer=self.answerer,
+            browsers=self.browsers,
+            deploy=lambda: self.deploy,
+            max_query_bytes=options.max_query_bytes,
+            max_body_bytes=options.max_body_bytes,
+        )
 
     @property
     def mount(self) -> str:
@@ -392,13 +400,13 @@ class Piggyback:
         cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
         headers = [("ETag", etag), ("Cache-Control", cache), ("X-Content-Type-Options", "nosniff")]
         if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
-            start_response("304 Not Modified", headers)
+            start_response(status_line(304), headers)
             return []
         headers += [
             ("Content-Type", "text/javascript; charset=utf-8"),
             ("Content-Length", str(len(self._script))),
         ]
-        start_response("200 OK", headers)
+        start_response(status_line(200), headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
 
 
@@ -450,7 +458,7 @@ def _with_headers(
 def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
     body = text.encode("utf-8", "backslashreplace")
     start_response(
-        f"{status} {HTTP_STATUS_CODES[status]}",
+        status_line(status),
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
