@@ -58,6 +58,7 @@ from .exceptions import EventRejected
 from .middleware import Piggyback
 from .options import check_names
 from .options import SETTINGS
+from .registry import HandlerDecorator
 from .registry import Registry
 
 if t.TYPE_CHECKING:
@@ -68,7 +69,6 @@ if t.TYPE_CHECKING:
     from .page import Page
     from .registry import Handler
 
-F = t.TypeVar("F", bound="Handler")
 H = t.TypeVar("H", bound="Hook")
 
 #: The config keys :meth:`FlaskPiggyback.init_app` reads, and the options they set:
@@ -143,15 +143,12 @@ class FlaskPiggyback:
         app.extensions["piggyback"] = self
         self._middlewares[app] = weakref.ref(live)
 
-    @t.overload
-    def handler(self, name: F) -> F: ...
-    @t.overload
-    def handler(self, name: str | None = None) -> t.Callable[[F], F]: ...
-    def handler(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+    @property
+    def handler(self) -> HandlerDecorator:
         """Register a handler, under its function's name or the name given; see
         :meth:`piggyback.Piggyback.handler`. Works before :meth:`init_app`.
         """
-        return self.registry.decorator(name)
+        return self.registry.decorator
 
     def before_event(self, hook: H) -> H:
         """Run ``hook(page, event)`` before every handler, after the app's

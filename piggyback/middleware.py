@@ -31,7 +31,7 @@ from .options import MAX_POLL as MAX_POLL
 from .options import MAX_TIMEOUT as MAX_TIMEOUT
 from .options import Options
 from .page import Page
-from .registry import Handler
+from .registry import HandlerDecorator
 from .registry import Registry
 from .stores.base import Changes
 from .stores.base import PageRecord
@@ -45,7 +45,6 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-F = t.TypeVar("F", bound=Handler)
 H = t.TypeVar("H", bound=Hook)
 
 #: HTML bodies larger than this are passed through without the client tag.
@@ -216,11 +215,8 @@ class Piggyback:
         """The ``max_body_bytes`` option."""
         return self.options.max_body_bytes
 
-    @t.overload
-    def handler(self, name: F) -> F: ...
-    @t.overload
-    def handler(self, name: str | None = None) -> t.Callable[[F], F]: ...
-    def handler(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+    @property
+    def handler(self) -> HandlerDecorator:
         """Register a handler, under its function's name or the name given.
 
         .. code-block:: python
@@ -230,8 +226,10 @@ class Piggyback:
 
             @live.handler("rename")
             def rename_item(page, event): ...
+
+        Registering a name twice raises :class:`~piggyback.HandlerError`.
         """
-        return self.registry.decorator(name)
+        return self.registry.decorator
 
     def before_event(self, hook: H) -> H:
         """Run ``hook(page, event)`` before every handler; it may refuse the event.
