@@ -149,10 +149,9 @@ class Piggyback:
         )
         self.app = app
         self.store = options.open_store()
+        cookie = options.browser_cookie or DEFAULT_COOKIE
         #: The cookie page tokens are bound to, or ``None`` when they are not bound.
-        self.browsers = (
-            BrowserCookie(options.browser_cookie or DEFAULT_COOKIE) if bind_browser else None
-        )
+        self.browsers = BrowserCookie(cookie) if options.bind_browser else None
         self.registry = options.registry if options.registry is not None else Registry()
         self.answerer = Answerer(
             self.store,
@@ -175,7 +174,7 @@ class Piggyback:
             registry=self.registry,
             answerer=self.answerer,
             browsers=self.browsers,
-            deploy=lambda: self.deploy,
+            deploy=self._name_deploy,
             max_query_bytes=options.max_query_bytes,
             max_body_bytes=options.max_body_bytes,
         )
@@ -298,6 +297,9 @@ class Piggyback:
     @property
     def deploy(self) -> str:
         """Names this deploy's client and handlers, so pages of an older one can tell."""
+        return self._name_deploy()
+
+    def _name_deploy(self) -> str:
         handlers = len(self.registry)
         if self._deploy[0] != handlers:  # registered after the last look
             digest = hashlib.sha256(
