@@ -215,6 +215,8 @@ def navigate(page: Page, event: Event) -> None:
 @live.handler
 def delete_task(page: Page, event: Event) -> None:
     task_id = int(event.args["id"])
+    if task_id not in {task["id"] for task in TASKS}:
+        return  # only the ids this page shows: the state stays small, whatever is sent
     deleted = page.state.setdefault("deleted", [])
     if task_id not in deleted:
         deleted.append(task_id)

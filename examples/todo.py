@@ -24,6 +24,8 @@ if t.TYPE_CHECKING:
 
 #: The longest title accepted, in characters.
 MAX_TITLE = 80
+#: Items one page keeps: ``page.state`` is read and written with every event.
+MAX_ITEMS = 100
 
 PAGE = b"""<!doctype html>
 <html lang="en">
@@ -95,6 +97,8 @@ def items(page: Page) -> dict[str, str]:
 @live.handler
 def add_item(page: Page, event: Event) -> None:
     title, problem = check_title(event)
+    if not problem and len(items(page)) >= MAX_ITEMS:
+        problem = f"A list holds at most {MAX_ITEMS} items."
     page.set_text("add-error", problem)
     if problem:
         page.focus("add-title")

@@ -5,6 +5,7 @@ from .exceptions import BadToken as BadToken
 from .exceptions import EventRedirected as EventRedirected
 from .exceptions import EventRejected as EventRejected
 from .exceptions import HandlerError as HandlerError
+from .exceptions import OptionError as OptionError
 from .exceptions import PageBusy as PageBusy
 from .exceptions import PageExpired as PageExpired
 from .exceptions import PiggybackError as PiggybackError

@@ -257,13 +257,11 @@ class Answerer:
         return _refused(seq, PageExpired(_ENDED))
 
     def _expire(self, held: Lease, record: PageRecord, mail: Mail, seq: int, why: str) -> Result:
-        """Drop what a page kept and what waits for it, leave its groups, say it expired.
-
-        The page receives nothing more; the client reloads it (a new page).
+        """End the page: drop what it kept and what waits for it, leave its groups, and
+        say it expired. It receives nothing more; the client reloads it (a new page).
         """
-        state = {} if record.damaged else record.state
         changes = Changes(
-            record=PageRecord(seq=max(seq, record.seq), state=state),
+            record=PageRecord(seq=ENDED_SEQ),  # ended: no later event of it ever runs
             inbox_upto=_ALL,
             leaves=sorted(mail.groups),
         )
@@ -320,7 +318,8 @@ class Answerer:
         token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
             check_result(self.runner(guard(self.hooks, handler), page, event), event)
-            json.dumps(page.state, allow_nan=False)  # state must be JSON: fail here
+            # The state must be JSON, and small: fail here, where the handler is named.
+            limits.check_state(json.dumps(page.state, allow_nan=False))
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))

@@ -23,6 +23,10 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")
+#: What a cookie name may be: 1 to 64 letters, digits, ``_`` or ``-``.
+COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+#: The cookie's name unless the ``browser_cookie`` option says otherwise.
+DEFAULT_COOKIE = "pb_browser"
 #: The longest a browser keeps a cookie (Chromium caps Max-Age at 400 days).
 MAX_AGE = 400 * 24 * 3600
 _NEW = "piggyback.new_browser"
@@ -34,8 +38,8 @@ class BrowserCookie:
     :param name: the cookie's name; over HTTPS it gets the ``__Host-`` prefix.
     """
 
-    def __init__(self, name: str = "pb_browser") -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+    def __init__(self, name: str = DEFAULT_COOKIE) -> None:
+        if not isinstance(name, str) or not COOKIE_NAME.match(name):
             raise ValueError(
                 f"A browser cookie name is 1 to 64 letters, digits, '_' or '-', not {name!r}."
             )

@@ -45,7 +45,6 @@ dotted paths from ``settings.MIDDLEWARE``.
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 import typing as t
 
@@ -66,8 +65,7 @@ from django.utils.module_loading import import_string  # type: ignore[import-unt
 from .exceptions import EventRejected
 from .hooks import outcome_of
 from .middleware import Piggyback
-from .stores import store_from_url
-from .stores.base import DEFAULT_PAGE_TTL
+from .options import SETTINGS
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -84,11 +82,7 @@ DEFAULT_MIDDLEWARE = (
 )
 
 #: The options of :class:`~piggyback.Piggyback` that ``PIGGYBACK_<NAME>`` settings set.
-OPTIONS = tuple(
-    name
-    for name, parameter in inspect.signature(Piggyback.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("runner", "registry")
-)
+OPTIONS = SETTINGS
 
 
 def wrap(
@@ -114,7 +108,9 @@ def wrap(
     :param middleware: dotted paths of the middleware an event's request passes
         through, outermost first. Default: ``settings.MIDDLEWARE``.
     :param skip_middleware: dotted paths of middleware events leave out.
-    :param options: keyword options of :class:`~piggyback.Piggyback`.
+    :param options: keyword options of :class:`~piggyback.Piggyback`; with the
+        settings, they are checked by :class:`~piggyback.options.Options`
+        (:class:`~piggyback.exceptions.OptionError` names a bad one).
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
@@ -126,9 +122,6 @@ def wrap(
             options[name] = getattr(settings, setting)
     middleware = options.pop("middleware", middleware)
     skip_middleware = options.pop("skip_middleware", skip_middleware)
-    if isinstance(options.get("store"), str):
-        page_ttl = options.get("page_ttl", DEFAULT_PAGE_TTL)
-        options["store"] = store_from_url(options["store"], page_ttl=page_ttl)
     runner = DjangoRunner(middleware, skip=skip_middleware or ())
     runner.middleware  # noqa: B018 - a wrong PIGGYBACK_SKIP_MIDDLEWARE fails here, not at an event
     return Piggyback(application, runner=runner, **options)

@@ -28,8 +28,11 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
-    from .middleware import Piggyback
+    from .answer import Answerer
+    from .browsers import BrowserCookie
     from .registry import Handler
+    from .registry import Registry
+    from .tokens import TokenSigner
 
 logger = logging.getLogger("piggyback")
 
@@ -45,6 +48,13 @@ _CSP = (
 )
 _STATUS = {code: f"{code} {reason}" for code, reason in HTTP_STATUS_CODES.items()}
 
+
+def status_line(code: int) -> str:
+    """The status line for an HTTP status code, as ``start_response`` takes it:
+    ``status_line(404) == "404 Not Found"``."""
+    return _STATUS[code]
+
+
 #: How far past ``max_body_bytes`` a refused body may go and still be read (and
 #: discarded) before its 413 is written. Some browsers (WebKit, Firefox) drop an answer
 #: that arrives while they are still sending a body the server stopped reading; a file
@@ -59,11 +69,52 @@ class EventEndpoint:
     """Answers ``<mount>/event``: checks every field, runs the handler, writes the
     document. Every outcome, rejections included, is the same one-script document.
 
-    :param live: the middleware, for its handlers, tokens, store and limits.
+    It is given what it works with; the middleware builds it from its options:
+
+    .. code-block:: python
+
+        endpoint = EventEndpoint(
+            signer=lambda: signer,
+            registry=registry,
+            answerer=Answerer(store),
+            browsers=BrowserCookie(),
+            deploy=lambda: "",
+            max_query_bytes=16 * 1024,
+            max_body_bytes=1024 * 1024,
+        )
+
+    :param signer: gives the token signer, on every event (the middleware makes it on
+        first use, from the store's secret).
+    :param registry: the handlers an event may name.
+    :param answerer: answers a checked event against the store.
+    :param browsers: the cookie page tokens are bound to, or ``None`` when they are not.
+    :param deploy: gives the name of this deploy, to tell a page of an older one
+        (asked only for an event naming an unknown handler).
+    :param max_query_bytes: the largest query string accepted (414 past it).
+    :param max_body_bytes: the largest body accepted (413 past it).
+
+    .. versionchanged:: 0.2
+        Takes its collaborators instead of the middleware.
     """
 
-    def __init__(self, live: Piggyback) -> None:
-        self.live = live
+    def __init__(
+        self,
+        *,
+        signer: t.Callable[[], TokenSigner],
+        registry: Registry,
+        answerer: Answerer,
+        browsers: BrowserCookie | None,
+        deploy: t.Callable[[], str],
+        max_query_bytes: int,
+        max_body_bytes: int,
+    ) -> None:
+        self.signer = signer
+        self.registry = registry
+        self.answerer = answerer
+        self.browsers = browsers
+        self.deploy = deploy
+        self.max_query_bytes = max_query_bytes
+        self.max_body_bytes = max_body_bytes
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -92,13 +143,13 @@ class EventEndpoint:
         if status == 405:
             headers.append(("Allow", "GET, POST"))
         headers.extend(extra)
-        start_response(_STATUS[status], headers)
+        start_response(_STATUS[status], headers)  # status_line(), one call less per event
         return [body]
 
     def _post(self, environ: WSGIEnvironment) -> Request:
         request = Request(environ)
-        request.max_content_length = self.live.max_body_bytes
-        request.max_form_memory_size = self.live.max_body_bytes
+        request.max_content_length = self.max_body_bytes
+        request.max_form_memory_size = self.max_body_bytes
         return request
 
     def _answer(
@@ -106,24 +157,25 @@ class EventEndpoint:
     ) -> tuple[Answer, list[tuple[str, str]]]:
         """The answer, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
         _check_origin(environ)
-        if len(environ.get("QUERY_STRING", "")) > self.live.max_query_bytes:
+        if len(environ.get("QUERY_STRING", "")) > self.max_query_bytes:
             raise TooLarge(
-                f"The event's query string is longer than {self.live.max_query_bytes} bytes.",
+                f"The event's query string is longer than {self.max_query_bytes} bytes.",
                 status=414,
             )
         try:
             incoming = read_event_request(environ, post)
         except RequestEntityTooLarge:
-            _drain(environ, self.live.max_body_bytes)
+            _drain(environ, self.max_body_bytes)
             raise TooLarge(
-                f"The event's body is larger than {self.live.max_body_bytes} bytes."
+                f"The event's body is larger than {self.max_body_bytes} bytes."
             ) from None
-        signer, browser = self.live.signer, self.live.browser_of(environ)
+        signer = self.signer()
+        browser = "" if self.browsers is None else self.browsers.read(environ)
         page_id = signer.verify(incoming.token, browser=browser)
         handler = self._find_handler(incoming)
         event, young = incoming.event, signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
-        answer = self.live.answerer.answer(
+        answer = self.answerer.answer(
             page_id, incoming.seq, incoming.ack, handler, event, token=token, quiet=young
         )
         return answer, event.headers
@@ -134,9 +186,9 @@ class EventEndpoint:
         if name is None:
             return None
         try:
-            return self.live.registry.find(name)
+            return self.registry.find(name)
         except UnknownHandler:
-            if incoming.deploy is None or incoming.deploy == self.live.deploy:
+            if incoming.deploy is None or incoming.deploy == self.deploy():
                 raise
         raise PageExpired("The app was updated since this page was rendered; reload it.")
 

@@ -16,6 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from .exceptions import EventRejected
+from .registry import HANDLER_NAME
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -28,7 +29,6 @@ MAX_ARGS_DEPTH = 20
 _PARAMETERS = frozenset("psahetvgbd")
 #: What a POST with ``b=1`` carries in its body: values too long for a URL.
 _BODY_PARAMETERS = frozenset("vg")
-_HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 _DOM_EVENT = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
 _DECIMAL = re.compile(r"[0-9]{1,16}\Z")
 # Half of a UTF-16 pair alone: valid in JSON and JavaScript, but no UTF-8 text has one.
@@ -119,7 +119,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
         raise EventRejected(f"The acknowledgement {ack} is not below the sequence number {seq}.")
     event = Event(
         name=_match(query, "e", _DOM_EVENT, "a DOM event name"),
-        handler=_match(query, "h", _HANDLER, "a handler name"),
+        handler=_match(query, "h", HANDLER_NAME, "a handler name"),
         target=query.get("t") or None,
         args=_args(query.get("g")),
         value=query.get("v"),

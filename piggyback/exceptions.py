@@ -18,6 +18,50 @@ class HandlerError(PiggybackError):
     """A handler cannot be registered, e.g. its name is taken."""
 
 
+class OptionError(PiggybackError, ValueError):
+    """An option of :class:`~piggyback.Piggyback` is out of range, of the wrong kind, or
+    contradicts another one; see :mod:`piggyback.options`.
+
+    :param option: the option's name, e.g. ``"lease"``.
+    :param value: the value it was given.
+    :param reason: a sentence with the bad value and what is allowed.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, option: str, value: t.Any, reason: str) -> None:
+        super().__init__(reason)
+        self.option = option
+        self.value = value
+
+
+class LeaseLost(PiggybackError):
+    """The owner no longer holds the page's lease; nothing was saved.
+
+    The lease ran out and another request took it over (or it was given back). Raised
+    by a store's ``save`` (:class:`piggyback.stores.base.Store`).
+
+    :param page_id: the page.
+
+    .. versionchanged:: 0.3
+        Renamed from ``LockLost``, which stays an alias.
+    """
+
+    def __init__(self, page_id: str) -> None:
+        super().__init__(page_id)
+        self.page_id = page_id
+
+    def __str__(self) -> str:
+        return (
+            f"The lease on page {self.page_id!r} is no longer held by this owner;"
+            " nothing was saved."
+        )
+
+
+#: The name of :class:`LeaseLost` before 0.3.
+LockLost = LeaseLost
+
+
 class EventRejected(PiggybackError):
     """An event request that piggyback refuses to run, with the reason the client sees.
 

@@ -56,9 +56,10 @@ from werkzeug.wrappers import Response
 from . import templates
 from .exceptions import EventRejected
 from .middleware import Piggyback
+from .options import check_names
+from .options import SETTINGS
+from .registry import HandlerDecorator
 from .registry import Registry
-from .stores import store_from_url
-from .stores.base import DEFAULT_PAGE_TTL
 
 if t.TYPE_CHECKING:
     from .event import Event
@@ -68,17 +69,11 @@ if t.TYPE_CHECKING:
     from .page import Page
     from .registry import Handler
 
-F = t.TypeVar("F", bound="Handler")
 H = t.TypeVar("H", bound="Hook")
 
-#: The config keys :meth:`FlaskPiggyback.init_app` reads, and the options they set.
-CONFIG_KEYS = {
-    "PIGGYBACK_SECRET_KEY": "secret_key",
-    "PIGGYBACK_STORE": "store",
-    "PIGGYBACK_MOUNT": "mount",
-    "PIGGYBACK_TIMEOUT": "timeout",
-    "PIGGYBACK_POLL": "poll",
-}
+#: The config keys :meth:`FlaskPiggyback.init_app` reads, and the options they set:
+#: ``PIGGYBACK_<NAME>`` for every option but ``runner`` and ``registry``.
+CONFIG_KEYS = {f"PIGGYBACK_{name.upper()}": name for name in SETTINGS}
 
 
 class FlaskPiggyback:
@@ -100,11 +95,17 @@ class FlaskPiggyback:
 
     :param app: the app to initialize now, if any.
     :param options: keyword options of :class:`~piggyback.Piggyback`, except
-        ``runner``. An app's config overrides them with ``PIGGYBACK_SECRET_KEY``,
-        ``PIGGYBACK_STORE`` (a store URL such as ``"memory:"``, or a store),
-        ``PIGGYBACK_MOUNT``, ``PIGGYBACK_TIMEOUT`` and ``PIGGYBACK_POLL`` (seconds).
+        ``runner`` and ``registry``. An app's config overrides them with
+        ``PIGGYBACK_<NAME>`` for each option (:data:`CONFIG_KEYS`):
+        ``PIGGYBACK_SECRET_KEY``, ``PIGGYBACK_STORE`` (a store URL such as
+        ``"memory:"``, or a store), ``PIGGYBACK_MOUNT``, ``PIGGYBACK_TIMEOUT`` and
+        ``PIGGYBACK_POLL`` (seconds), ``PIGGYBACK_LEASE``, and so on. Together they are
+        checked by :class:`~piggyback.options.Options` when an app is initialized.
+    :raise TypeError: an option is not one of :class:`~piggyback.Piggyback`'s.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        Every option can come from the config; unknown option names raise at once.
     """
 
     def __init__(self, app: Flask | None = None, **options: t.Any) -> None:
@@ -113,6 +114,7 @@ class FlaskPiggyback:
                 "FlaskPiggyback runs handlers in Flask's request context itself; it"
                 " takes no 'runner' option."
             )
+        check_names(options, allowed=SETTINGS)
         self.options = options
         #: The handlers of every app this extension serves.
         self.registry = Registry()
@@ -141,15 +143,12 @@ class FlaskPiggyback:
         app.extensions["piggyback"] = self
         self._middlewares[app] = weakref.ref(live)
 
-    @t.overload
-    def handler(self, name: F) -> F: ...
-    @t.overload
-    def handler(self, name: str | None = None) -> t.Callable[[F], F]: ...
-    def handler(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+    @property
+    def handler(self) -> HandlerDecorator:
         """Register a handler, under its function's name or the name given; see
         :meth:`piggyback.Piggyback.handler`. Works before :meth:`init_app`.
         """
-        return self.registry.decorator(name)
+        return self.registry.decorator
 
     def before_event(self, hook: H) -> H:
         """Run ``hook(page, event)`` before every handler, after the app's
@@ -227,9 +226,6 @@ class FlaskPiggyback:
         for key, option in CONFIG_KEYS.items():
             if key in app.config:
                 options[option] = app.config[key]
-        if isinstance(options.get("store"), str):
-            page_ttl = options.get("page_ttl", DEFAULT_PAGE_TTL)
-            options["store"] = store_from_url(options["store"], page_ttl=page_ttl)
         return options
 
 

@@ -16,6 +16,7 @@ limit                     default    past it
 ``MAX_UNACKED``           16         unacknowledged batches kept per page
 ``MAX_UNACKED_BYTES``     2 MiB      bytes of them: the page expires
 ``MAX_MEMBERSHIPS``       100        groups one page is in: the join fails
+``MAX_STATE_BYTES``       64 KiB     ``page.state`` as JSON: the handler fails
 ========================  =========  ===========================================
 
 So one answer is at most :data:`MAX_ANSWER_BYTES`, whatever a client sends or withholds.
@@ -55,6 +56,9 @@ MAX_UNACKED = 16
 MAX_UNACKED_BYTES = 2 * 1024 * 1024
 #: Groups one page may be a member of at once.
 MAX_MEMBERSHIPS = 100
+#: ``page.state`` as JSON: read and written with every event of the page, so it stays
+#: small; keep large data in your database and its key in the state.
+MAX_STATE_BYTES = 64 * 1024
 #: The largest answer document: the kept batches, one more, its mail, and the rest.
 MAX_ANSWER_BYTES = MAX_UNACKED_BYTES + MAX_BATCH_BYTES + MAX_MAIL_BYTES + 4096
 
@@ -110,6 +114,18 @@ def check_memberships(count: int) -> None:
         raise TooMuchOutput(
             f"The page would be in {count:,} groups; a page may be in at most"
             f" {MAX_MEMBERSHIPS:,}. Leave some first."
+        )
+
+
+def check_state(text: str) -> None:
+    """``page.state``, as the JSON ``text``, must be at most :data:`MAX_STATE_BYTES`.
+
+    :raise TooMuchOutput: it is larger.
+    """
+    if len(text) > MAX_STATE_BYTES:  # ASCII JSON: one byte a character
+        raise TooMuchOutput(
+            f"page.state is {len(text):,} bytes as JSON; the limit is {MAX_STATE_BYTES:,}"
+            " bytes. Keep large data in your database and its key in the state."
         )
 
 

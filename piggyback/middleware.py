@@ -9,14 +9,15 @@ import os
 import typing as t
 
 from markupsafe import Markup
-from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import ClosingIterator
 
 from .answer import Answerer
 from .answer import run_directly
 from .answer import Runner
 from .browsers import BrowserCookie
+from .browsers import DEFAULT_COOKIE
 from .endpoint import EventEndpoint
+from .endpoint import status_line
 from .handles import GroupHandle
 from .handles import PageHandle
 from .hooks import Hook
@@ -26,11 +27,12 @@ from .inject import ResponseCatcher
 from .inject import scan_page
 from .inject import script_tag
 from .inject import stream_reason
+from .options import MAX_POLL as MAX_POLL
+from .options import MAX_TIMEOUT as MAX_TIMEOUT
+from .options import Options
 from .page import Page
-from .registry import Handler
+from .registry import HandlerDecorator
 from .registry import Registry
-from .stores import store_from_url
-from .stores.base import DEFAULT_PAGE_TTL
 from .stores.base import Store
 from .tokens import TokenSigner
 
@@ -41,14 +43,10 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-F = t.TypeVar("F", bound=Handler)
 H = t.TypeVar("H", bound=Hook)
 
 #: HTML bodies larger than this are passed through without the client tag.
 MAX_EDITED_BODY = 8 * 1024 * 1024
-#: The largest ``timeout`` and ``poll`` options, in seconds.
-MAX_TIMEOUT = 600.0
-MAX_POLL = 86400.0
 
 
 class Piggyback:
@@ -63,17 +61,26 @@ class Piggyback:
             page.state["n"] = page.state.get("n", 0) + 1
             page.set_text("count", page.state["n"])
 
+    Every option is checked here, once (:mod:`piggyback.options` has the rules); a bad
+    one raises :class:`~piggyback.exceptions.OptionError`, a ``ValueError`` naming the
+    bad value and what is allowed.
+
     :param app: the WSGI app to wrap.
     :param secret_key: signs page tokens. Default: ``PIGGYBACK_SECRET_KEY`` from the
         environment, else a random key kept in the store and shared by every process.
-    :param store: where pages live. Default: ``PIGGYBACK_STORE`` from the environment,
-        else an SQLite file ``.piggyback/store.sqlite3`` in the working directory.
-    :param mount: the path piggyback owns for its script and events.
+    :param store: where pages live: a store, or a store URL (``"memory:"``,
+        ``"sqlite:///path"``, ``"redis://…"``). Default: ``PIGGYBACK_STORE`` from the
+        environment, else an SQLite file ``.piggyback/store.sqlite3`` in the working
+        directory.
+    :param mount: the path piggyback owns for its script and events; never ``/``.
     :param inject: put the client's tag into HTML responses; when false, place
         :meth:`script_tag` in your template yourself.
-    :param page_ttl: seconds an unused page lives (for the default store).
-    :param lease: seconds one event may hold its page before another takes over.
-    :param lock_wait: seconds an event waits for its busy page before answering busy.
+    :param page_ttl: seconds an unused page lives, for a store piggyback opens (from a
+        URL or the default); a store object has its own. Default: a day.
+    :param lease: seconds one event may hold its page before another takes over its
+        lease; shorter than ``page_ttl``.
+    :param lock_wait: seconds an event waits for its busy page's lease before
+        answering busy.
     :param max_query_bytes: the largest event query string accepted.
     :param max_body_bytes: the largest event request body accepted.
     :param runner: calls each handler as ``runner(handler, page, event)``; framework
@@ -91,6 +98,11 @@ class Piggyback:
         (:mod:`piggyback.browsers`), so a token works in no other browser. It costs that
         one cookie; turn it off only for clients that keep no cookies (an API client).
     :param browser_cookie: that cookie's name (``__Host-`` is put before it over HTTPS).
+        Default: ``pb_browser``.
+
+    .. versionchanged:: 0.2
+        Every option is checked; ``store`` takes a URL; ``page_ttl`` with a store
+        object, and ``browser_cookie`` with ``bind_browser=False``, are refused.
     """
 
     def __init__(
@@ -98,10 +110,10 @@ class Piggyback:
         app: WSGIApplication,
         *,
         secret_key: str | bytes | None = None,
-        store: Store | None = None,
+        store: Store | str | None = None,
         mount: str = "/_pb",
         inject: bool = True,
-        page_ttl: float = DEFAULT_PAGE_TTL,
+        page_ttl: float | None = None,
         lease: float = 60.0,
         lock_wait: float = 5.0,
         max_query_bytes: int = 16 * 1024,
@@ -112,42 +124,96 @@ class Piggyback:
         timeout: float | None = None,
         poll: float | None = None,
         bind_browser: bool = True,
-        browser_cookie: str = "pb_browser",
+        browser_cookie: str | None = None,
     ) -> None:
-        self.app = app
-        self.timeout = _seconds("timeout", timeout, MAX_TIMEOUT)
-        self.poll = _seconds("poll", poll, MAX_POLL)
-        self.store = store if store is not None else store_from_url(page_ttl=page_ttl)
-        self.mount = "/" + mount.strip("/")
-        self.inject = inject
-        if transport not in (None, "iframe"):
-            raise ValueError(
-                f"transport must be None (the best one) or 'iframe', not {transport!r}."
-            )
-        self.transport = transport
-        #: The cookie page tokens are bound to, or ``None`` when they are not bound.
-        self.browsers = BrowserCookie(browser_cookie) if bind_browser else None
-        self.max_query_bytes = max_query_bytes
-        self.max_body_bytes = max_body_bytes
-        self.registry = registry if registry is not None else Registry()
-        self.answerer = Answerer(
-            self.store, lease=lease, lock_wait=lock_wait, runner=runner, hooks=self.registry.hooks
+        #: The options, checked and frozen (:class:`~piggyback.options.Options`).
+        self.options = options = Options(
+            secret_key=secret_key,
+            store=store,
+            mount=mount,
+            inject=inject,
+            page_ttl=page_ttl,
+            lease=lease,
+            lock_wait=lock_wait,
+            max_query_bytes=max_query_bytes,
+            max_body_bytes=max_body_bytes,
+            runner=runner,
+            registry=registry,
+            transport=transport,
+            timeout=timeout,
+            poll=poll,
+            bind_browser=bind_browser,
+            browser_cookie=browser_cookie,
         )
-        self._secret_key = _key(secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
+        self.app = app
+        self.store = options.open_store()
+        cookie = options.browser_cookie or DEFAULT_COOKIE
+        #: The cookie page tokens are bound to, or ``None`` when they are not bound.
+        self.browsers = BrowserCookie(cookie) if options.bind_browser else None
+        self.registry = options.registry if options.registry is not None else Registry()
+        self.answerer = Answerer(
+            self.store,
+            lease=options.lease,
+            lock_wait=options.lock_wait,
+            runner=options.runner,
+            hooks=self.registry.hooks,
+        )
+        self._secret_key = _key(options.secret_key or os.environ.get("PIGGYBACK_SECRET_KEY"))
         self._signer: TokenSigner | None = None
         self._script = (
             importlib.resources.files(__package__).joinpath("js/piggyback.js").read_bytes()
         )
         self._script_version = hashlib.sha256(self._script).hexdigest()[:12]
-        self._script_path = f"{self.mount}/piggyback.js"
+        self._mount = options.mount  # read by every request
+        self._script_path = f"{self._mount}/piggyback.js"
         self._deploy = (-1, "")
-        self._endpoint = EventEndpoint(self)
+        self._endpoint = EventEndpoint(
+            signer=self._make_signer,
+            registry=self.registry,
+            answerer=self.answerer,
+            browsers=self.browsers,
+            deploy=self._name_deploy,
+            max_query_bytes=options.max_query_bytes,
+            max_body_bytes=options.max_body_bytes,
+        )
 
-    @t.overload
-    def handler(self, name: F) -> F: ...
-    @t.overload
-    def handler(self, name: str | None = None) -> t.Callable[[F], F]: ...
-    def handler(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+    @property
+    def mount(self) -> str:
+        """The path piggyback owns, e.g. ``"/_pb"`` (the ``mount`` option)."""
+        return self._mount
+
+    @property
+    def inject(self) -> bool:
+        """Whether the client's tag is put into HTML responses (the ``inject`` option)."""
+        return self.options.inject
+
+    @property
+    def transport(self) -> str | None:
+        """The ``transport`` option: ``"iframe"``, or ``None`` for the best one."""
+        return self.options.transport
+
+    @property
+    def timeout(self) -> float | None:
+        """The ``timeout`` option, in seconds, or ``None`` for the client's own."""
+        return self.options.timeout
+
+    @property
+    def poll(self) -> float | None:
+        """The ``poll`` option, in seconds, or ``None``: pages do not poll."""
+        return self.options.poll
+
+    @property
+    def max_query_bytes(self) -> int:
+        """The ``max_query_bytes`` option."""
+        return self.options.max_query_bytes
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The ``max_body_bytes`` option."""
+        return self.options.max_body_bytes
+
+    @property
+    def handler(self) -> HandlerDecorator:
         """Register a handler, under its function's name or the name given.
 
         .. code-block:: python
@@ -157,8 +223,10 @@ class Piggyback:
 
             @live.handler("rename")
             def rename_item(page, event): ...
+
+        Registering a name twice raises :class:`~piggyback.HandlerError`.
         """
-        return self.registry.decorator(name)
+        return self.registry.decorator
 
     def before_event(self, hook: H) -> H:
         """Run ``hook(page, event)`` before every handler; it may refuse the event.
@@ -195,6 +263,9 @@ class Piggyback:
     @property
     def signer(self) -> TokenSigner:
         """Signs and checks page tokens; created on first use."""
+        return self._make_signer()
+
+    def _make_signer(self) -> TokenSigner:
         if self._signer is None:
             secret = self._secret_key or self.store.secret()
             self._signer = TokenSigner(secret, max_age=self.store.page_ttl)
@@ -228,6 +299,9 @@ class Piggyback:
     @property
     def deploy(self) -> str:
         """Names this deploy's client and handlers, so pages of an older one can tell."""
+        return self._name_deploy()
+
+    def _name_deploy(self) -> str:
         handlers = len(self.registry)
         if self._deploy[0] != handlers:  # registered after the last look
             digest = hashlib.sha256(
@@ -239,14 +313,14 @@ class Piggyback:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> t.Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path.startswith(self.mount) and path[len(self.mount) : len(self.mount) + 1] in ("/", ""):
+        path, mount = environ.get("PATH_INFO", ""), self._mount
+        if path.startswith(mount) and path[len(mount) : len(mount) + 1] in ("/", ""):
             return self._serve(environ, start_response)
         page = Page()
         environ["piggyback.page"] = page
         if self.browsers is not None:  # a page's first token may give the browser an id
             start_response = _with_headers(start_response, self.browsers.headers, environ)
-        if not self.inject or environ.get("REQUEST_METHOD") == "HEAD":
+        if not self.options.inject or environ.get("REQUEST_METHOD") == "HEAD":
             return self._pass(self.app(environ, start_response), page, environ)
         return self._render(environ, start_response, page)
 
@@ -300,7 +374,7 @@ class Piggyback:
         self.answerer.keep(page)
 
     def _serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
-        name = environ.get("PATH_INFO", "")[len(self.mount) + 1 :]
+        name = environ.get("PATH_INFO", "")[len(self._mount) + 1 :]
         if name == "event":
             return self._endpoint(environ, start_response)
         if name == "piggyback.js":
@@ -315,13 +389,13 @@ class Piggyback:
         cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
         headers = [("ETag", etag), ("Cache-Control", cache), ("X-Content-Type-Options", "nosniff")]
         if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
-            start_response("304 Not Modified", headers)
+            start_response(status_line(304), headers)
             return []
         headers += [
             ("Content-Type", "text/javascript; charset=utf-8"),
             ("Content-Length", str(len(self._script))),
         ]
-        start_response("200 OK", headers)
+        start_response(status_line(200), headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [self._script]
 
 
@@ -373,7 +447,7 @@ def _with_headers(
 def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
     body = text.encode("utf-8", "backslashreplace")
     start_response(
-        f"{status} {HTTP_STATUS_CODES[status]}",
+        status_line(status),
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
@@ -381,18 +455,6 @@ def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]
         ],
     )
     return [body]
-
-
-def _seconds(name: str, value: t.Any, most: float) -> float | None:
-    """An option in seconds, checked: ``None``, or a number above 0 up to ``most``."""
-    if value is None:
-        return None
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not 0 < value <= most:
-        raise ValueError(
-            f"The {name} option is a number of seconds above 0 and at most {most:g}, not {value!r}."
-        )
-    return float(value)
 
 
 def _key(secret: str | bytes | None) -> bytes | None:

@@ -17,9 +17,10 @@ if t.TYPE_CHECKING:
 Handler = t.Callable[["Page", "Event"], t.Any]
 F = t.TypeVar("F", bound=Handler)
 
-# The same names an event request can carry (``piggyback.event``), so every registered
-# handler can be invoked.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
+#: What a handler's name may be: the names an event request can carry
+#: (:mod:`piggyback.event` reads them with this), so every registered handler can be
+#: invoked.
+HANDLER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 
 
 class Registry:
@@ -31,6 +32,8 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
         #: The ``before_event`` hooks, in the order they run.
         self.hooks: list[Hook] = []
+        #: ``@decorator`` and ``@decorator("name")``: what ``live.handler`` is.
+        self.decorator = HandlerDecorator(self)
 
     def add_hook(self, hook: Hook) -> Hook:
         """Run ``hook`` before every handler; see :mod:`piggyback.hooks`.
@@ -49,7 +52,7 @@ class Registry:
 
         :raise HandlerError: the name is not valid, or taken.
         """
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not HANDLER_NAME.match(name):
             raise HandlerError(
                 f"{name!r} is not a valid handler name: use up to 128 letters, digits"
                 " and _ . : -, starting with a letter or _."
@@ -60,22 +63,6 @@ class Registry:
                 f" registered to {_describe(self._handlers[name])}; pick another name."
             )
         self._handlers[name] = handler
-
-    @t.overload
-    def decorator(self, name: F) -> F: ...
-    @t.overload
-    def decorator(self, name: str | None = None) -> t.Callable[[F], F]: ...
-    def decorator(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
-        """``@handler`` (the function's name) and ``@handler("name")`` in one."""
-        if callable(name):
-            self.add(name.__name__, name)
-            return name
-
-        def register(function: F) -> F:
-            self.add(function.__name__ if name is None else name, function)
-            return function
-
-        return register
 
     def find(self, name: str) -> Handler:
         """The handler registered as ``name``.
@@ -98,6 +85,43 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._handlers)
+
+
+class HandlerDecorator:
+    """Registers handlers in one registry, as a decorator: ``@handler`` registers a
+    function under its name, ``@handler("name")`` under the name given. It is
+    ``live.handler`` (:meth:`piggyback.Piggyback.handler`), and the Flask extension's.
+
+    .. code-block:: python
+
+        @live.handler
+        def increment(page, event): ...
+
+        @live.handler("rename")
+        def rename_item(page, event): ...
+
+    :param registry: where the handlers go.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @t.overload
+    def __call__(self, name: F) -> F: ...
+    @t.overload
+    def __call__(self, name: str | None = None) -> t.Callable[[F], F]: ...
+    def __call__(self, name: str | F | None = None) -> F | t.Callable[[F], F]:
+        if callable(name):
+            self._registry.add(name.__name__, name)
+            return name
+
+        def register(function: F) -> F:
+            self._registry.add(function.__name__ if name is None else name, function)
+            return function
+
+        return register
 
 
 def _describe(handler: Handler) -> str:

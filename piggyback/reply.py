@@ -14,8 +14,8 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
-#: A command: a JSON array whose first item names a client-side action.
-Command = list[t.Any]
+from .commands import Command
+
 #: An HTTP header, as WSGI writes it.
 Header = tuple[str, str]
 

@@ -26,7 +26,9 @@ from urllib.parse import urlencode
 from werkzeug.test import Client as HTTPClient
 from werkzeug.test import TestResponse
 
+from .commands import Command
 from .exceptions import EventRejected
+from .exceptions import PiggybackError
 from .script import CALL_PREFIX
 from .script import DOCUMENT_SUFFIX
 
@@ -35,8 +37,6 @@ if t.TYPE_CHECKING:
 
     from .middleware import Piggyback
 
-Command = list[t.Any]
-
 _TOKEN_ATTRIBUTE = re.compile(r'data-token="([^"]+)"')
 
 
@@ -44,7 +44,7 @@ class Rejected(EventRejected):
     """The server refused the event; ``code``, ``reason`` and ``status`` say why."""
 
 
-class HandlerFailed(Exception):
+class HandlerFailed(PiggybackError):
     """The handler raised; the server logged the traceback (see pytest's ``caplog``)."""
 
 

@@ -12,6 +12,7 @@ from werkzeug.test import Client as HTTPClient
 
 from piggyback import Piggyback
 from piggyback.answer import Answerer
+from piggyback.answer import ENDED_SEQ
 from piggyback.answer import MAX_WAITING
 from piggyback.answer import Result
 from piggyback.event import Event
@@ -26,6 +27,7 @@ from piggyback.limits import MAX_COMMAND_BYTES
 from piggyback.limits import MAX_MAIL_BYTES
 from piggyback.limits import MAX_MEMBERSHIPS
 from piggyback.limits import MAX_MESSAGE_BYTES
+from piggyback.limits import MAX_STATE_BYTES
 from piggyback.limits import MAX_UNACKED_BYTES
 from piggyback.limits import TOO_MUCH_OUTPUT
 from piggyback.limits import TooMuchOutput
@@ -258,7 +260,45 @@ def test_a_page_that_never_acknowledges_is_told_it_expired() -> None:
         "This page did not acknowledge more than 2,097,152 bytes of answers; reload it."
     )
     record, _ = store.load(page.id)
-    assert record is not None and record.batches[0].seq > kept  # the backlog is gone
+    assert record is not None and record.batches == []  # the backlog is gone
+    assert {status for status, _ in replies[kept:]} == {410}  # and the page ended
+
+
+def test_an_expire_behind_a_flood_still_ends_the_page() -> None:
+    """1,001 messages and then ``expire()``: the page is told it fell behind, and it has
+    ended all the same: no later event of it runs (and no later expire must reach it)."""
+    live, store, client = _limited()
+    page = client.new_page()
+    client.fire(page, "join", {"first": 1, "last": 1})
+    for n in range(MAX_WAITING + 1):
+        live.group("g1").set_text("n", n)
+    live.group("g1").expire()
+    for _ in range(3):
+        with pytest.raises(Rejected) as info:
+            client.fire(page, "say", {"size": 1})
+        assert info.value.code == "expired"
+    record, _ = store.load(page.id)
+    assert record is not None and record.state == {}  # "say" never ran
+
+
+def test_state_larger_than_the_limit_fails_the_handler_and_commits_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    live = Piggyback(_app, store=store, secret_key="answer")
+
+    @live.handler
+    def grow(page: t.Any, event: t.Any) -> None:
+        page.state["big"] = "x" * event.args["size"]
+
+    client = Client(live)
+    page = client.new_page()
+    client.fire(page, "grow", {"size": MAX_STATE_BYTES - 20})
+    with pytest.raises(HandlerFailed):
+        client.fire(page, "grow", {"size": MAX_STATE_BYTES})
+    record, _ = store.load(page.id)
+    assert record is not None and len(record.state["big"]) == MAX_STATE_BYTES - 20
+    assert f"bytes as JSON; the limit is {MAX_STATE_BYTES:,} bytes" in caplog.text
 
 
 def test_a_page_with_too_many_bytes_waiting_is_told_it_expired() -> None:
@@ -275,7 +315,7 @@ def test_a_page_with_too_many_bytes_waiting_is_told_it_expired() -> None:
     assert store.load(page.id)[1] == Mail()
 
 
-def test_a_page_with_damaged_data_is_told_it_expired_then_starts_afresh(
+def test_a_page_with_damaged_data_is_told_it_expired_and_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, store, client = _limited()
@@ -288,10 +328,13 @@ def test_a_page_with_damaged_data_is_told_it_expired_then_starts_afresh(
     assert info.value.reason == "This page's stored data is damaged; reload it."
     assert "damaged data" in caplog.text
     assert store.load(page.id)[1].groups == {}
-    assert client.fire(page, "say", {"size": 2}) == [["text", "out", "<<"]]
+    with pytest.raises(Rejected) as info:  # the page ended; its reload is a new page
+        client.fire(page, "say", {"size": 2})
+    assert info.value.code == "expired"
+    assert client.fire(client.new_page(), "say", {"size": 2}) == [["text", "out", "<<"]]
 
 
-def test_a_damaged_group_message_expires_each_member_once() -> None:
+def test_a_damaged_group_message_ends_each_member() -> None:
     live, store, client = _limited()
     pages = [client.new_page() for _ in range(3)]
     for page in pages:
@@ -303,7 +346,9 @@ def test_a_damaged_group_message_expires_each_member_once() -> None:
         with pytest.raises(Rejected) as info:
             client.poll(page)
         assert info.value.status == 410
-        assert client.poll(page) == []  # no 5xx, ever: the page left the group
+        with pytest.raises(Rejected) as info:  # no 5xx, ever: the page ended
+            client.poll(page)
+        assert info.value.status == 410
 
 
 def test_a_lone_surrogate_sent_out_of_band_reaches_the_page() -> None:
@@ -555,7 +600,7 @@ def test_a_page_too_far_behind_is_expired_and_its_mail_dropped(
     assert (
         result.reply.error == f"More than {MAX_WAITING} commands waited for this page; reload it."
     )
-    assert store.load(PAGE) == (PageRecord(seq=1), Mail())
+    assert store.load(PAGE) == (PageRecord(seq=ENDED_SEQ), Mail())  # ended
     assert store.calls == {"take": 1, "save": 1}
 
 

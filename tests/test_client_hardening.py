@@ -44,6 +44,25 @@ def test_an_element_named_piggyback_does_not_switch_the_client_off(
     transport.check(page)
 
 
+def test_an_image_named_current_script_cannot_take_the_client_over(
+    tab: t.Any, server: FakeServer, transport: Transport
+) -> None:
+    """User HTML before the tag names an ``<img>`` ``currentScript`` (DOM clobbering), with
+    its own endpoint and token: the client still reads its own tag."""
+    page = open_page(
+        tab,
+        server,
+        '<div data-pb-ignore><img name="currentScript" data-endpoint="/elsewhere"'
+        ' data-token="planted" data-transport="iframe"></div>' + GO,
+        **transport.attrs,
+    )
+    tab.click("#go")
+    wait_seen(tab, "done", 1)
+
+    assert [(r["h"], r["p"]) for r in page.requests] == [("go", page.token)]
+    transport.check(page)
+
+
 IGNORED = (
     """
   <div data-pb-ignore>
@@ -169,3 +188,19 @@ def test_a_queued_submit_carries_the_fields_of_its_own_moment(
         page.release.set()
     wait_seen(tab, "done", 4)
     assert [c.form.get("t") for c in page.carried] == [None, ["one"], ["two"], ["three"]]
+
+
+def test_a_form_field_named_style_does_not_hold_the_queue(tab: t.Any, server: FakeServer) -> None:
+    """``form.style`` is that field then; the form is still posted at once and the next
+    event follows it without waiting for a timeout."""
+    page = open_page(
+        tab,
+        server,
+        '<form id="f" data-pb-submit="save"><input name="style" value="bold"></form>' + GO,
+    )
+    tab.evaluate("document.getElementById('f').requestSubmit()")
+    tab.click("#go")
+    wait_seen(tab, "done", 2)
+
+    assert [r["h"] for r in page.requests] == ["save", "go"]
+    assert page.carried[0].form == {"style": ["bold"]}

@@ -28,6 +28,7 @@ from piggyback import Piggyback
 from piggyback.django import DEFAULT_MIDDLEWARE
 from piggyback.django import DjangoRunner
 from piggyback.django import wrap
+from piggyback.exceptions import OptionError
 from piggyback.stores import MemoryStore
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
@@ -556,6 +557,21 @@ def test_wrap_reads_piggyback_settings(django_app: WSGIApplication) -> None:
         assert type(live.store).__name__ == "MemoryStore"
         assert "django.middleware.csrf.CsrfViewMiddleware" not in live.answerer.runner.middleware
         assert wrap(django_app, mount="/given").mount == "/given"
+
+
+def test_settings_are_checked_like_options(django_app: WSGIApplication) -> None:
+    from django.test import override_settings
+
+    with (
+        override_settings(PIGGYBACK_STORE="memory:", PIGGYBACK_LEASE=0),
+        pytest.raises(OptionError) as raised,
+    ):
+        wrap(django_app)
+    assert str(raised.value) == (
+        "The lease option is a number of seconds above 0 and at most 3,600, not 0."
+    )
+    with override_settings(PIGGYBACK_STORE="memory:", PIGGYBACK_PAGE_TTL=90):
+        assert wrap(django_app).store.page_ttl == 90
 
 
 def test_skipping_middleware_that_is_not_there_is_an_error(django_app: WSGIApplication) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -9,6 +10,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,10 +18,14 @@ from werkzeug.test import Client as HTTPClient
 from werkzeug.test import TestResponse
 from werkzeug.wrappers import Request
 
+from piggyback import endpoint as endpoint_module
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.answer import Answerer
 from piggyback.endpoint import DRAIN_BYTES
+from piggyback.endpoint import EventEndpoint
+from piggyback.registry import Registry
 from piggyback.stores.memory import MemoryStore
 from piggyback.testing import Client
 from piggyback.testing import HandlerFailed
@@ -1202,3 +1208,78 @@ def test_pages_do_not_share_state(h: Harness) -> None:
     h.client.fire(one, "increment")
     assert h.client.fire(two, "increment") == [["text", "count", "1"]]
     assert (h.state(one), h.state(two)) == ({"n": 2}, {"n": 1})
+
+
+# The endpoint alone: built from its collaborators, without a Piggyback.
+
+
+def _bare_endpoint(**limits: int) -> tuple[HTTPClient, TokenSigner, list[str]]:
+    """An endpoint with one handler, ``hello``, of a deploy named ``"new"``; the
+    deploys it was asked for are recorded."""
+    signer = TokenSigner(b"bare", max_age=3600)
+    registry = Registry()
+    registry.add("hello", lambda page, event: page.set_text("out", f"hello {event.value}"))
+    asked: list[str] = []
+
+    def deploy() -> str:
+        asked.append("new")
+        return "new"
+
+    endpoint = EventEndpoint(
+        signer=lambda: signer,
+        registry=registry,
+        answerer=Answerer(MemoryStore()),
+        browsers=None,
+        deploy=deploy,
+        max_query_bytes=limits.get("max_query_bytes", 1024),
+        max_body_bytes=limits.get("max_body_bytes", 1024),
+    )
+    return HTTPClient(endpoint), signer, asked
+
+
+def _bare_send(http: HTTPClient, **params: t.Any) -> tuple[int, dict[str, t.Any]]:
+    with http.get(f"/_pb/event?{urlencode(params)}") as response:
+        return response.status_code, read_reply(response.get_data(as_text=True))
+
+
+def test_an_endpoint_without_a_middleware_answers() -> None:
+    http, signer, asked = _bare_endpoint()
+    token = signer.sign(new_page_id())
+    status, reply = _bare_send(http, p=token, s=1, h="hello", v="you")
+    assert (status, reply["batches"]) == (
+        200,
+        [{"seq": 1, "commands": [["text", "out", "hello you"]]}],
+    )
+    assert asked == []  # only an unknown handler makes it ask
+
+
+@pytest.mark.parametrize(
+    ("deploy", "code"),
+    [
+        pytest.param("old", "expired", id="older-deploy"),
+        pytest.param("new", "unknown_handler", id="same-deploy"),
+    ],
+)
+def test_an_endpoint_asks_its_deploy_for_an_unknown_handler(deploy: str, code: str) -> None:
+    http, signer, asked = _bare_endpoint()
+    status, reply = _bare_send(http, p=signer.sign(new_page_id()), s=1, h="gone", d=deploy)
+    assert (status, reply["code"], asked) == ({"old": 410, "new": 404}[deploy], code, ["new"])
+
+
+def test_an_endpoint_keeps_the_limits_it_is_given() -> None:
+    http, signer, _ = _bare_endpoint(max_query_bytes=100)
+    status, reply = _bare_send(http, p=signer.sign(new_page_id()), s=1, h="hello", v="x" * 100)
+    assert (status, reply["error"]) == (414, "The event's query string is longer than 100 bytes.")
+
+
+def test_the_endpoint_does_not_import_the_middleware() -> None:
+    # Not even for types: the endpoint is given its collaborators, and the two modules
+    # never import each other.
+    source = Path(endpoint_module.__file__).read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert "middleware" not in imported
+    assert all("middleware" not in name for name in imported)

@@ -630,3 +630,11 @@ def test_a_b1_value_keeps_the_controls_line_breaks() -> None:
     # Form encoding sends CRLF; the control's value (and a GET's) has LF.
     request = _request("p=tok&s=1&b=1", method="POST", data={"v": "one\r\ntwo\nthree"})
     assert _read(request).event.value == "one\ntwo\nthree"
+
+
+def test_an_event_names_handlers_as_the_registry_does() -> None:
+    # One pattern: every name that can be registered can be invoked, and no other.
+    from piggyback import event
+    from piggyback import registry
+
+    assert event.HANDLER_NAME is registry.HANDLER_NAME

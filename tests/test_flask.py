@@ -24,6 +24,7 @@ from examples import flask_app
 from piggyback import Event
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.exceptions import OptionError
 from piggyback.flask import FlaskPiggyback
 from piggyback.stores import MemoryStore
 from piggyback.testing import Client
@@ -329,6 +330,52 @@ def test_config_overrides_options() -> None:
     assert middleware.mount == "/from-config"
     assert type(middleware.store) is MemoryStore
     assert middleware.store is not live.options["store"]
+
+
+def test_config_reads_every_option_and_checks_them_together() -> None:
+    app = Flask("configured")
+    app.config.update(PIGGYBACK_STORE="memory:", PIGGYBACK_PAGE_TTL=600, PIGGYBACK_LEASE=30)
+    live = FlaskPiggyback(app)
+    middleware = live.middleware(app)
+    assert (middleware.options.lease, middleware.store.page_ttl) == (30, 600)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        pytest.param(
+            {"PIGGYBACK_MOUNT": "/"},
+            "The mount option is a path of its own such as '/_pb' (segments of letters,"
+            " digits, '-', '.', '_' or '~'; the root '/' is the app's), not '/'.",
+            id="mount-root",
+        ),
+        pytest.param(
+            {"PIGGYBACK_PAGE_TTL": 60},
+            "The page_ttl option (60) is for a store piggyback opens; the store given is a"
+            " MemoryStore with its own page_ttl (86400): pass page_ttl to the store, or"
+            " leave it out.",
+            id="page-ttl-with-the-extension-store",
+        ),
+    ],
+)
+def test_bad_config_is_refused_at_init_app(config: dict[str, t.Any], message: str) -> None:
+    live = FlaskPiggyback(store=MemoryStore())
+    app = Flask("configured")
+    app.config.update(config)
+    with pytest.raises(OptionError) as raised:
+        live.init_app(app)
+    assert str(raised.value) == message
+    assert "piggyback" not in app.extensions
+
+
+def test_unknown_options_are_refused_at_once() -> None:
+    with pytest.raises(TypeError) as raised:
+        FlaskPiggyback(mout="/live")
+    assert str(raised.value) == (
+        "'mout' is not one of the options allowed here: secret_key, store, mount, inject,"
+        " page_ttl, lease, lock_wait, max_query_bytes, max_body_bytes, transport, timeout,"
+        " poll, bind_browser, browser_cookie."
+    )
 
 
 def test_page_and_group_handles_use_the_current_app() -> None:

@@ -205,3 +205,15 @@ def test_contains_and_len() -> None:
         False,
     )
     assert len(registry) == 2
+
+
+def test_the_middleware_and_the_flask_extension_share_the_registry_decorator(
+    live: Piggyback,
+) -> None:
+    from piggyback.flask import FlaskPiggyback
+
+    extension = FlaskPiggyback()
+    assert live.handler is live.registry.decorator
+    assert extension.handler is extension.registry.decorator
+    extension.handler("inc")(increment)
+    assert extension.registry.find("inc") is increment

@@ -28,8 +28,8 @@ from piggyback.reply import Batch
 from piggyback.stores import store_from_url
 from piggyback.stores.base import Changes
 from piggyback.stores.base import DEFAULT_PAGE_TTL
+from piggyback.stores.base import LeaseLost
 from piggyback.stores.base import load_record
-from piggyback.stores.base import LockLost
 from piggyback.stores.base import Mail
 from piggyback.stores.base import MAX_SWEEP_INTERVAL
 from piggyback.stores.base import PageRecord
@@ -195,7 +195,7 @@ def test_lease_that_ran_out_is_taken_over(backend: Backend) -> None:
     owner = store.lock("p", 60)
     assert owner is not None
     assert owner != stale
-    with pytest.raises(LockLost):
+    with pytest.raises(LeaseLost):
         store.save("p", stale, Changes(record=PageRecord(seq=1)))
     store.unlock("p", stale)
     assert store.lock("p", 60) is None
@@ -216,7 +216,7 @@ def test_save_gives_the_lease_back(store: Store) -> None:
     owner = store.lock("p", 60)
     assert owner is not None
     store.save("p", owner, Changes(record=PageRecord(seq=1)))
-    with pytest.raises(LockLost):
+    with pytest.raises(LeaseLost):
         store.save("p", owner, Changes(record=PageRecord(seq=2)))
     assert store.lock("p", 60) is not None
     assert store.load("p") == (PageRecord(seq=1), Mail())
@@ -242,9 +242,9 @@ def test_save_without_the_lease_raises_and_changes_nothing(store: Store) -> None
         joins=["h"],
         leaves=["g"],
     )
-    with pytest.raises(LockLost, match=r"^The lease on page 'p' is no longer held"):
+    with pytest.raises(LeaseLost, match=r"^The lease on page 'p' is no longer held"):
         store.save("p", stale, changes)
-    with pytest.raises(LockLost):
+    with pytest.raises(LeaseLost):
         store.save("never-locked", "someone", changes)
     assert store.load("p") == before
     assert store.load("q") == (None, Mail())
@@ -252,8 +252,8 @@ def test_save_without_the_lease_raises_and_changes_nothing(store: Store) -> None
     assert store.lock("p", 60) is None
 
 
-def test_lock_lost_carries_the_page_id() -> None:
-    error = LockLost("p")
+def test_lease_lost_carries_the_page_id() -> None:
+    error = LeaseLost("p")
     assert error.page_id == "p"
     assert str(error) == (
         "The lease on page 'p' is no longer held by this owner; nothing was saved."
@@ -326,7 +326,7 @@ def test_begin_takes_over_a_lease_that_ran_out(backend: Backend) -> None:
     owner, record, _ = taken
     assert owner != stale[0]
     assert record == PageRecord(seq=1)
-    with pytest.raises(LockLost):
+    with pytest.raises(LeaseLost):
         store.save("p", stale[0], Changes(record=PageRecord(seq=9)))
     store.save("p", owner, Changes(record=PageRecord(seq=2)))
     assert store.load("p") == (PageRecord(seq=2), Mail())

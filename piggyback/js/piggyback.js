@@ -2,7 +2,7 @@
 (function () {
   "use strict";
 
-  // Markup (<a id="piggyback">) cannot make a function.
+  // <a id="piggyback"> cannot make a function.
   if (window.piggyback && typeof window.piggyback.receive === "function") {
     return;
   }
@@ -11,7 +11,11 @@
   var TRIES = 3;
   var BACKOFF = 500;
 
-  var script = document.currentScript || document.querySelector("script[data-token]");
+  // <img name="currentScript"> would clobber it.
+  var script = document.currentScript;
+  if (!script || script.nodeName !== "SCRIPT") {
+    script = document.querySelector("script[data-token]");
+  }
   var config = script.dataset;
   var token = config.token;
   var timeout = Number(config.timeout) || 10000;
@@ -55,7 +59,7 @@
     }
   }
 
-  // encodeURIComponent throws on a lone surrogate (half an emoji): U+FFFD instead.
+  // A lone surrogate (half an emoji) makes encodeURIComponent throw.
   function wellFormed(text) {
     return String(text).replace(/[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]/g,
       function (match) { return match.length > 1 ? match : "\ufffd"; });
@@ -162,7 +166,7 @@
     });
   }
 
-  // Back and forward would take the frame back to an old request.
+  // Back/forward would replay the frame's old request.
   function newEntry() {
     removeNode(iframe);
     iframe = null;
@@ -187,7 +191,7 @@
         event.value = element.checked || !/^(checkbox|radio)$/.test(element.type) ?
           element.value : undefined;
       }
-      if (element.nodeName === "FORM") { // its fields as they are now, not when sent
+      if (element.nodeName === "FORM") { // read now, not when sent
         event.form = element;
         event.data = new FormData(element);
         [].forEach.call(element.elements, sent);
@@ -285,7 +289,7 @@
     }
     request.seq = event.seq;
     request.fail = fail;
-    request.progress = function (loaded, total) { // the timeout counts from the last one
+    request.progress = function (loaded, total) { // the timeout restarts
       if (event.request === request) {
         arm();
         event.form.style.setProperty("--pb-progress", total ? loaded / total : 0);
@@ -451,7 +455,7 @@
       }
       return;
     }
-    // The server's state wins once the user's was sent (docs/client.md).
+    // Once sent, the user's value yields to the server's (docs/client.md).
     if (from.pbSent === from.value + from.checked && from !== document.activeElement) {
       from.value = to.value;
       from.checked = to.checked;
@@ -508,8 +512,7 @@
     }
   }
 
-  // The old node with child's id; else the one holding the first id inside child;
-  // else the first of the same tag without an id.
+  // By id, else by the first id inside, else the first of the tag without an id.
   function findMatch(parent, cursor, child, ids) {
     var inner = child.nodeType === 1 && (child.id ? child : child.querySelector("[id]"));
     var held = inner && ids["#" + inner.id];
@@ -584,7 +587,7 @@
     receive(text);
   }
 
-  // A POST (a form, a long payload) goes by XMLHttpRequest: only it reports progress.
+  // A POST goes by XMLHttpRequest: only it reports upload progress.
   function fetchTransport(request) {
     if (request.form) {
       return postTransport(request);
@@ -613,8 +616,8 @@
     request.abort = function () {
       xhr.abort();
     };
+    xhr.send(request.data || new FormData(request.form)); // before: <input name="style">
     request.form.style.setProperty("--pb-progress", 0);
-    xhr.send(request.data || new FormData(request.form));
   }
 
   function newFrame() {

@@ -22,17 +22,35 @@ def store_from_url(url: str | None = None, **options: t.Any) -> Store:
     :param options: passed to the store's constructor, e.g. ``page_ttl=3600``.
     """
     url = url or os.environ.get("PIGGYBACK_STORE") or ""
-    if url == "memory:":
+    kind = store_kind(url) if url else "sqlite"
+    if kind == "memory":
         return MemoryStore(**options)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if kind == "redis":
         from .redis import RedisStore
 
         return RedisStore.from_url(url, **options)
-    if url.startswith("sqlite:///") or not url:
-        from .sqlite import SQLiteStore
+    from .sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_SQLITE_PATH, **options)
+    return SQLiteStore(url.removeprefix("sqlite:///") or DEFAULT_SQLITE_PATH, **options)
+
+
+def store_kind(url: str) -> t.Literal["memory", "sqlite", "redis"]:
+    """Which store a URL names, without opening it.
+
+    :raise ValueError: it names none of them.
+
+    .. versionadded:: 0.2
+    """
+    if url == "memory:":
+        return "memory"
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    if url.startswith(_REDIS_SCHEMES):
+        return "redis"
     raise ValueError(
         f"Unknown store URL {url!r}: expected 'memory:', 'sqlite:///<path>' or"
         " 'redis://<host>:<port>/<db>'."
     )
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

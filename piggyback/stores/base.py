@@ -39,10 +39,12 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+from ..commands import Command as Command
+from ..exceptions import LeaseLost as LeaseLost
+from ..exceptions import LockLost as LockLost
 from ..limits import MAX_WAITING
 from ..reply import Batch
 
-Command = list[t.Any]
 Message = tuple[int, list[Command]]
 
 #: A page, its inbox and its memberships are forgotten this long after their last use.
@@ -109,32 +111,6 @@ class Changes:
     publishes: list[tuple[str, list[Command]]] = field(default_factory=list)
     joins: list[str] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
-
-
-class LeaseLost(Exception):
-    """The owner no longer holds the page's lease; nothing was saved.
-
-    The lease ran out and another request took it over (or it was given back).
-
-    :param page_id: the page.
-
-    .. versionchanged:: 0.3
-        Renamed from ``LockLost``, which stays an alias.
-    """
-
-    def __init__(self, page_id: str) -> None:
-        super().__init__(page_id)
-        self.page_id = page_id
-
-    def __str__(self) -> str:
-        return (
-            f"The lease on page {self.page_id!r} is no longer held by this owner;"
-            " nothing was saved."
-        )
-
-
-#: The name of :class:`LeaseLost` before 0.3.
-LockLost = LeaseLost
 
 
 class Store(abc.ABC):
