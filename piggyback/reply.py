@@ -67,17 +67,15 @@ class Batch:
         seq, commands = data.get("seq"), data.get("commands")
         if type(seq) is not int or not isinstance(commands, list):
             return None
-        headers = data.get("headers", [])
+        batch = cls(seq, commands, data.get("error"), data.get("poll"))
+        if "headers" not in data:  # most batches: the handler's runner set none
+            return batch
+        headers = data["headers"]
         if not isinstance(headers, list) or not all(_is_header(h) for h in headers):
             return None
-        return cls(
-            seq=seq,
-            commands=commands,
-            error=data.get("error"),
-            poll=data.get("poll"),
-            headers=[(name, value) for name, value in headers],
-            requester=data.get("requester"),
-        )
+        batch.headers = [(name, value) for name, value in headers]
+        batch.requester = data.get("requester")
+        return batch
 
 
 def _is_header(value: t.Any) -> bool:
