@@ -119,10 +119,11 @@ def end_pages(app: Flask, user: User) -> None:
 
 
 def _local(url: str | None) -> str | None:
-    """``url`` if it stays on this site, else ``None``."""
-    if url and url.startswith("/") and not url.startswith(("//", "/\\")):
-        return url
-    return None
+    """``url`` if it is a path of this site, else ``None``: browsers drop tabs and
+    newlines and read a backslash as a slash, so ``/<tab>/host`` would leave the site."""
+    if not url or not url.isprintable() or "\\" in url:
+        return None
+    return url if url.startswith("/") and not url.startswith("//") else None
 
 
 def greeting(name: str) -> str:

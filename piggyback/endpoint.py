@@ -18,6 +18,7 @@ from .answer import Answer
 from .event import EventRequest
 from .event import plain_seq
 from .event import read_event_request
+from .exceptions import BadSignature
 from .exceptions import EventRejected
 from .exceptions import PageExpired
 from .exceptions import TooLarge
@@ -131,6 +132,8 @@ class EventEndpoint:
             body, script_source = answer_document(reply)
             status = rejection.status
             extra = list(rejection.headers)  # e.g. the session a refusal changed
+            if post is not None:
+                _drain(post, self.max_body_bytes)
         finally:
             if post is not None:
                 post.close()
@@ -147,6 +150,9 @@ class EventEndpoint:
         return [body]
 
     def _post(self, environ: WSGIEnvironment) -> Request:
+        # Read exactly Content-Length bytes, and fail on fewer: a server that marks its
+        # input terminated (gunicorn) would otherwise let a cut body pass as whole.
+        environ.pop("wsgi.input_terminated", None)  # werkzeug reads its presence
         request = Request(environ)
         request.max_content_length = self.max_body_bytes
         request.max_form_memory_size = self.max_body_bytes
@@ -162,16 +168,10 @@ class EventEndpoint:
                 f"The event's query string is longer than {self.max_query_bytes} bytes.",
                 status=414,
             )
-        try:
-            incoming = read_event_request(environ, post)
-        except RequestEntityTooLarge:
-            _drain(environ, self.max_body_bytes)
-            raise TooLarge(
-                f"The event's body is larger than {self.max_body_bytes} bytes."
-            ) from None
+        incoming = self._read(environ, post)
         signer = self.signer()
         browser = "" if self.browsers is None else self.browsers.read(environ)
-        page_id = signer.verify(incoming.token, browser=browser)
+        page_id = self._verify(signer, incoming.token, browser)
         handler = self._find_handler(incoming)
         event, young = incoming.event, signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
@@ -179,6 +179,37 @@ class EventEndpoint:
             page_id, incoming.seq, incoming.ack, handler, event, token=token, quiet=young
         )
         return answer, event.headers
+
+    def _read(self, environ: WSGIEnvironment, post: Request | None) -> EventRequest:
+        """Every field of the request, its body read whole or refused."""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if post is not None and chunked and get_content_length(environ) is None:
+            raise EventRejected(
+                "An event's body needs a Content-Length; a chunked body is refused.", status=411
+            )
+        try:
+            return read_event_request(environ, post)
+        except RequestEntityTooLarge:
+            raise TooLarge(
+                f"The event's body is larger than {self.max_body_bytes} bytes."
+            ) from None
+        except ClientDisconnected:
+            raise EventRejected(
+                "The event's body ended before its Content-Length; nothing ran."
+            ) from None
+
+    def _verify(self, signer: TokenSigner, token: str, browser: str) -> str:
+        """The page id of a genuine token of this browser; a missing cookie is named."""
+        try:
+            return signer.verify(token, browser=browser)
+        except BadSignature:
+            if self.browsers is None or browser:
+                raise
+        raise BadSignature(
+            f"This request carries no {self.browsers.name!r} cookie, and a page token works"
+            " only in the browser that rendered the page: were its cookies cleared or"
+            " blocked? Reload the page."
+        )
 
     def _find_handler(self, incoming: EventRequest) -> Handler | None:
         """The event's handler; a page of an older deploy naming a gone one is expired."""
@@ -193,17 +224,22 @@ class EventEndpoint:
         raise PageExpired("The app was updated since this page was rendered; reload it.")
 
 
-def _drain(environ: WSGIEnvironment, max_body_bytes: int) -> None:
-    """Read and discard a body refused by its ``Content-Length``, so that the browser
-    sending it reads the answer; only one at most :data:`DRAIN_BYTES` over the limit.
+def _drain(post: Request, max_body_bytes: int) -> None:
+    """Read and discard what is left of a refused body, so that the browser still
+    sending it reads the answer; only of one at most :data:`DRAIN_BYTES` over the limit.
 
-    werkzeug refuses such a body before reading any of it. Without a length (a chunked
-    body the server dechunks), what is left is the server's to read or drop.
+    werkzeug refuses a body over the limit before reading any of it; other refusals
+    (origin, query, fields) may leave all of it unread.
     """
-    length = get_content_length(environ)
-    if length is None or not max_body_bytes < length <= max_body_bytes + DRAIN_BYTES:
+    length = post.content_length
+    if length is None or length > max_body_bytes + DRAIN_BYTES:
         return
-    stream = LimitedStream(environ["wsgi.input"], length)
+    # Within the limit, werkzeug's stream knows what it read already.
+    stream: t.IO[bytes] | LimitedStream = (
+        post.stream
+        if length <= max_body_bytes
+        else LimitedStream(post.environ["wsgi.input"], length)
+    )
     try:
         while stream.read(64 * 1024):
             pass
@@ -223,7 +259,15 @@ def _check_origin(environ: WSGIEnvironment) -> None:
             f"Events must come from the page's own origin, not {site!r}.", status=403
         )
     origin = environ.get("HTTP_ORIGIN")
-    if origin not in (None, "null") and urlsplit(origin).netloc != get_host(environ):
+    if origin not in (None, "null") and _host_of(origin) != get_host(environ):
         raise EventRejected(
-            f"Events must come from the page's own origin, not {origin!r}.", status=403
+            f"Events must come from the page's own origin, not {origin[:200]!r}.", status=403
         )
+
+
+def _host_of(origin: str) -> str | None:
+    """The host of an ``Origin`` header, or ``None`` for one that is not a URL."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:  # e.g. "http://[": an unclosed IPv6 address
+        return None

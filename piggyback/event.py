@@ -103,7 +103,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     if not query.keys() <= _PARAMETERS:
         unknown = sorted(set(query) - _PARAMETERS)
         raise EventRejected(
-            f"Unknown parameter {unknown[0]!r} in the event request; the parameters are"
+            f"Unknown parameter {_safe(unknown[0])!r} in the event request; the parameters are"
             " p, s, a, h, e, t, v, g, b and d."
         )
     in_body = "b" in query
@@ -176,7 +176,7 @@ def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str
     unknown = sorted(set(body) - _BODY_PARAMETERS)
     if unknown or request.files:
         name = unknown[0] if unknown else next(iter(request.files))
-        raise EventRejected(f"The body of a b=1 event carries only v and g, not {name!r}.")
+        raise EventRejected(f"The body of a b=1 event carries only v and g, not {_safe(name)!r}.")
     both = sorted(set(body) & set(query))
     if both:
         raise EventRejected(f"The parameter {both[0]!r} appears more than once.")
@@ -200,7 +200,7 @@ def _single_values(pairs: t.Iterable[tuple[str, str]]) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in pairs:
         if key in values:
-            raise EventRejected(f"The parameter {key!r} appears more than once.")
+            raise EventRejected(f"The parameter {_safe(key)!r} appears more than once.")
         values[key] = value
     return values
 

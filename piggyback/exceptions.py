@@ -101,6 +101,10 @@ class BadToken(EventRejected):
     status = 403
 
 
+class BadSignature(BadToken):
+    """The page token is well formed, but its signature is wrong for this browser."""
+
+
 class PageExpired(EventRejected):
     """The page's token expired, or the store no longer knows the page."""
 

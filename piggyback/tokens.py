@@ -15,6 +15,7 @@ import re
 import secrets
 import time
 
+from .exceptions import BadSignature
 from .exceptions import BadToken
 from .exceptions import PageExpired
 
@@ -80,11 +81,11 @@ class TokenSigner:
         expected = self._signature(_bound(f"{page_id}.{issued}", browser))
         if not hmac.compare_digest(signature, expected):
             if browser:
-                raise BadToken(
+                raise BadSignature(
                     "The page token's signature is not valid in this browser: the page was"
                     " rendered in another one, or the token is forged."
                 )
-            raise BadToken("The page token's signature is not valid.")
+            raise BadSignature("The page token's signature is not valid.")
         if len(self._genuine) >= _REMEMBERED:
             self._genuine.clear()
         genuine = self._genuine[_bound(token, browser)] = (page_id, int(issued, 36))

@@ -652,6 +652,87 @@ def test_a_refused_body_cut_short_is_still_answered() -> None:
     assert body.tell() == 150
 
 
+def test_a_body_cut_short_runs_nothing() -> None:
+    """The browser promised 5,000 bytes and sent 9: refused, the handler never runs (a
+    server that marks its input terminated would otherwise pass the 9 as the body)."""
+    h = _harness()
+    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
+    response = h.http.open(
+        f"/_pb/event?{query}",
+        method="POST",
+        input_stream=io.BytesIO(b"v=PARTIAL"),
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"CONTENT_LENGTH": "5000", "wsgi.input_terminated": True},
+    )
+    reply = read_reply(response.get_data(as_text=True))
+    assert (response.status_code, reply["error"]) == (
+        400,
+        "The event's body ended before its Content-Length; nothing ran.",
+    )
+    assert h.calls == []
+
+
+def test_a_chunked_body_is_refused() -> None:
+    h = _harness(max_body_bytes=100)
+    body = io.BytesIO(b"v=" + b"x" * 1000)  # as the server dechunked it: no length
+    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
+    response = h.http.open(
+        f"/_pb/event?{query}",
+        method="POST",
+        input_stream=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    reply = read_reply(response.get_data(as_text=True))
+    assert (response.status_code, reply["error"]) == (
+        411,
+        "An event's body needs a Content-Length; a chunked body is refused.",
+    )
+    assert h.calls == []
+
+
+def test_any_refused_body_is_read_to_its_end() -> None:
+    """A POST refused for its origin, before its body was looked at, is drained too."""
+    h = _harness()
+    body = io.BytesIO(b"v=" + b"x" * 5000)
+    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
+    response = h.http.open(
+        f"/_pb/event?{query}",
+        method="POST",
+        input_stream=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"Origin": "http://elsewhere.example"},
+        environ_overrides={"CONTENT_LENGTH": "5002"},
+    )
+    assert response.status_code == 403
+    assert body.tell() == 5002
+
+
+@pytest.mark.parametrize("origin", ["http://[", "http://[bad]", "http://a:b:c"])
+def test_an_origin_that_is_no_url_is_refused_not_a_500(h: Harness, origin: str) -> None:
+    response, reply = h.send(h.page().token, h="increment", headers={"Origin": origin})
+    assert (response.status_code, reply["error"]) == (
+        403,
+        f"Events must come from the page's own origin, not {origin!r}.",
+    )
+    assert h.calls == []
+
+
+def test_a_request_without_the_browser_cookie_is_told_why(h: Harness) -> None:
+    page = h.page()
+    h.http.delete_cookie("pb_browser")
+    response, reply = h.send(page.token, h="increment")
+    assert (response.status_code, reply["code"], reply["error"]) == (
+        403,
+        "bad_token",
+        "This request carries no 'pb_browser' cookie, and a page token works only in the"
+        " browser that rendered the page: were its cookies cleared or blocked? Reload the"
+        " page.",
+    )
+    assert h.calls == []
+
+
 def test_busy_page_is_refused() -> None:
     h = _harness(lock_wait=0.01)
     page = h.page()
@@ -1283,3 +1364,14 @@ def test_the_endpoint_does_not_import_the_middleware() -> None:
     }
     assert "middleware" not in imported
     assert all("middleware" not in name for name in imported)
+
+
+def test_a_refusal_quotes_at_most_80_characters_of_a_bad_name(h: Harness) -> None:
+    name = "x" * 60_000
+    data = {name: "1"}
+    response, reply = h.send(h.page().token, h="echo", b=1, method="POST", data=data)
+    assert (response.status_code, reply["error"]) == (
+        400,
+        f"The body of a b=1 event carries only v and g, not {'x' * 80!r}.",
+    )
+    assert len(response.data) < 2000

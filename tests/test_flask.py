@@ -981,3 +981,19 @@ def test_a_replay_sends_the_session_cookie_again() -> None:
     cookies = [r.headers.getlist("Set-Cookie") for r in (first, retry)]
     assert cookies[0] == cookies[1]
     assert [session_of(app, c) for c in cookies[0]] == [{"count": 1}]
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        pytest.param("/notes?x=1", True, id="path"),
+        pytest.param("//evil.example/", False, id="network-path"),
+        pytest.param("/\\evil.example/", False, id="backslash"),
+        pytest.param("/\t/evil.example/", False, id="tab"),
+        pytest.param("/\r/evil.example", False, id="carriage-return"),
+        pytest.param("https://evil.example/", False, id="absolute"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_the_examples_login_returns_only_to_its_own_paths(url: str, kept: bool) -> None:
+    assert flask_app._local(url) == (url if kept else None)
