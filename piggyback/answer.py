@@ -67,7 +67,7 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-__all__ = ["MAX_UNACKED", "MAX_WAITING", "Answer", "Answerer", "Result"]
+__all__ = ["MAX_UNACKED", "MAX_WAITING", "Answerer", "Result", "refused"]
 
 #: Deletes a whole inbox: every message id is below it.
 _ALL = 2**62
@@ -83,7 +83,7 @@ class Result:
     The document is written before anything is committed: a reply that cannot be
     written is never stored.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.1
     """
 
     reply: Reply
@@ -98,9 +98,6 @@ class Result:
     #: Why the event was refused, or ``None`` when it was answered.
     refusal: EventRejected | None = None
 
-
-#: The name of :class:`Result` before 0.3.
-Answer = Result
 
 #: Runs a handler, e.g. inside the host framework's request context.
 Runner = t.Callable[["Handler", Page, Event], t.Any]
@@ -144,7 +141,7 @@ class Answerer:
         :param young: the page's token is young, so its data is fresh in the store: a
             poll that finds nothing waiting is answered from one read, without a lease.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.1
         """
         if handler is None and young:
             result = self._read_poll(page_id, seq, ack, token)
@@ -154,31 +151,9 @@ class Answerer:
             with self._take(page_id) as held:
                 return self._answer(held, seq, ack, handler, event, token)
         except LeaseLost:
-            return _refused(seq, PageBusy("The page's request took too long; try again."))
+            return refused(seq, PageBusy("The page's request took too long; try again."))
         except PageBusy as busy:
-            return _refused(seq, busy)
-
-    def answer(
-        self,
-        page_id: str,
-        seq: int,
-        ack: int,
-        handler: Handler | None,
-        event: Event,
-        *,
-        token: str,
-        quiet: bool = False,
-    ) -> Result:
-        """:meth:`respond`, as callers before 0.3 expect it: a refusal is raised, and
-        the result's headers are put in ``event.headers``.
-
-        :param quiet: ``young`` of :meth:`respond`.
-        """
-        result = self.respond(page_id, seq, ack, handler, event, token=token, young=quiet)
-        if result.refusal is not None:
-            raise result.refusal
-        event.headers[:] = result.headers
-        return result
+            return refused(seq, busy)
 
     def keep(self, page: Page) -> None:
         """Commit what a page queued while it rendered (state, commands, groups), through
@@ -187,7 +162,7 @@ class Answerer:
         Its commands wait in its inbox for its first event. A page whose first event
         committed already keeps that event's record (its state is newer).
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.1
         """
         if not (page.state or page.commands or page.memberships):
             return
@@ -220,7 +195,7 @@ class Answerer:
             return self._end(held, record, mail, seq)
         if record is None:
             if ack > 0:
-                return _refused(seq, PageExpired(_UNKNOWN))
+                return refused(seq, PageExpired(_UNKNOWN))
             record = PageRecord()
         why = _why_expired(held.page_id, record, mail, seq, ack)
         if why is not None:
@@ -237,12 +212,12 @@ class Answerer:
         """
         record, mail = self.store.load(page_id)
         if _ended(record):
-            return _refused(seq, PageExpired(_ENDED))
+            return refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
             return None
         if record is None:
             if ack > 0:
-                return _refused(seq, PageExpired(_UNKNOWN))
+                return refused(seq, PageExpired(_UNKNOWN))
             return _answered(Reply(seq, token=token))
         if seq <= record.seq or record.damaged:
             return None
@@ -254,7 +229,7 @@ class Answerer:
         if not _ended(record):
             ended = PageRecord(seq=ENDED_SEQ)
             held.save(Changes(record=ended, inbox_upto=_ALL, leaves=sorted(mail.groups)))
-        return _refused(seq, PageExpired(_ENDED))
+        return refused(seq, PageExpired(_ENDED))
 
     def _expire(self, held: Lease, record: PageRecord, mail: Mail, seq: int, why: str) -> Result:
         """End the page: drop what it kept and what waits for it, leave its groups, and
@@ -267,7 +242,7 @@ class Answerer:
         )
         held.save(changes)
         logger.info("Page %s expired: %s.", held.page_id, why)
-        return _refused(seq, PageExpired(f"{why}; reload it."))
+        return refused(seq, PageExpired(f"{why}; reload it."))
 
     def _run(
         self,
@@ -349,7 +324,8 @@ def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
     return Result(reply, document, source, headers=headers or [])
 
 
-def _refused(seq: int, refusal: EventRejected) -> Result:
+def refused(seq: int | None, refusal: EventRejected) -> Result:
+    """The answer to a refused event: its reason and code, no batches."""
     reply = Reply(seq, code=refusal.code, error=refusal.reason)
     document, source = answer_document(reply.for_client())
     headers = list(refusal.headers)
@@ -362,7 +338,7 @@ def _not_run(
     """The answer to an event the app refused to run: a redirect sends the page
     elsewhere (not stored, so a retry asks again); anything else is a refusal."""
     if not isinstance(refusal, EventRedirected):
-        return _refused(seq, refusal)
+        return refused(seq, refusal)
     batches = [*_unacked(record, ack), Batch(seq, [refusal.command])]
     return _answered(Reply(seq, batches, token=token), list(event.headers))
 
@@ -373,7 +349,7 @@ def _replay(record: PageRecord, seq: int, ack: int, event: Event, token: str) ->
     own = next((b for b in batches if b.seq == seq), None)
     if own is None:  # the page's own sequence numbers are none of the sender's business
         why = f"The event {seq} was answered already, and its answer is no longer kept."
-        return _refused(seq, StaleEvent(why))
+        return refused(seq, StaleEvent(why))
     mine = own.headers and own.requester == _requester(event.environ)
     return _answered(Reply(seq, batches, poll=own.poll, token=token), own.headers if mine else [])
 

@@ -113,8 +113,6 @@ def wrap(
         (:class:`~piggyback.exceptions.OptionError` names a bad one).
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-        Reads ``settings.PIGGYBACK_*``; events pass through ``settings.MIDDLEWARE``.
     """
     for name in (*OPTIONS, "middleware", "skip_middleware"):
         setting = f"PIGGYBACK_{name.upper()}"

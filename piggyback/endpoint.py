@@ -14,7 +14,8 @@ from werkzeug.wsgi import get_content_length
 from werkzeug.wsgi import get_host
 from werkzeug.wsgi import LimitedStream
 
-from .answer import Answer
+from .answer import refused
+from .answer import Result
 from .event import EventRequest
 from .event import plain_seq
 from .event import read_event_request
@@ -23,7 +24,6 @@ from .exceptions import EventRejected
 from .exceptions import PageExpired
 from .exceptions import TooLarge
 from .exceptions import UnknownHandler
-from .script import answer_document
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -93,9 +93,6 @@ class EventEndpoint:
         (asked only for an event naming an unknown handler).
     :param max_query_bytes: the largest query string accepted (414 past it).
     :param max_body_bytes: the largest body accepted (413 past it).
-
-    .. versionchanged:: 0.2
-        Takes its collaborators instead of the middleware.
     """
 
     def __init__(
@@ -122,32 +119,27 @@ class EventEndpoint:
     ) -> t.Iterable[bytes]:
         # Only a POST's body needs werkzeug's parsing; a GET is read from the environ.
         post = self._post(environ) if environ.get("REQUEST_METHOD") == "POST" else None
-        extra: list[tuple[str, str]] = []
         try:
-            answer, extra = self._answer(environ, post)
-            body, script_source, status = answer.document, answer.script_source, 200
-        except EventRejected as rejection:
-            logger.info("Rejected an event: %s", rejection.reason)
-            reply = {"seq": plain_seq(environ), "code": rejection.code, "error": rejection.reason}
-            body, script_source = answer_document(reply)
-            status = rejection.status
-            extra = list(rejection.headers)  # e.g. the session a refusal changed
-            if post is not None:
+            result = self._respond(environ, post)
+        except EventRejected as rejection:  # the request itself, before its page
+            result = refused(plain_seq(environ), rejection)
+        if result.refusal is not None:
+            logger.info("Rejected an event: %s", result.refusal.reason)
+        if post is not None:
+            if result.refusal is not None:
                 _drain(post, self.max_body_bytes)
-        finally:
-            if post is not None:
-                post.close()
+            post.close()
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
-            ("Content-Length", str(len(body))),
+            ("Content-Length", str(len(result.document))),
             *_HEADERS,
-            ("Content-Security-Policy", _CSP % script_source),
+            ("Content-Security-Policy", _CSP % result.script_source),
         ]
-        if status == 405:
+        if result.status == 405:
             headers.append(("Allow", "GET, POST"))
-        headers.extend(extra)
-        start_response(_STATUS[status], headers)  # status_line(), one call less per event
-        return [body]
+        headers.extend(result.headers)  # e.g. the session cookie the handler's runner set
+        start_response(_STATUS[result.status], headers)  # status_line(), one call less
+        return [result.document]
 
     def _post(self, environ: WSGIEnvironment) -> Request:
         # Read exactly Content-Length bytes, and fail on fewer: a server that marks its
@@ -158,10 +150,12 @@ class EventEndpoint:
         request.max_form_memory_size = self.max_body_bytes
         return request
 
-    def _answer(
-        self, environ: WSGIEnvironment, post: Request | None
-    ) -> tuple[Answer, list[tuple[str, str]]]:
-        """The answer, and the headers the handler's runner added (e.g. ``Set-Cookie``)."""
+    def _respond(self, environ: WSGIEnvironment, post: Request | None) -> Result:
+        """Check the request, then answer it against its page.
+
+        :raise EventRejected: the request itself is refused (origin, size, fields,
+            token, handler); refusals that concern the page are results.
+        """
         _check_origin(environ)
         if len(environ.get("QUERY_STRING", "")) > self.max_query_bytes:
             raise TooLarge(
@@ -173,12 +167,11 @@ class EventEndpoint:
         browser = "" if self.browsers is None else self.browsers.read(environ)
         page_id = self._verify(signer, incoming.token, browser)
         handler = self._find_handler(incoming)
-        event, young = incoming.event, signer.is_young(incoming.token)
+        young = signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
-        answer = self.answerer.answer(
-            page_id, incoming.seq, incoming.ack, handler, event, token=token, quiet=young
+        return self.answerer.respond(
+            page_id, incoming.seq, incoming.ack, handler, incoming.event, token=token, young=young
         )
-        return answer, event.headers
 
     def _read(self, environ: WSGIEnvironment, post: Request | None) -> EventRequest:
         """Every field of the request, its body read whole or refused."""

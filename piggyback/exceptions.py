@@ -26,7 +26,7 @@ class OptionError(PiggybackError, ValueError):
     :param value: the value it was given.
     :param reason: a sentence with the bad value and what is allowed.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, option: str, value: t.Any, reason: str) -> None:
@@ -42,9 +42,6 @@ class LeaseLost(PiggybackError):
     by a store's ``save`` (:class:`piggyback.stores.base.Store`).
 
     :param page_id: the page.
-
-    .. versionchanged:: 0.3
-        Renamed from ``LockLost``, which stays an alias.
     """
 
     def __init__(self, page_id: str) -> None:
@@ -58,7 +55,7 @@ class LeaseLost(PiggybackError):
         )
 
 
-#: The name of :class:`LeaseLost` before 0.3.
+#: The earlier name of :class:`LeaseLost`, kept for code that uses it.
 LockLost = LeaseLost
 
 
@@ -150,7 +147,7 @@ class EventRedirected(EventRejected):
     :param url: where the page goes: http, https or relative, as for ``page.redirect``.
     :param reason: a sentence for the log.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     code = "redirect"

@@ -104,8 +104,6 @@ class FlaskPiggyback:
     :raise TypeError: an option is not one of :class:`~piggyback.Piggyback`'s.
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-        Every option can come from the config; unknown option names raise at once.
     """
 
     def __init__(self, app: Flask | None = None, **options: t.Any) -> None:
@@ -162,7 +160,7 @@ class FlaskPiggyback:
             def require_login(page, event):
                 return None if current_user.is_authenticated else login_manager.unauthorized()
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self.registry.add_hook(hook)
         return hook
@@ -172,7 +170,7 @@ class FlaskPiggyback:
 
         :raise ValueError: the app's Jinja environment does not autoescape the template.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         app.update_template_context(context)
@@ -189,7 +187,7 @@ class FlaskPiggyback:
 
         :raise ValueError: the template has no such block, or is not autoescaped.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         app.update_template_context(context)

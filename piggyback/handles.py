@@ -92,7 +92,7 @@ class PageHandle(Commands):
         nothing more (what waits for it is dropped). Sent from a handler, it takes
         effect when that event commits.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._queue(list(EXPIRE))
 
@@ -115,9 +115,6 @@ class GroupHandle(Commands):
     :param name: the group's name.
     :param exclude: the id of a page that is left out: it never receives what this
         handle sends.
-
-    .. versionchanged:: 0.2
-        The sending page gets its own group sends in the same answer; ``exclude``.
     """
 
     def __init__(self, store: Store, name: str, *, exclude: str | None = None) -> None:
@@ -165,7 +162,7 @@ class GroupHandle(Commands):
         it ends the handler's own page too, on its next request, unless that is the
         page excluded.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._publish(list(EXPIRE), skip_sender=False)
 

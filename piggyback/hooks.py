@@ -74,7 +74,7 @@ def requires(*hooks: Hook) -> t.Callable[[F], F]:
         @requires(admin_only)
         def delete_everything(page, event): ...
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     for hook in hooks:
         if not callable(hook):

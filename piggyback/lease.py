@@ -13,7 +13,7 @@ without saving (an error included), by releasing it:
 
 Events and what a page queues while it renders both commit this way.
 
-.. versionadded:: 0.3
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

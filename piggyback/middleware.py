@@ -99,10 +99,6 @@ class Piggyback:
         one cookie; turn it off only for clients that keep no cookies (an API client).
     :param browser_cookie: that cookie's name (``__Host-`` is put before it over HTTPS).
         Default: ``pb_browser``.
-
-    .. versionchanged:: 0.2
-        Every option is checked; ``store`` takes a URL; ``page_ttl`` with a store
-        object, and ``browser_cookie`` with ``bind_browser=False``, are refused.
     """
 
     def __init__(
@@ -243,7 +239,7 @@ class Piggyback:
         returning a response; then the handler does not run and nothing is committed.
         See :mod:`piggyback.hooks`. Polls run no hooks: they run no app code.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self.registry.add_hook(hook)
         return hook

@@ -39,7 +39,7 @@ default, the secret from ``PIGGYBACK_SECRET_KEY`` or the store, ``page_ttl`` is 
 store's own, the browser cookie is ``pb_browser``, and the client keeps its own
 ``timeout`` and does not poll.
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class HandlerDecorator:
 
     :param registry: where the handlers go.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, registry: Registry) -> None:

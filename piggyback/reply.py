@@ -5,7 +5,7 @@ acknowledges it; a :class:`Reply` is what one answer document hands the client. 
 one method for the client's view (the JSON of ``docs/protocol.md``); a batch also has a
 stored form, read back by :meth:`Batch.from_stored`.
 
-.. versionadded:: 0.3
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Batch:
 
     @classmethod
     def from_stored(cls, data: t.Any) -> Batch | None:
-        """The batch :meth:`stored` wrote (releases before 0.3 wrote the same JSON), or
+        """The batch :meth:`stored` wrote (the dict-based code before it wrote the same JSON), or
         ``None`` when ``data`` is not one: damaged."""
         if not isinstance(data, dict):
             return None

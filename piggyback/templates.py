@@ -18,7 +18,7 @@ as HTML. A template rendered with autoescaping is safe HTML, so these return
 
 (Flask apps use ``live.render_block(...)``, with the app's environment and context.)
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -712,24 +712,9 @@ def test_a_render_that_queued_nothing_takes_no_lease(
     assert store.calls == {}
 
 
-def test_answer_raises_a_refusal_and_puts_headers_in_the_event(answerer: Answerer) -> None:
-    """The call endpoint.py made before 0.3."""
+# The stored form of batches: records written before batches were typed still load
 
-    def login(page: Page, event: Event) -> None:
-        event.headers.append(("Set-Cookie", "s=1"))
-
-    answer = answerer.answer(PAGE, 1, 0, login, _event(1), token="tok")
-    assert answer.document and answer.script_source.startswith("'sha256-")
-    replayed = _event(1)
-    answerer.answer(PAGE, 1, 0, login, replayed, token="tok")
-    assert replayed.headers == [("Set-Cookie", "s=1")]
-    with pytest.raises(StaleEvent):
-        answerer.answer(PAGE, 1, 1, login, _event(1), token="tok")
-
-
-# The stored form of batches: records written by releases before 0.3 still load
-
-#: A record as 0.2 wrote it: a batch with headers, a failed one that asked to poll.
+#: A record as the dict-based code wrote it: a batch with headers, a failed one that asked to poll.
 OLD_RECORD = (
     '{"seq":3,"state":{"n":2},"batches":['
     '{"seq":2,"commands":[["text","n","2"]],"headers":[["Set-Cookie","s=1"]],'

@@ -39,7 +39,7 @@ def store_kind(url: str) -> t.Literal["memory", "sqlite", "redis"]:
 
     :raise ValueError: it names none of them.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if url == "memory:":
         return "memory"
