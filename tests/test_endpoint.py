@@ -600,16 +600,26 @@ def test_smaller_limits() -> None:
     assert (response.status_code, h.calls) == (200, [("echo", 1)])
 
 
-def _post_body(h: Harness, stream: io.BytesIO, length: int) -> tuple[int, dict[str, t.Any]]:
-    """POSTs an event whose ``Content-Length`` is ``length`` and whose body is ``stream``."""
-    query = urlencode({"p": h.page().token, "s": 1, "h": "echo"})
+def _post_body(
+    h: Harness,
+    stream: io.BytesIO,
+    length: int | None,
+    headers: dict[str, str] | None = None,
+    **environ: t.Any,
+) -> tuple[int, dict[str, t.Any]]:
+    """POSTs a ``b=1`` event whose ``Content-Length`` is ``length`` (``None``: none) and
+    whose body is ``stream``; ``environ`` is what the server puts there."""
+    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
+    if length is not None:
+        # As the browser said it, whatever the stream holds (the builder would measure).
+        environ["CONTENT_LENGTH"] = str(length)
     response = h.http.open(
         f"/_pb/event?{query}",
         method="POST",
         input_stream=stream,
         content_type="application/x-www-form-urlencoded",
-        # As the browser said it, whatever the stream holds (the builder would measure).
-        environ_overrides={"CONTENT_LENGTH": str(length)},
+        headers=headers or {},
+        environ_overrides=environ,
     )
     return response.status_code, read_reply(response.get_data(as_text=True))
 
@@ -656,16 +666,9 @@ def test_a_body_cut_short_runs_nothing() -> None:
     """The browser promised 5,000 bytes and sent 9: refused, the handler never runs (a
     server that marks its input terminated would otherwise pass the 9 as the body)."""
     h = _harness()
-    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
-    response = h.http.open(
-        f"/_pb/event?{query}",
-        method="POST",
-        input_stream=io.BytesIO(b"v=PARTIAL"),
-        content_type="application/x-www-form-urlencoded",
-        environ_overrides={"CONTENT_LENGTH": "5000", "wsgi.input_terminated": True},
-    )
-    reply = read_reply(response.get_data(as_text=True))
-    assert (response.status_code, reply["error"]) == (
+    body = io.BytesIO(b"v=PARTIAL")
+    status, reply = _post_body(h, body, 5000, **{"wsgi.input_terminated": True})
+    assert (status, reply["error"]) == (
         400,
         "The event's body ended before its Content-Length; nothing ran.",
     )
@@ -675,17 +678,9 @@ def test_a_body_cut_short_runs_nothing() -> None:
 def test_a_chunked_body_is_refused() -> None:
     h = _harness(max_body_bytes=100)
     body = io.BytesIO(b"v=" + b"x" * 1000)  # as the server dechunked it: no length
-    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
-    response = h.http.open(
-        f"/_pb/event?{query}",
-        method="POST",
-        input_stream=body,
-        content_type="application/x-www-form-urlencoded",
-        headers={"Transfer-Encoding": "chunked"},
-        environ_overrides={"wsgi.input_terminated": True},
-    )
-    reply = read_reply(response.get_data(as_text=True))
-    assert (response.status_code, reply["error"]) == (
+    headers = {"Transfer-Encoding": "chunked"}
+    status, reply = _post_body(h, body, None, headers, **{"wsgi.input_terminated": True})
+    assert (status, reply["error"]) == (
         411,
         "An event's body needs a Content-Length; a chunked body is refused.",
     )
@@ -696,16 +691,8 @@ def test_any_refused_body_is_read_to_its_end() -> None:
     """A POST refused for its origin, before its body was looked at, is drained too."""
     h = _harness()
     body = io.BytesIO(b"v=" + b"x" * 5000)
-    query = urlencode({"p": h.page().token, "s": 1, "h": "echo", "b": 1})
-    response = h.http.open(
-        f"/_pb/event?{query}",
-        method="POST",
-        input_stream=body,
-        content_type="application/x-www-form-urlencoded",
-        headers={"Origin": "http://elsewhere.example"},
-        environ_overrides={"CONTENT_LENGTH": "5002"},
-    )
-    assert response.status_code == 403
+    status, _ = _post_body(h, body, 5002, {"Origin": "http://elsewhere.example"})
+    assert status == 403
     assert body.tell() == 5002
 
 
