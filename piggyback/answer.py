@@ -199,7 +199,7 @@ class Answerer:
             record = PageRecord()
         why = _why_expired(held.page_id, record, mail, seq, ack)
         if why is not None:
-            return self._expire(held, record, mail, seq, why)
+            return self._end(held, record, mail, seq, why)
         if seq <= record.seq:
             return _replay(record, seq, ack, event, token)
         return self._run(held, record, mail, handler, event, seq, ack, token)
@@ -223,26 +223,18 @@ class Answerer:
             return None
         return _answered(Reply(seq, _unacked(record, ack), token=token))
 
-    def _end(self, held: Lease, record: PageRecord | None, mail: Mail, seq: int) -> Result:
-        """Say the page expired; the first time, make its record remember that it
-        ended, and take what waits for it out of the store."""
+    def _end(
+        self, held: Lease, record: PageRecord | None, mail: Mail, seq: int, why: str = ""
+    ) -> Result:
+        """End the page and say it expired: the first time, drop what it kept and what
+        waits for it, and leave its groups. No later event of it runs; the client reloads
+        it (a new page). ``why`` is empty when the app ended it (``expire()``).
+        """
         if not _ended(record):
             ended = PageRecord(seq=ENDED_SEQ)
             held.save(Changes(record=ended, inbox_upto=_ALL, leaves=sorted(mail.groups)))
-        return refused(seq, PageExpired(_ENDED))
-
-    def _expire(self, held: Lease, record: PageRecord, mail: Mail, seq: int, why: str) -> Result:
-        """End the page: drop what it kept and what waits for it, leave its groups, and
-        say it expired. It receives nothing more; the client reloads it (a new page).
-        """
-        changes = Changes(
-            record=PageRecord(seq=ENDED_SEQ),  # ended: no later event of it ever runs
-            inbox_upto=_ALL,
-            leaves=sorted(mail.groups),
-        )
-        held.save(changes)
-        logger.info("Page %s expired: %s.", held.page_id, why)
-        return refused(seq, PageExpired(f"{why}; reload it."))
+            logger.info("Page %s ended: %s.", held.page_id, why or "the app ended it")
+        return refused(seq, PageExpired(f"{why}; reload it." if why else _ENDED))
 
     def _run(
         self,
