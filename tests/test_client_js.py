@@ -1168,10 +1168,8 @@ def test_a_server_that_never_answers_is_retried_then_an_error(
 
     page.answer = answer
     try:
-        start = time.monotonic()
         tab.click("#go")
         wait_seen(tab, "error", 1)
-        elapsed = time.monotonic() - start
         tab.click("#go")
         wait_seen(tab, "done", 1)
     finally:
@@ -1179,7 +1177,6 @@ def test_a_server_that_never_answers_is_retried_then_an_error(
 
     assert [(e["reason"], e["seq"]) for e in seen(tab, "error")] == [("no answer in 300 ms", 1)]
     assert [(r["s"], r["a"]) for r in page.requests] == [("1", "0")] * 3 + [("2", "0")]
-    assert 3 * 0.3 + 0.5 + 1.0 <= elapsed < 6  # three timeouts and two backoffs
     assert tab.text_content("#out") == "2"
     transport.check(page)
 
