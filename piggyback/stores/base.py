@@ -260,6 +260,16 @@ def load_commands(text: str | bytes) -> list[Command] | None:
         return None
 
 
+def add_message(mail: Mail, messages: list[Message], number: int, text: str | bytes) -> None:
+    """Append a stored message, decoded, to ``messages``, one of ``mail``'s lists; a
+    damaged one is left out and marks ``mail`` damaged."""
+    commands = load_commands(text)
+    if commands is None:
+        mail.damaged = True
+    else:
+        messages.append((number, commands))
+
+
 def checked_commands(value: t.Any) -> list[Command] | None:
     """``value`` if it is a list of commands (lists), else ``None``: damaged."""
     if not isinstance(value, list) or not all(isinstance(c, list) for c in value):

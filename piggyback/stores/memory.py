@@ -14,6 +14,7 @@ import threading
 import time
 import typing as t
 
+from .base import add_message
 from .base import Changes
 from .base import checked_page_ttl
 from .base import Command
@@ -22,7 +23,6 @@ from .base import dump_record
 from .base import dumps
 from .base import keep_oldest
 from .base import LeaseLost
-from .base import load_commands
 from .base import load_record
 from .base import Mail
 from .base import Message
@@ -217,9 +217,5 @@ def _messages(mail: Mail, entries: list[_Entry], cutoff: float, after: int = 0) 
     for at, n, text in entries[start : start + READ_LIMIT]:
         if at < cutoff:
             continue
-        commands = load_commands(text)
-        if commands is None:
-            mail.damaged = True
-        else:
-            messages.append((n, commands))
+        add_message(mail, messages, n, text)
     return messages

@@ -51,6 +51,7 @@ import time
 import typing as t
 import weakref
 
+from .base import add_message
 from .base import Changes
 from .base import checked_page_ttl
 from .base import Command
@@ -58,7 +59,6 @@ from .base import DEFAULT_PAGE_TTL
 from .base import dump_record
 from .base import dumps
 from .base import LeaseLost
-from .base import load_commands
 from .base import load_record
 from .base import Mail
 from .base import PageRecord
@@ -274,13 +274,8 @@ def _read(rows: sqlite3.Cursor) -> tuple[str | None, Mail]:
             record = text
             continue
         messages = mail.inbox if source == "inbox" else mail.groups.setdefault(group, [])
-        if number is None:
-            continue
-        commands = load_commands(text)
-        if commands is None:
-            mail.damaged = True
-        else:
-            messages.append((number, commands))
+        if number is not None:
+            add_message(mail, messages, number, text)
     return record, mail
 
 
