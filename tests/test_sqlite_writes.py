@@ -1,0 +1,67 @@
+"""How the SQLite store writes: its own checkpoints, and one writing thread per process.
+
+The guarantees (nothing lost, exactly once) are the store contract's, in
+``tests/test_stores.py``; these tests hold the two rules that keep a write cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from piggyback.stores import sqlite as sqlite_store
+from piggyback.stores.sqlite import SQLiteStore
+
+from .test_stores import _event
+from .test_stores import A
+
+
+def test_sqlite_checkpoints_the_log_itself_so_it_stays_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own checkpoints are off; the store's keep the log from growing."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 50)
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    reader = SQLiteStore(path)  # another connection, as another worker's would be
+    reader.load("p")
+    for _ in range(2000):
+        store.push("p", A)
+        reader.load("q")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (2000,)
+    assert store._db().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    # 2,000 commits of a few pages each: about 25 MB of log without checkpoints.
+    assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
+
+
+def test_sqlite_threads_of_a_process_never_find_the_file_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads of one process take turns to write instead of retrying SQLite's lock."""
+    busy: list[sqlite3.OperationalError] = []
+    found_busy = sqlite_store._busy
+
+    def counting(error: sqlite3.OperationalError) -> bool:
+        busy.append(error)
+        return found_busy(error)
+
+    monkeypatch.setattr(sqlite_store, "_busy", counting)
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+
+    def events(worker: int) -> None:
+        for _ in range(100):
+            store.push(f"p{worker}", A)
+            _event(store, f"p{worker}")
+
+    threads = [threading.Thread(target=events, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [store.load(f"p{n}")[0].state["n"] for n in range(8)] == [100] * 8  # type: ignore[union-attr]
+    assert busy == []
