@@ -57,6 +57,8 @@ def test_quick_run_prints_every_section(tmp_path: Path) -> None:
         assert events_per_second > 0 and cpu_ratio > 0
         for floor in ("the SQLite store alone: its floor", "empty poll, the SQLite store alone"):
             assert float(_row(table, workers, floor)[5].rstrip("x")) > 0
+    for target in ("SQLite CPU/event ÷ Flask-Sijax", "gthread ÷ sync", "Redis CPU/event"):
+        assert target in table
     passed = _row(table, "sync", "pass-through JSON")
     assert float(passed[-1].rstrip("x")) > 0
     assert "Skipped: --no-browser" in table
