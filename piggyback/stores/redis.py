@@ -220,10 +220,10 @@ class _Script:
 class _Connections:
     """Connections from a client's pool that a store keeps between its calls.
 
-    Taking a connection from the pool costs more than most scripts do: the pool checks
-    it for unread data, with a system call. A connection is kept here only once a reply
-    was read in full, so none has any; one that failed goes back to the pool,
-    disconnected. After a fork the child starts with none: those are the parent's.
+    Taking a connection from the pool costs more than most scripts do. A connection is
+    kept here only once a reply was read in full; one that failed goes back to the pool,
+    disconnected, and so does one the server closed meanwhile, found before it is used
+    (as the pool would). After a fork the child starts with none: those are the parent's.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -238,9 +238,13 @@ class _Connections:
         if self._pid != os.getpid():
             self._idle, self._pid = [], os.getpid()
         try:
-            return self._idle.pop()  # atomic: no two threads get the same one
+            connection = self._idle.pop()  # atomic: no two threads get the same one
         except IndexError:
             return self.pool.get_connection(*self._pool_args)
+        if _closed(connection):
+            self.give_back(connection)
+            return self.pool.get_connection(*self._pool_args)
+        return connection
 
     def keep(self, connection: t.Any) -> None:
         self._idle.append(connection)
@@ -254,6 +258,14 @@ class _Connections:
         if self._pid == os.getpid():
             for connection in idle:
                 self.pool.release(connection)
+
+
+def _closed(connection: t.Any) -> bool:
+    """Whether a kept connection has anything to read: then the server closed it."""
+    try:
+        return bool(connection.can_read())
+    except Exception:  # redis.ConnectionError: closed, as expected of one that is readable
+        return True
 
 
 def _packed(command: bytes, script: bytes, parts: list[bytes]) -> bytes:
