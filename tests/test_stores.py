@@ -1385,6 +1385,16 @@ def test_redis_replaces_a_connection_the_server_closed(redis_url: str) -> None:
     client.close()
 
 
+def test_redis_works_with_a_single_connection_client(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, single_connection_client=True)
+    store = RedisStore(client, prefix="single:")
+    store.join("p", "g")
+    store.publish("g", A)
+    commit(store, "p", PageRecord(seq=1), pushes=[("p", B)])
+    assert store.load("p") == (PageRecord(seq=1), Mail(inbox=[(2, B)], groups={"g": [(1, A)]}))
+    client.close()
+
+
 def test_redis_connections_are_shared_by_threads(redis_client: redis.Redis) -> None:
     store = RedisStore(redis_client, prefix="threads:")
     pages = [f"p{n}" for n in range(8)]

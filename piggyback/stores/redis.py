@@ -1,7 +1,8 @@
 """A store on a Redis server, shared by processes on any number of machines.
 
-Every operation that reads and writes is one Lua script, so it is atomic on the server.
-Times come from the server's clock and expiry is Redis's own, sliding on use.
+Every operation that reads and writes is one Lua script, so it is atomic on the server,
+and one round trip: an event is two, its begin and its save. Times come from the server's
+clock and expiry is Redis's own, sliding on use.
 
 Keys, all under the prefix: ``secret``; ``ids``, the message id counter; per page
 ``page:<id>`` (the record), ``lease:<id>``, ``inbox:<id>`` and ``member:<id>`` (a hash
@@ -227,7 +228,10 @@ class _Connections:
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        from redis.exceptions import ConnectionError
+
         self.pool = client.connection_pool
+        self._broken = (ConnectionError, OSError)
         # redis-py before 5.3 needs a command name here; later versions warn about one.
         needs_name = "command_name" in inspect.signature(self.pool.get_connection).parameters
         self._pool_args = ("EVALSHA",) if needs_name and _before_5_3() else ()
@@ -241,7 +245,7 @@ class _Connections:
             connection = self._idle.pop()  # atomic: no two threads get the same one
         except IndexError:
             return self.pool.get_connection(*self._pool_args)
-        if _closed(connection):
+        if self._closed(connection):
             self.give_back(connection)
             return self.pool.get_connection(*self._pool_args)
         return connection
@@ -253,19 +257,18 @@ class _Connections:
         connection.disconnect()
         self.pool.release(connection)
 
+    def _closed(self, connection: t.Any) -> bool:
+        """Whether a kept connection has anything to read: then the server closed it."""
+        try:
+            return bool(connection.can_read())
+        except self._broken:
+            return True
+
     def close(self) -> None:
         idle, self._idle = self._idle, []
         if self._pid == os.getpid():
             for connection in idle:
                 self.pool.release(connection)
-
-
-def _closed(connection: t.Any) -> bool:
-    """Whether a kept connection has anything to read: then the server closed it."""
-    try:
-        return bool(connection.can_read())
-    except Exception:  # redis.ConnectionError: closed, as expected of one that is readable
-        return True
 
 
 def _packed(command: bytes, script: bytes, parts: list[bytes]) -> bytes:
