@@ -326,7 +326,9 @@ class RedisStore(Store):
 
         store = RedisStore.from_url("redis://localhost:6379/0")
 
-    :param client: a ``redis.Redis`` client (``decode_responses`` either way).
+    :param client: a ``redis.Redis`` client (``decode_responses`` either way). The store
+        keeps the connections it takes from the client's pool, at most one per thread
+        using it at once, instead of giving each back after every command.
     :param prefix: put before every key, to share one database with other data.
     :param page_ttl: seconds after its last use that a page is forgotten.
     """
