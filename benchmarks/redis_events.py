@@ -2,6 +2,7 @@
 
     python -m benchmarks.redis_events                   # 3 rounds of 4,000 events per store
     python -m benchmarks.redis_events --events 10000 --rounds 5
+    python -m benchmarks.redis_events --unix   # also a redis-server on a Unix socket
 
 Two worker processes at once run events over 256 pages (each process its own half), as
 ``benchmarks.store_events`` does them: begin (lease + record + mail), then save (the
@@ -10,14 +11,17 @@ the process's next page, so every begin finds one message waiting and every save
 one. Per event it prints the workers' CPU (their own ``process_time``), the CPU of the
 redis-server it started on 127.0.0.1 (``utime + stime`` from ``/proc``), their sum, and
 that sum over the SQLite store's worker CPU in the same round. Rounds alternate the
-stores; figures are medians. Timing only: nothing here is asserted.
+stores; figures are medians. With ``--unix``, a second redis-server listening on a Unix
+socket only shows what TCP on the loopback costs. Timing only: nothing here is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +33,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from benchmarks.servers import cpu_seconds
+from benchmarks.servers import REDIS_SERVER
 from benchmarks.servers import start_redis
 from piggyback.reply import Batch
 from piggyback.stores import store_from_url
@@ -113,27 +118,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=4000, help="per store, load and round")
     parser.add_argument("--pages", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--unix", action="store_true", help="also Redis on a Unix socket")
     args = parser.parse_args(argv)
     figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="pb-redis-events-") as directory:
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="pb-redis-events-"))
         redis = start_redis(Path(directory) / "redis")
-        try:
-            for round_ in range(args.rounds):
-                for load in LOADS:
-                    mail = load == "mail"
-                    sqlite = f"sqlite:///{directory}/store-{round_}-{load}.sqlite3"
-                    redis_url = f"redis://127.0.0.1:{redis.port}/{round_ % 16}"
-                    runs = [("SQLite", sqlite, None), ("Redis", redis_url, redis.process.pid)]
-                    for name, url, pid in runs if round_ % 2 == 0 else runs[::-1]:
-                        figure = measure(url, pid, args.pages, args.events, mail)
-                        figures.setdefault((name, load), []).append(figure)
-        finally:
-            redis.stop()
-    _report(figures, args)
+        stack.callback(redis.stop)
+        servers = [("Redis", f"redis://127.0.0.1:{redis.port}/", redis.process.pid)]
+        if args.unix:
+            unix_url, unix_pid = stack.enter_context(_unix_redis(Path(directory) / "unix"))
+            servers.append(("Redis, Unix socket", f"{unix_url}?db=", unix_pid))
+        for round_ in range(args.rounds):
+            for load in LOADS:
+                sqlite = f"sqlite:///{directory}/store-{round_}-{load}.sqlite3"
+                runs: list[tuple[str, str, int | None]] = [("SQLite", sqlite, None)]
+                runs += [(name, f"{url}{round_ % 16}", pid) for name, url, pid in servers]
+                for name, url, pid in runs if round_ % 2 == 0 else runs[::-1]:
+                    figure = measure(url, pid, args.pages, args.events, load == "mail")
+                    figures.setdefault((name, load), []).append(figure)
+    _report(figures, ["SQLite", *(name for name, _, _ in servers)], args)
     return 0
 
 
-def _report(figures: dict[tuple[str, str], list[tuple[float, float]]], args: t.Any) -> None:
+@contextlib.contextmanager
+def _unix_redis(directory: Path) -> t.Iterator[tuple[str, int]]:
+    """A redis-server on a Unix socket only, keeping nothing on disk: its URL and PID."""
+    directory.mkdir(parents=True)
+    path = directory / "redis.sock"
+    command = [REDIS_SERVER, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+    with open(directory / "redis.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not listen on {path}.")
+            time.sleep(0.05)
+        yield f"unix://{path}", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _report(
+    figures: dict[tuple[str, str], list[tuple[float, float]]], names: list[str], args: t.Any
+) -> None:
     print(
         f"{PROCESSES} processes, {args.pages} pages, {args.events} events per store and load,"
         f" median of {args.rounds} rounds"
@@ -142,7 +173,7 @@ def _report(figures: dict[tuple[str, str], list[tuple[float, float]]], args: t.A
     print("|---|---|---|---|---|---|")
     for load in LOADS:
         baseline = statistics.median(w for w, _ in figures["SQLite", load])
-        for name in ("SQLite", "Redis"):
+        for name in names:
             runs = figures[name, load]
             worker = statistics.median(w for w, _ in runs)
             server = statistics.median(s for _, s in runs)
