@@ -195,8 +195,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 
 class _Script:
-    """A Lua script, run by its SHA1 digest; a server that does not know it yet runs it
-    from its text (``EVAL``, which also keeps it), in the same round trip's place."""
+    """A Lua script, run by its SHA1 digest. A server that does not know it (restarted,
+    flushed) is sent its text once, by ``EVAL``, which also keeps it there."""
 
     def __init__(self, client: redis.Redis, text: str) -> None:
         from redis.exceptions import NoScriptError
@@ -232,9 +232,10 @@ class _Connections:
 
         self.pool = client.connection_pool
         self._broken = (ConnectionError, OSError)
-        # redis-py before 5.3 needs a command name here; later versions warn about one.
-        needs_name = "command_name" in inspect.signature(self.pool.get_connection).parameters
-        self._pool_args = ("EVALSHA",) if needs_name and _before_5_3() else ()
+        # redis-py before 5.3 requires a command name here; later versions warn about one.
+        name = inspect.signature(self.pool.get_connection).parameters.get("command_name")
+        required = name is not None and name.default is inspect.Parameter.empty
+        self._pool_args = ("EVALSHA",) if required else ()
         self._idle: list[t.Any] = []
         self._pid = os.getpid()
 
@@ -279,13 +280,6 @@ def _packed(command: bytes, script: bytes, parts: list[bytes]) -> bytes:
     ]
     chunks += [b"$%d\r\n%s\r\n" % (len(part), part) for part in parts]
     return b"".join(chunks)
-
-
-def _before_5_3() -> bool:
-    import redis
-
-    major, minor = (int(n) for n in redis.__version__.split(".")[:2])
-    return (major, minor) < (5, 3)
 
 
 def _text(value: bytes | str) -> str:
