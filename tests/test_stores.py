@@ -1385,6 +1385,21 @@ def test_redis_replaces_a_connection_the_server_closed(redis_url: str) -> None:
     client.close()
 
 
+def test_redis_begin_sent_again_by_its_owner_takes_the_lease_again(
+    redis_client: redis.Redis,
+) -> None:
+    # What redis-py's retry does after a reply was lost: the same script, the same owner.
+    store = RedisStore(redis_client)
+    commit(store, "p", PageRecord(seq=1))
+    keys = [f"piggyback:{kind}:p" for kind in ("lease", "page", "inbox", "member")]
+    args: list[str | int] = ["owner", 60_000, store._ttl, "piggyback:log:", READ_LIMIT]
+    assert store._call(store._begin, keys, args) is not None
+    assert store._call(store._begin, keys, args) is not None
+    assert store.begin("p", 60) is None  # anyone else waits
+    store.save("p", "owner", Changes(record=PageRecord(seq=2)))
+    assert store.load("p")[0] == PageRecord(seq=2)
+
+
 def test_redis_works_with_a_single_connection_client(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, single_connection_client=True)
     store = RedisStore(client, prefix="single:")
