@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from piggyback.reply import Batch
 from piggyback.stores import store_from_url
@@ -1365,6 +1367,68 @@ def test_redis_works_with_a_decoding_client(redis_url: str) -> None:
         Mail(inbox=[(2, B)], groups={"g": [(1, A)]}),
     )
     store.close()
+
+
+def test_redis_event_after_the_server_forgot_its_scripts(redis_client: redis.Redis) -> None:
+    store = RedisStore(redis_client)
+    commit(store, "p", PageRecord(seq=1))
+    redis_client.script_flush()
+    commit(store, "p", PageRecord(seq=2))
+    assert store.load("p")[0] == PageRecord(seq=2)
+
+
+def test_redis_replaces_a_connection_the_server_closed(redis_url: str) -> None:
+    # No retries: the store itself must notice that the connection it kept was closed.
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    store = RedisStore(client, prefix="closed:")
+    commit(store, "p", PageRecord(seq=1))
+    with redis.Redis.from_url(redis_url) as killer:
+        assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
+    commit(store, "p", PageRecord(seq=2))
+    assert store.load("p")[0] == PageRecord(seq=2)
+    client.close()
+
+
+def test_redis_begin_sent_again_by_its_owner_takes_the_lease_again(
+    redis_client: redis.Redis,
+) -> None:
+    # What redis-py's retry does after a reply was lost: the same script, the same owner.
+    store = RedisStore(redis_client)
+    commit(store, "p", PageRecord(seq=1))
+    keys = [f"piggyback:{kind}:p" for kind in ("lease", "page", "inbox", "member")]
+    args: list[str | int] = ["owner", 60_000, store._ttl, "piggyback:log:", READ_LIMIT]
+    assert store._call(store._begin, keys, args) is not None
+    assert store._call(store._begin, keys, args) is not None
+    assert store.begin("p", 60) is None  # anyone else waits
+    store.save("p", "owner", Changes(record=PageRecord(seq=2)))
+    assert store.load("p")[0] == PageRecord(seq=2)
+
+
+def test_redis_works_with_a_single_connection_client(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, single_connection_client=True)
+    store = RedisStore(client, prefix="single:")
+    store.join("p", "g")
+    store.publish("g", A)
+    commit(store, "p", PageRecord(seq=1), pushes=[("p", B)])
+    assert store.load("p") == (PageRecord(seq=1), Mail(inbox=[(2, B)], groups={"g": [(1, A)]}))
+    client.close()
+
+
+def test_redis_connections_are_shared_by_threads(redis_client: redis.Redis) -> None:
+    store = RedisStore(redis_client, prefix="threads:")
+    pages = [f"p{n}" for n in range(8)]
+
+    def events(page_id: str) -> None:
+        for seq in range(1, 26):
+            commit(store, page_id, PageRecord(seq=seq), pushes=[(page_id, A)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(events, pages))
+    for page_id in pages:
+        record, mail = store.load(page_id)
+        assert record == PageRecord(seq=25)
+        assert len(mail.inbox) == 25
+    assert len(store._connections._idle) <= len(pages)
 
 
 def test_redis_without_the_package_says_what_to_install(

@@ -1,7 +1,8 @@
 """A store on a Redis server, shared by processes on any number of machines.
 
-Every operation that reads and writes is one Lua script, so it is atomic on the server.
-Times come from the server's clock and expiry is Redis's own, sliding on use.
+Every operation that reads and writes is one Lua script, so it is atomic on the server,
+and one round trip: an event is two, its begin and its save. Times come from the server's
+clock and expiry is Redis's own, sliding on use.
 
 Keys, all under the prefix: ``secret``; ``ids``, the message id counter; per page
 ``page:<id>`` (the record), ``lease:<id>``, ``inbox:<id>`` and ``member:<id>`` (a hash
@@ -11,7 +12,10 @@ by message id. Redis Cluster is not supported: one script touches many pages' ke
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
 import secrets
 import typing as t
 
@@ -88,11 +92,12 @@ local function join(members, ids, group)
   redis.call('HSETNX', members, group, redis.call('GET', ids) or 0)
 end
 
--- Whether the lease was taken: false while a live owner holds it.
-local function take_lease(lease, owner, duration, ttl)
-  local at = now()
-  local expires = tonumber(redis.call('HGET', lease, 'expires'))
-  if expires and expires > at then return false end
+-- Whether the lease was taken: false while another live owner holds it. The same owner
+-- takes it again, so that a begin retried after a lost reply is not refused by itself.
+local function take_lease(lease, owner, duration, ttl, at)
+  local held = redis.call('HMGET', lease, 'owner', 'expires')
+  local expires = tonumber(held[2])
+  if expires and expires > at and held[1] ~= owner then return false end
   redis.call('HSET', lease, 'owner', owner, 'expires', at + duration)
   redis.call('PEXPIRE', lease, duration + ttl)
   return true
@@ -100,10 +105,14 @@ end
 
 -- {record or false, inbox, {group, messages, group, messages, ...}}: the oldest limit
 -- messages waiting, each inbox and log read up to limit only (LIMIT), never all of it.
-local function load(page, inbox, members, log_prefix, ttl, limit)
-  local cutoff = now() - ttl
-  local names, lists = {}, {redis.call('ZRANGE', inbox, 0, limit - 1)}
+local function load(page, inbox, members, log_prefix, ttl, limit, at)
+  local record = redis.call('GET', page)
+  local waiting = redis.call('ZRANGE', inbox, 0, limit - 1)
   local cursors = redis.call('HGETALL', members)
+  -- The usual event: nothing waits, the page is in no group.
+  if #waiting == 0 and #cursors == 0 then return {record, waiting, cursors} end
+  local cutoff = at - ttl
+  local names, lists = {}, {waiting}
   for i = 1, #cursors, 2 do
     local log = log_prefix .. cursors[i]
     names[#names + 1] = cursors[i]
@@ -116,14 +125,14 @@ local function load(page, inbox, members, log_prefix, ttl, limit)
     groups[#groups + 1] = name
     groups[#groups + 1] = fresh(lists[i + 1], cutoff, last)
   end
-  return {redis.call('GET', page), fresh(lists[1], cutoff, last), groups}
+  return {record, fresh(lists[1], cutoff, last), groups}
 end
 """
 _LUA_PRELUDE = _LUA_PRELUDE.replace("__TRIMMED_PER_SEND__", str(TRIMMED_PER_SEND))
 
 # KEYS: lease. ARGV: owner, lease, page TTL.
 _TAKE_LEASE = """
-if take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 1 end
+if take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now()) then return 1 end
 return 0
 """
 
@@ -134,34 +143,42 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1
 
 # KEYS: page, inbox, memberships. ARGV: the log key prefix, page TTL, read limit.
 _LOAD = """
-return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+return load(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], now())
 """
 
 # KEYS: lease, page, inbox, memberships. ARGV: owner, lease, page TTL, log key prefix,
 # read limit. Nothing when a live owner holds the lease, else what _LOAD returns.
 _BEGIN = """
-if not take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return false end
-return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3], ARGV[5])
+local at = now()
+if not take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3], at) then return false end
+return load(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[3], ARGV[5], at)
 """
 
 # KEYS: lease, page, inbox, memberships, ids, then the inbox or log of each send.
-# ARGV: owner, page TTL, record, plan (JSON), then the commands of each send.
+# ARGV: owner, page TTL, record, the last inbox id delivered (0: none), the plan (JSON
+# of cursors, leaves and joins; empty: none), then the commands of each send.
 _SAVE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-local at, ttl, plan = now(), tonumber(ARGV[2]), cjson.decode(ARGV[4])
+local ttl = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', plan.inbox_upto)
-for group, cursor in pairs(plan.cursors) do
-  -- A cursor moves only for a membership that still exists: one left stays left.
-  if redis.call('HEXISTS', KEYS[4], group) == 1 then
-    redis.call('HSET', KEYS[4], group, cursor)
+if ARGV[4] ~= '0' then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4]) end
+if ARGV[5] ~= '' then
+  local plan = cjson.decode(ARGV[5])
+  for group, cursor in pairs(plan.cursors) do
+    -- A cursor moves only for a membership that still exists: one left stays left.
+    if redis.call('HEXISTS', KEYS[4], group) == 1 then
+      redis.call('HSET', KEYS[4], group, cursor)
+    end
   end
+  for _, group in ipairs(plan.leaves) do redis.call('HDEL', KEYS[4], group) end
+  for _, group in ipairs(plan.joins) do join(KEYS[4], KEYS[5], group) end
 end
-for _, group in ipairs(plan.leaves) do redis.call('HDEL', KEYS[4], group) end
-for _, group in ipairs(plan.joins) do join(KEYS[4], KEYS[5], group) end
 redis.call('PEXPIRE', KEYS[4], ttl)
-for i = 6, #KEYS do append(KEYS[5], KEYS[i], ARGV[i - 1], at, ttl) end
+if #KEYS > 5 then
+  local at = now()
+  for i = 6, #KEYS do append(KEYS[5], KEYS[i], ARGV[i], at, ttl) end
+end
 return 1
 """
 
@@ -175,6 +192,94 @@ _JOIN = """
 join(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
+
+
+class _Script:
+    """A Lua script, run by its SHA1 digest. A server that does not know it (restarted,
+    flushed) is sent its text once, by ``EVAL``, which also keeps it there."""
+
+    def __init__(self, client: redis.Redis, text: str) -> None:
+        from redis.exceptions import NoScriptError
+
+        self.text = text.encode()
+        self.sha = hashlib.sha1(self.text).hexdigest().encode()
+        #: redis-py's own, for a client with a single connection of its own.
+        self.registered = client.register_script(text)
+        self._unknown = NoScriptError
+
+    def run(self, connection: t.Any, parts: list[bytes]) -> t.Any:
+        """The script's reply, on ``connection``; ``parts`` are its encoded key count,
+        keys and arguments."""
+        connection.send_packed_command([_packed(b"EVALSHA", self.sha, parts)])
+        try:
+            return connection.read_response()
+        except self._unknown:
+            connection.send_packed_command([_packed(b"EVAL", self.text, parts)])
+            return connection.read_response()
+
+
+class _Connections:
+    """Connections from a client's pool that a store keeps between its calls.
+
+    Taking a connection from the pool costs more than most scripts do. A connection is
+    kept here only once a reply was read in full; one that failed goes back to the pool,
+    disconnected, and so does one the server closed meanwhile, found before it is used
+    (as the pool would). After a fork the child starts with none: those are the parent's.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        from redis.exceptions import ConnectionError
+
+        self.pool = client.connection_pool
+        self._broken = (ConnectionError, OSError)
+        # redis-py before 5.3 requires a command name here; later versions warn about one.
+        name = inspect.signature(self.pool.get_connection).parameters.get("command_name")
+        required = name is not None and name.default is inspect.Parameter.empty
+        self._pool_args = ("EVALSHA",) if required else ()
+        self._idle: list[t.Any] = []
+        self._pid = os.getpid()
+
+    def take(self) -> t.Any:
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            connection = self._idle.pop()  # atomic: no two threads get the same one
+        except IndexError:
+            return self.pool.get_connection(*self._pool_args)
+        if self._closed(connection):
+            self.give_back(connection)
+            return self.pool.get_connection(*self._pool_args)
+        return connection
+
+    def keep(self, connection: t.Any) -> None:
+        self._idle.append(connection)
+
+    def give_back(self, connection: t.Any) -> None:
+        connection.disconnect()
+        self.pool.release(connection)
+
+    def _closed(self, connection: t.Any) -> bool:
+        """Whether a kept connection has anything to read: then the server closed it."""
+        try:
+            return bool(connection.can_read())
+        except self._broken:
+            return True
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for connection in idle:
+                self.pool.release(connection)
+
+
+def _packed(command: bytes, script: bytes, parts: list[bytes]) -> bytes:
+    """A command in the Redis protocol: the command, the script, then ``parts``."""
+    chunks = [
+        b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+        % (len(parts) + 2, len(command), command, len(script), script)
+    ]
+    chunks += [b"$%d\r\n%s\r\n" % (len(part), part) for part in parts]
+    return b"".join(chunks)
 
 
 def _text(value: bytes | str) -> str:
@@ -215,7 +320,9 @@ class RedisStore(Store):
 
         store = RedisStore.from_url("redis://localhost:6379/0")
 
-    :param client: a ``redis.Redis`` client (``decode_responses`` either way).
+    :param client: a ``redis.Redis`` client (``decode_responses`` either way). The store
+        keeps the connections it takes from the client's pool, at most one per thread
+        using it at once, instead of giving each back after every command.
     :param prefix: put before every key, to share one database with other data.
     :param page_ttl: seconds after its last use that a page is forgotten.
     """
@@ -234,14 +341,19 @@ class RedisStore(Store):
         self._ttl = max(1, round(page_ttl * 1000))
         self._owns_client = False
         self._secret: bytes | None = None
-        script = client.register_script
-        self._take_lease = script(_LUA_PRELUDE + _TAKE_LEASE)
-        self._release = script(_RELEASE)
-        self._load = script(_LUA_PRELUDE + _LOAD)
-        self._begin = script(_LUA_PRELUDE + _BEGIN)
-        self._save = script(_LUA_PRELUDE + _SAVE)
-        self._append = script(_LUA_PRELUDE + _APPEND)
-        self._join = script(_LUA_PRELUDE + _JOIN)
+        from redis.exceptions import ResponseError
+
+        self._error = ResponseError
+        self._connections = _Connections(client)
+        encoder = client.get_encoder()
+        self._encoding = (encoder.encoding, encoder.encoding_errors)
+        self._take_lease = _Script(client, _LUA_PRELUDE + _TAKE_LEASE)
+        self._release = _Script(client, _RELEASE)
+        self._load = _Script(client, _LUA_PRELUDE + _LOAD)
+        self._begin = _Script(client, _LUA_PRELUDE + _BEGIN)
+        self._save = _Script(client, _LUA_PRELUDE + _SAVE)
+        self._append = _Script(client, _LUA_PRELUDE + _APPEND)
+        self._join = _Script(client, _LUA_PRELUDE + _JOIN)
 
     @classmethod
     def from_url(
@@ -283,19 +395,19 @@ class RedisStore(Store):
         owner = secrets.token_hex(8)
         lease_ms = max(1, round(lease * 1000))
         keys = [self._key("lease", page_id)]
-        if not self._take_lease(keys=keys, args=[owner, lease_ms, self._ttl]):
+        if not self._call(self._take_lease, keys, [owner, lease_ms, self._ttl]):
             return None
         return owner
 
     def unlock(self, page_id: str, owner: str) -> None:
-        self._release(keys=[self._key("lease", page_id)], args=[owner])
+        self._call(self._release, [self._key("lease", page_id)], [owner])
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
         owner = secrets.token_hex(8)
         lease_ms = max(1, round(lease * 1000))
         keys = [self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")]
         args: list[str | int] = [owner, lease_ms, self._ttl, self._key("log", ""), READ_LIMIT]
-        loaded = self._begin(keys=keys, args=args)
+        loaded = self._call(self._begin, keys, args)
         if loaded is None:
             return None
         return (owner, *_loaded(loaded))
@@ -303,44 +415,70 @@ class RedisStore(Store):
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         keys = [self._key(kind, page_id) for kind in ("page", "inbox", "member")]
         args: list[str | int] = [self._key("log", ""), self._ttl, READ_LIMIT]
-        return _loaded(self._load(keys=keys, args=args))
+        return _loaded(self._call(self._load, keys, args))
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
-        sends = [(self._key("inbox", p), c) for p, c in changes.pushes]
-        sends += [(self._key("log", g), c) for g, c in changes.publishes]
         keys = [self._key(kind, page_id) for kind in ("lease", "page", "inbox", "member")]
-        keys += [self._key("ids"), *(key for key, _ in sends)]
-        plan = {
-            "inbox_upto": changes.inbox_upto,
-            "cursors": changes.cursors,
-            "leaves": changes.leaves,
-            "joins": changes.joins,
-        }
+        keys.append(self._key("ids"))
+        keys += [self._key("inbox", p) for p, _ in changes.pushes]
+        keys += [self._key("log", g) for g, _ in changes.publishes]
+        plan = ""
+        if changes.cursors or changes.leaves or changes.joins:
+            plan = dumps(
+                {"cursors": changes.cursors, "leaves": changes.leaves, "joins": changes.joins}
+            )
         record = dump_record(changes.record)
-        args: list[str | int] = [owner, self._ttl, record, dumps(plan)]
-        args += [dumps(commands) for _, commands in sends]
-        if not self._save(keys=keys, args=args):
+        args: list[str | int] = [owner, self._ttl, record, changes.inbox_upto, plan]
+        args += [dumps(commands) for _, commands in changes.pushes]
+        args += [dumps(commands) for _, commands in changes.publishes]
+        if not self._call(self._save, keys, args):
             raise LeaseLost(page_id)
 
     def push(self, page_id: str, commands: list[Command]) -> None:
         keys = [self._key("ids"), self._key("inbox", page_id)]
-        self._append(keys=keys, args=[dumps(commands), self._ttl])
+        self._call(self._append, keys, [dumps(commands), self._ttl])
 
     def publish(self, group: str, commands: list[Command]) -> None:
         keys = [self._key("ids"), self._key("log", group)]
-        self._append(keys=keys, args=[dumps(commands), self._ttl])
+        self._call(self._append, keys, [dumps(commands), self._ttl])
 
     def join(self, page_id: str, group: str) -> None:
         keys = [self._key("member", page_id), self._key("ids")]
-        self._join(keys=keys, args=[group, self._ttl])
+        self._call(self._join, keys, [group, self._ttl])
 
     def leave(self, page_id: str, group: str) -> None:
         self.client.hdel(self._key("member", page_id), group)
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` made it; a client passed in is yours."""
+        self._connections.close()
         if self._owns_client:
             self.client.close()
+
+    def _call(self, script: _Script, keys: list[str], args: list[str | int]) -> t.Any:
+        """Run a script in one round trip, on a kept connection (see :class:`_Connections`)
+        and without redis-py's per-command machinery, which costs more than the script."""
+        if self.client.connection is not None:
+            return script.registered(keys=keys, args=args)
+        parts = [str(len(keys)).encode(), *map(self._encode, keys), *map(self._encode, args)]
+        connection = self._connections.take()
+        try:
+            reply = connection.retry.call_with_retry(
+                lambda: script.run(connection, parts), lambda error: connection.disconnect()
+            )
+        except self._error:  # an error reply, read in full
+            self._connections.keep(connection)
+            raise
+        except BaseException:
+            self._connections.give_back(connection)
+            raise
+        self._connections.keep(connection)
+        return reply
+
+    def _encode(self, value: str | int) -> bytes:
+        if isinstance(value, str):
+            return value.encode(*self._encoding)
+        return str(value).encode()
 
     def _key(self, kind: str, name: str | None = None) -> str:
         return self.prefix + kind if name is None else f"{self.prefix}{kind}:{name}"
