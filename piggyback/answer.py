@@ -39,7 +39,6 @@ from .handles import current_sender
 from .handles import EXPIRE
 from .handles import Sender
 from .handles import SKIP
-from .hooks import check_result
 from .hooks import guard
 from .lease import DEFAULT_LEASE
 from .lease import DEFAULT_WAIT
@@ -51,6 +50,10 @@ from .page import Page
 from .reply import Batch
 from .reply import Header
 from .reply import Reply
+from .runner import Outcome
+from .runner import read_outcome
+from .runner import run_directly
+from .runner import Runner
 from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LeaseLost
@@ -99,50 +102,47 @@ class Result:
     refusal: EventRejected | None = None
 
 
-#: Runs a handler, e.g. inside the host framework's request context.
-Runner = t.Callable[["Handler", Page, Event], t.Any]
-
-
-def run_directly(handler: Handler, page: Page, event: Event) -> t.Any:
-    return handler(page, event)
-
-
 @dataclass
 class Answerer:
     """Answers events against one store.
 
     :param store: where pages live.
     :param lease: seconds a request may hold a page before another may take it over.
-    :param lock_wait: seconds to wait for a busy page before answering ``busy``.
+    :param lease_wait: seconds to wait for a busy page's lease before answering ``busy``.
     :param runner: calls the handler; adapters wrap it in their framework's context.
     :param hooks: run before every handler (``@live.before_event``); the list may grow.
     """
 
     store: Store
     lease: float = DEFAULT_LEASE
-    lock_wait: float = DEFAULT_WAIT
+    lease_wait: float = DEFAULT_WAIT
     runner: Runner = run_directly
     hooks: t.Sequence[Hook] = ()
 
     def respond(
         self,
         page_id: str,
-        seq: int,
-        ack: int,
-        handler: Handler | None,
         event: Event,
+        handler: Handler | None,
         *,
+        ack: int,
         token: str,
         young: bool = False,
     ) -> Result:
         """The answer to one event, with ``token`` for the client; a refusal (busy,
         expired, stale, refused by a hook) is a result too, never raised.
 
+        :param page_id: the page the event's verified token names.
+        :param event: the event; its ``seq`` is the request's sequence number.
+        :param handler: the handler to run, or ``None`` for a poll.
+        :param ack: the highest sequence number whose batch the client applied.
+        :param token: the page's token for the client's next request.
         :param young: the page's token is young, so its data is fresh in the store: a
             poll that finds nothing waiting is answered from one read, without a lease.
 
         .. versionadded:: 0.1
         """
+        seq = event.seq
         if handler is None and young:
             result = self._read_poll(page_id, seq, ack, token)
             if result is not None:
@@ -178,7 +178,7 @@ class Answerer:
             logger.warning("Page %s was busy while it rendered; what it queued is lost.", page.id)
 
     def _take(self, page_id: str) -> Lease:
-        return lease(self.store, page_id, seconds=self.lease, wait=self.lock_wait)
+        return lease(self.store, page_id, seconds=self.lease, wait=self.lease_wait)
 
     def _answer(
         self,
@@ -253,22 +253,22 @@ class Answerer:
         changes = Changes(record=PageRecord(seq=seq, state=record.state))
         batch = Batch(seq, _deliver(mail, changes))
         if handler is not None:
-            failure = self._call(handler, page, event, changes, mail)
-            if isinstance(failure, EventRejected):  # nothing is committed
-                return _not_run(record, seq, ack, failure, event, token)
-            if failure is None:
-                batch.commands.extend(page.commands)
-                if event.headers:  # e.g. a session cookie: sent again with a replay,
-                    batch.headers = list(event.headers)  # to the same requester only
-                    batch.requester = _requester(event.environ)
-            else:
-                batch.error = failure
+            ran = self._call(handler, page, event, changes, mail)
+            if isinstance(ran, str):
+                batch.error = ran
                 # The handler may have changed the state it was given in place.
                 changes.record.state = self._stored_state(held.page_id)
+            elif ran.refusal is not None:  # nothing is committed
+                return _not_run(record, seq, ack, ran.refusal, list(ran.headers), token)
+            else:
+                batch.commands.extend(page.commands)
+                if ran.headers:  # e.g. a session cookie: sent again with a replay,
+                    batch.headers = list(ran.headers)  # to the same requester only
+                    batch.requester = _requester(event.environ)
         batch.poll = page.poll_interval
         changes.record.batches = [*_unacked(record, ack)[-(MAX_UNACKED - 1) :], batch]
         reply = Reply(seq, changes.record.batches, poll=batch.poll, token=token)
-        result = _answered(reply, list(event.headers))  # what cannot be written is not stored
+        result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
 
@@ -278,21 +278,23 @@ class Answerer:
 
     def _call(
         self, handler: Handler, page: Page, event: Event, changes: Changes, mail: Mail
-    ) -> str | EventRejected | None:
-        """Run the handler; keep its effects in ``changes`` and return ``None`` on
-        success; else keep none, and return why it failed, or its refusal."""
+    ) -> Outcome | str:
+        """Run the handler; keep its effects in ``changes`` and return its outcome when
+        it succeeded; else keep none, and return its outcome if the app refused the
+        event, or why it failed."""
         sends = Changes(record=changes.record)
         token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
-            check_result(self.runner(guard(self.hooks, handler), page, event), event)
+            ran = read_outcome(self.runner(guard(self.hooks, handler), page, event), event)
+            if ran.refusal is not None:
+                return ran
             # The state must be JSON, and small: fail here, where the handler is named.
             limits.check_state(json.dumps(page.state, allow_nan=False))
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))
-        except EventRejected as refusal:  # by a hook or the host
-            refusal.headers = list(event.headers)
-            return refusal
+        except EventRejected as refusal:  # by a hook or the handler
+            return Outcome(refusal=refusal)
         except limits.TooMuchOutput:
             logger.exception("The handler %r went over a limit (page %s).", event.handler, page.id)
             return limits.TOO_MUCH_OUTPUT
@@ -304,7 +306,7 @@ class Answerer:
         changes.record.state = page.state
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
         changes.joins, changes.leaves = joins, leaves
-        return None
+        return ran
 
 
 _ENDED = "The app ended this page (e.g. at logout); reload it."
@@ -313,26 +315,31 @@ _UNKNOWN = "The server no longer knows this page; reload it."
 
 def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
     document, source = answer_document(reply.for_client())
-    return Result(reply, document, source, headers=headers or [])
+    return Result(reply, document, source, headers=list(headers or []))
 
 
-def refused(seq: int | None, refusal: EventRejected) -> Result:
-    """The answer to a refused event: its reason and code, no batches."""
+def refused(seq: int | None, refusal: EventRejected, headers: list[Header] | None = None) -> Result:
+    """The answer to a refused event: its reason and code, no batches; ``headers``
+    are the app's (e.g. the session cookie its host framework set meanwhile)."""
     reply = Reply(seq, code=refusal.code, error=refusal.reason)
     document, source = answer_document(reply.for_client())
-    headers = list(refusal.headers)
-    return Result(reply, document, source, refusal.status, headers, refusal)
+    return Result(reply, document, source, refusal.status, headers or [], refusal)
 
 
 def _not_run(
-    record: PageRecord, seq: int, ack: int, refusal: EventRejected, event: Event, token: str
+    record: PageRecord,
+    seq: int,
+    ack: int,
+    refusal: EventRejected,
+    headers: list[Header],
+    token: str,
 ) -> Result:
     """The answer to an event the app refused to run: a redirect sends the page
     elsewhere (not stored, so a retry asks again); anything else is a refusal."""
     if not isinstance(refusal, EventRedirected):
-        return refused(seq, refusal)
+        return refused(seq, refusal, headers)
     batches = [*_unacked(record, ack), Batch(seq, [refusal.command])]
-    return _answered(Reply(seq, batches, token=token), list(event.headers))
+    return _answered(Reply(seq, batches, token=token), headers)
 
 
 def _replay(record: PageRecord, seq: int, ack: int, event: Event, token: str) -> Result:

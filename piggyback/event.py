@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -61,8 +62,6 @@ class Event:
     host_request: t.Any = None
     #: The event's sequence number within its page.
     seq: int = 0
-    #: Headers to add to the answer, e.g. the host framework's ``Set-Cookie``.
-    headers: list[tuple[str, str]] = field(default_factory=list)
     _request: Request | None = field(default=None, repr=False)
 
     @property
@@ -75,17 +74,32 @@ class Event:
             self._request = Request(self.environ)
         return self._request
 
+    def for_host(self, host_request: t.Any) -> Event:
+        """This event as a framework adapter hands it to the handler: the same event,
+        with the host framework's request as :attr:`host_request`.
+
+        An event is what the browser sent, and nothing writes into it: a handler that
+        wants to add headers (a cookie) to the answer returns a response instead (see
+        :func:`piggyback.runner.read_outcome`).
+        """
+        return dataclasses.replace(self, host_request=host_request)
+
 
 @dataclass
 class EventRequest:
     """The protocol fields of an event request (see ``docs/protocol.md``)."""
 
     token: str
-    seq: int
     ack: int
+    #: The event; its ``seq`` is the request's sequence number.
     event: Event
     #: The deploy the page was rendered by (``data-deploy``), if the client said.
     deploy: str | None = None
+
+    @property
+    def seq(self) -> int:
+        """The request's sequence number: the event's."""
+        return self.event.seq
 
 
 def read_event_request(environ: WSGIEnvironment, post: Request | None = None) -> EventRequest:
@@ -130,7 +144,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     if post is not None and not in_body:
         event.form, event.files = post.form, post.files
         _refuse_surrogates_in_form(event.form, event.files)
-    return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
+    return EventRequest(token=query["p"], ack=ack, event=event, deploy=query.get("d"))
 
 
 def plain_seq(environ: WSGIEnvironment) -> int | None:

@@ -69,9 +69,6 @@ class EventRejected(PiggybackError):
 
     code = "bad_request"
     status = 400
-    #: Headers for the answer, e.g. the session cookie the host framework set while
-    #: the event was refused.
-    headers: t.Sequence[tuple[str, str]] = ()
 
     def __init__(self, reason: str, *, code: str | None = None, status: int | None = None):
         super().__init__(reason)

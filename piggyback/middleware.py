@@ -12,8 +12,6 @@ from markupsafe import Markup
 from werkzeug.wsgi import ClosingIterator
 
 from .answer import Answerer
-from .answer import run_directly
-from .answer import Runner
 from .browsers import BrowserCookie
 from .browsers import DEFAULT_COOKIE
 from .endpoint import EventEndpoint
@@ -27,12 +25,15 @@ from .inject import ResponseCatcher
 from .inject import scan_page
 from .inject import script_tag
 from .inject import stream_reason
+from .options import DEFAULT_LEASE_WAIT
 from .options import MAX_POLL as MAX_POLL
 from .options import MAX_TIMEOUT as MAX_TIMEOUT
 from .options import Options
 from .page import Page
 from .registry import HandlerDecorator
 from .registry import Registry
+from .runner import run_directly
+from .runner import Runner
 from .stores.base import Store
 from .tokens import TokenSigner
 
@@ -79,8 +80,9 @@ class Piggyback:
         URL or the default); a store object has its own. Default: a day.
     :param lease: seconds one event may hold its page before another takes over its
         lease; shorter than ``page_ttl``.
-    :param lock_wait: seconds an event waits for its busy page's lease before
+    :param lease_wait: seconds an event waits for its busy page's lease before
         answering busy.
+    :param lock_wait: deprecated: the old name of ``lease_wait``.
     :param max_query_bytes: the largest event query string accepted.
     :param max_body_bytes: the largest event request body accepted.
     :param runner: calls each handler as ``runner(handler, page, event)``; framework
@@ -111,7 +113,8 @@ class Piggyback:
         inject: bool = True,
         page_ttl: float | None = None,
         lease: float = 60.0,
-        lock_wait: float = 5.0,
+        lease_wait: float = DEFAULT_LEASE_WAIT,
+        lock_wait: float | None = None,
         max_query_bytes: int = 16 * 1024,
         max_body_bytes: int = 1024 * 1024,
         runner: Runner = run_directly,
@@ -130,6 +133,7 @@ class Piggyback:
             inject=inject,
             page_ttl=page_ttl,
             lease=lease,
+            lease_wait=lease_wait,
             lock_wait=lock_wait,
             max_query_bytes=max_query_bytes,
             max_body_bytes=max_body_bytes,
@@ -150,7 +154,7 @@ class Piggyback:
         self.answerer = Answerer(
             self.store,
             lease=options.lease,
-            lock_wait=options.lock_wait,
+            lease_wait=options.lease_wait,
             runner=options.runner,
             hooks=self.registry.hooks,
         )

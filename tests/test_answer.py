@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 from werkzeug.test import Client as HTTPClient
+from werkzeug.wrappers import Response
 
 from piggyback import Piggyback
 from piggyback.answer import Answerer
@@ -34,6 +35,8 @@ from piggyback.limits import TooMuchOutput
 from piggyback.page import Page
 from piggyback.reply import Batch
 from piggyback.reply import Reply
+from piggyback.runner import Outcome
+from piggyback.runner import run_directly
 from piggyback.script import answer_document
 from piggyback.stores import MemoryStore
 from piggyback.stores.base import Changes
@@ -53,16 +56,23 @@ def _app(environ: t.Any, start_response: t.Any) -> list[bytes]:
     return [b""]
 
 
+def _setting_cookie(cookie: str) -> Response:
+    """What a handler returns to set a cookie with the event's answer."""
+    response = Response()
+    response.headers.add("Set-Cookie", cookie)
+    return response
+
+
 def test_a_replay_sends_the_handlers_headers_again_but_not_to_the_client() -> None:
     """A retry after a lost answer carries the cookies the first request carried."""
     live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
     runs = []
 
     @live.handler
-    def login(page: t.Any, event: t.Any) -> None:
+    def login(page: t.Any, event: t.Any) -> Response:
         runs.append(event.seq)
-        event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
         page.set_text("who", "ada")
+        return _setting_cookie("session=abc; HttpOnly")
 
     http = HTTPClient(live, use_cookies=False)  # the first answer never arrived
     query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
@@ -88,9 +98,7 @@ def test_a_replay_with_other_cookies_gets_no_stored_headers(cookie: str | None) 
     """Whoever replays a page's event without its cookies (its token came from a log)
     gets the commands again, never the session cookie made for the page's browser."""
     live = Piggyback(_app, store=MemoryStore(), secret_key="answer", bind_browser=False)
-    live.handler("login")(
-        lambda page, event: event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
-    )
+    live.handler("login")(lambda page, event: _setting_cookie("session=abc; HttpOnly"))
     http = HTTPClient(live, use_cookies=False)
     query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
     first = http.get(f"/_pb/event?{query}", headers={"Cookie": "theme=dark"})
@@ -425,7 +433,7 @@ def _respond(
     answerer: Answerer, seq: int, ack: int = 0, handler: t.Any = _counter, **kw: t.Any
 ) -> Result:
     event = _event(seq, None if handler is None else "h", **kw)
-    return answerer.respond(PAGE, seq, ack, handler, event, token="tok")
+    return answerer.respond(PAGE, event, handler, ack=ack, token="tok")
 
 
 def _commands(result: Result) -> list[list[t.Any]]:
@@ -439,7 +447,7 @@ def store() -> CountingStore:
 
 @pytest.fixture
 def answerer(store: CountingStore) -> Answerer:
-    return Answerer(store, lock_wait=0)
+    return Answerer(store, lease_wait=0)
 
 
 def test_an_event_commits_its_sequence_number_state_and_batch(
@@ -548,11 +556,17 @@ def test_a_hooks_refusal_commits_nothing(
     def refuse(page: Page, event: Event) -> None:
         if event.seq == 1:
             return
-        event.headers.append(("Set-Cookie", "session=changed"))
         page.state["n"] = 99
         raise hook
 
-    answerer = Answerer(store, lock_wait=0, hooks=[refuse])
+    def host(handler: t.Any, page: Page, event: Event) -> Outcome:
+        """A host framework, which set a cookie while the hook refused the event."""
+        try:
+            return run_directly(handler, page, event)
+        except EventRejected as refusal:
+            return Outcome(headers=(("Set-Cookie", "session=changed"),), refusal=refusal)
+
+    answerer = Answerer(store, lease_wait=0, hooks=[refuse], runner=host)
     _respond(answerer, 1, handler=lambda page, event: None)
     store.push(PAGE, [["text", "a", "waits"]])
     before = store.load(PAGE)
@@ -607,11 +621,11 @@ def test_a_page_too_far_behind_is_expired_and_its_mail_dropped(
 def test_a_young_pages_empty_poll_takes_no_lease(answerer: Answerer, store: CountingStore) -> None:
     _respond(answerer, 1)
     event = _event(2, handler=None)
-    result = answerer.respond(PAGE, 2, 0, None, event, token="tok", young=True)
+    result = answerer.respond(PAGE, event, None, ack=0, token="tok", young=True)
     assert [b.seq for b in result.reply.batches] == [1]  # not acknowledged yet
     assert store.calls == {"take": 1, "save": 1}
     store.push(PAGE, [["text", "a", "1"]])  # mail waits: it needs the lease
-    result = answerer.respond(PAGE, 3, 1, None, _event(3, None), token="tok", young=True)
+    result = answerer.respond(PAGE, _event(3, None), None, ack=1, token="tok", young=True)
     assert result.reply.batches == [Batch(3, [["text", "a", "1"]])]
     assert store.calls == {"take": 2, "save": 2}
 
