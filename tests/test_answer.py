@@ -773,3 +773,38 @@ def test_the_client_never_sees_a_batchs_headers() -> None:
         "poll": 0,
         "token": "t",
     }
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(1, [Batch(1, [["text", "a", "<&>"]])], token="t"), id="answered"),
+        pytest.param(
+            Reply(3, [Batch(2, [], error="failed"), Batch(3, [], poll=5)], poll=5, token="t"),
+            id="failed-and-polling",
+        ),
+        pytest.param(Reply(None, code="bad_token", error="Forged."), id="refused"),
+    ],
+)
+def test_a_reply_reads_back_from_its_document(reply: Reply) -> None:
+    """One parser of the answer document: what the test client reads is the Reply."""
+    document, _ = answer_document(reply.for_client())
+    assert Reply.from_document(document) == reply
+    assert read_reply(document.decode()) == reply.for_client()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param([], id="not-an-object"),
+        pytest.param({"batches": []}, id="no-seq"),
+        pytest.param({"seq": 1, "batches": [{"seq": 1}]}, id="batch-without-commands"),
+        pytest.param(
+            {"seq": 1, "batches": [{"seq": 1, "commands": [], "headers": [["a", "b"]]}]},
+            id="batch-with-headers",
+        ),
+    ],
+)
+def test_what_is_not_a_reply_is_refused(data: t.Any) -> None:
+    with pytest.raises(ValueError, match="Not a reply"):
+        Reply.from_client(data)
