@@ -98,12 +98,47 @@ _STORE_URLS = "'memory:', 'sqlite:///<path>' or 'redis://<host>:<port>/<db>'"
 
 @dataclass(frozen=True)
 class Options:
-    """Every option of :class:`~piggyback.Piggyback`, checked; see the module's doc.
+    """Every option of :class:`~piggyback.Piggyback`, checked; the module's doc has
+    what each allows.
 
     .. code-block:: python
 
         Options(store="memory:", mount="live/").mount == "/live"
 
+    :param secret_key: signs page tokens. Default: ``PIGGYBACK_SECRET_KEY`` from the
+        environment, else a random key kept in the store and shared by every process.
+    :param store: where pages live: a store, or a store URL (``"memory:"``,
+        ``"sqlite:///path"``, ``"redis://…"``). Default: ``PIGGYBACK_STORE`` from the
+        environment, else an SQLite file ``.piggyback/store.sqlite3`` in the working
+        directory.
+    :param mount: the path piggyback owns for its script and events; never ``/``.
+    :param inject: put the client's tag into HTML responses; when false, place
+        :meth:`~piggyback.Piggyback.script_tag` in your template yourself.
+    :param page_ttl: seconds an unused page lives, for a store piggyback opens (from a
+        URL or the default); a store object has its own. Default: a day.
+    :param lease: seconds one event may hold its page before another takes over its
+        lease; shorter than ``page_ttl``.
+    :param lease_wait: seconds an event waits for its busy page's lease before
+        answering busy.
+    :param lock_wait: deprecated: the old name of ``lease_wait``.
+    :param max_query_bytes: the largest event query string accepted.
+    :param max_body_bytes: the largest event request body accepted.
+    :param runner: calls each handler as ``runner(handler, page, event)``; framework
+        adapters use it to provide their request context.
+    :param registry: the handlers, when they are registered before the app exists.
+    :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
+        even where ``fetch`` exists.
+    :param timeout: seconds one try of an event may take before the client tries
+        again (the tag's ``data-timeout``). Default: the client's, 10 seconds.
+    :param poll: seconds between the polls every page sends from its first render
+        (the tag's ``data-poll``); ``page.poll()`` while rendering overrides it.
+        Default: no polling.
+    :param bind_browser: bind each page's token to the browser that rendered the page,
+        with a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie set with the page
+        (:mod:`piggyback.browsers`), so a token works in no other browser. It costs that
+        one cookie; turn it off only for clients that keep no cookies (an API client).
+    :param browser_cookie: that cookie's name (``__Host-`` is put before it over HTTPS).
+        Default: ``pb_browser``.
     :raise OptionError: an option is out of range, of the wrong kind, or contradicts
         another one.
     """
