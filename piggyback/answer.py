@@ -102,6 +102,23 @@ class Result:
     refusal: EventRejected | None = None
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """One event as answering sees it."""
+
+    event: Event
+    #: The handler to run, or ``None`` for a poll.
+    handler: Handler | None
+    #: The highest sequence number whose batch the client applied.
+    ack: int
+    #: The page's token for the client's next request.
+    token: str
+
+    @property
+    def seq(self) -> int:
+        return self.event.seq
+
+
 @dataclass
 class Answerer:
     """Answers events against one store.
@@ -142,18 +159,18 @@ class Answerer:
 
         .. versionadded:: 0.1
         """
-        seq = event.seq
+        asked = _Asked(event, handler, ack, token)
         if handler is None and young:
-            result = self._read_poll(page_id, seq, ack, token)
+            result = self._read_poll(page_id, asked)
             if result is not None:
                 return result
         try:
             with self._take(page_id) as held:
-                return self._answer(held, seq, ack, handler, event, token)
+                return self._answer(held, asked)
         except LeaseLost:
-            return refused(seq, PageBusy("The page's request took too long; try again."))
+            return refused(event.seq, PageBusy("The page's request took too long; try again."))
         except PageBusy as busy:
-            return refused(seq, busy)
+            return refused(event.seq, busy)
 
     def keep(self, page: Page) -> None:
         """Commit what a page queued while it rendered (state, commands, groups), through
@@ -180,37 +197,30 @@ class Answerer:
     def _take(self, page_id: str) -> Lease:
         return lease(self.store, page_id, seconds=self.lease, wait=self.lease_wait)
 
-    def _answer(
-        self,
-        held: Lease,
-        seq: int,
-        ack: int,
-        handler: Handler | None,
-        event: Event,
-        token: str,
-    ) -> Result:
+    def _answer(self, held: Lease, asked: _Asked) -> Result:
         """The answer, under the page's lease: saved when the event commits."""
-        record, mail = held.record, _for_page(held.mail, held.page_id)
+        record, mail, seq = held.record, _for_page(held.mail, held.page_id), asked.seq
         if _ended(record) or _expiring(mail):
             return self._end(held, record, mail, seq)
         if record is None:
-            if ack > 0:
+            if asked.ack > 0:
                 return refused(seq, PageExpired(_UNKNOWN))
             record = PageRecord()
-        why = _why_expired(held.page_id, record, mail, seq, ack)
+        why = _why_expired(held.page_id, record, mail, seq, asked.ack)
         if why is not None:
             return self._end(held, record, mail, seq, why)
         if seq <= record.seq:
-            return _replay(record, seq, ack, event, token)
-        return self._run(held, record, mail, handler, event, seq, ack, token)
+            return _replay(record, asked)
+        return self._run(held, record, mail, asked)
 
-    def _read_poll(self, page_id: str, seq: int, ack: int, token: str) -> Result | None:
+    def _read_poll(self, page_id: str, asked: _Asked) -> Result | None:
         """Answer a poll that finds nothing waiting, or ``None`` if it needs the lease.
 
         Nothing is stored for the poll's sequence number: a retry is simply read again,
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
+        seq, ack, token = asked.seq, asked.ack, asked.token
         if _ended(record):
             return refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
@@ -236,38 +246,25 @@ class Answerer:
             logger.info("Page %s ended: %s.", held.page_id, why or "the app ended it")
         return refused(seq, PageExpired(f"{why}; reload it." if why else _ENDED))
 
-    def _run(
-        self,
-        held: Lease,
-        record: PageRecord,
-        mail: Mail,
-        handler: Handler | None,
-        event: Event,
-        seq: int,
-        ack: int,
-        token: str,
-    ) -> Result:
+    def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
         """Deliver the mail and run the handler; commit it all, or nothing if refused."""
         page = Page(held.page_id, state=record.state)  # the store's fresh copy
-        event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=seq, state=record.state))
-        batch = Batch(seq, _deliver(mail, changes))
-        if handler is not None:
-            ran = self._call(handler, page, event, changes, mail)
+        asked.event.environ["piggyback.page"] = page
+        changes = Changes(record=PageRecord(seq=asked.seq, state=record.state))
+        batch = Batch(asked.seq, _deliver(mail, changes))
+        if asked.handler is not None:
+            ran = self._call(asked.handler, page, asked.event, changes, mail)
             if isinstance(ran, str):
                 batch.error = ran
                 # The handler may have changed the state it was given in place.
                 changes.record.state = self._stored_state(held.page_id)
             elif ran.refusal is not None:  # nothing is committed
-                return _not_run(record, seq, ack, ran.refusal, list(ran.headers), token)
+                return _not_run(record, asked, ran.refusal, list(ran.headers))
             else:
-                batch.commands.extend(page.commands)
-                if ran.headers:  # e.g. a session cookie: sent again with a replay,
-                    batch.headers = list(ran.headers)  # to the same requester only
-                    batch.requester = _requester(event.environ)
+                _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
-        changes.record.batches = [*_unacked(record, ack)[-(MAX_UNACKED - 1) :], batch]
-        reply = Reply(seq, changes.record.batches, poll=batch.poll, token=token)
+        changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
+        reply = Reply(asked.seq, changes.record.batches, poll=batch.poll, token=asked.token)
         result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
@@ -326,31 +323,36 @@ def refused(seq: int | None, refusal: EventRejected, headers: list[Header] | Non
     return Result(reply, document, source, refusal.status, headers or [], refusal)
 
 
+def _add_run(batch: Batch, page: Page, ran: Outcome, event: Event) -> None:
+    """Add what a handler that succeeded gave to its batch: its commands, and the
+    headers of its outcome (e.g. a session cookie), replayed to the same requester only."""
+    batch.commands.extend(page.commands)
+    if ran.headers:
+        batch.headers = list(ran.headers)
+        batch.requester = _requester(event.environ)
+
+
 def _not_run(
-    record: PageRecord,
-    seq: int,
-    ack: int,
-    refusal: EventRejected,
-    headers: list[Header],
-    token: str,
+    record: PageRecord, asked: _Asked, refusal: EventRejected, headers: list[Header]
 ) -> Result:
     """The answer to an event the app refused to run: a redirect sends the page
     elsewhere (not stored, so a retry asks again); anything else is a refusal."""
     if not isinstance(refusal, EventRedirected):
-        return refused(seq, refusal, headers)
-    batches = [*_unacked(record, ack), Batch(seq, [refusal.command])]
-    return _answered(Reply(seq, batches, token=token), headers)
+        return refused(asked.seq, refusal, headers)
+    batches = [*_unacked(record, asked.ack), Batch(asked.seq, [refusal.command])]
+    return _answered(Reply(asked.seq, batches, token=asked.token), headers)
 
 
-def _replay(record: PageRecord, seq: int, ack: int, event: Event, token: str) -> Result:
+def _replay(record: PageRecord, asked: _Asked) -> Result:
     """The stored answer again, for a retry; its headers only to the same requester."""
-    batches = _unacked(record, ack)
+    seq, batches = asked.seq, _unacked(record, asked.ack)
     own = next((b for b in batches if b.seq == seq), None)
     if own is None:  # the page's own sequence numbers are none of the sender's business
         why = f"The event {seq} was answered already, and its answer is no longer kept."
         return refused(seq, StaleEvent(why))
-    mine = own.headers and own.requester == _requester(event.environ)
-    return _answered(Reply(seq, batches, poll=own.poll, token=token), own.headers if mine else [])
+    mine = own.headers and own.requester == _requester(asked.event.environ)
+    reply = Reply(seq, batches, poll=own.poll, token=asked.token)
+    return _answered(reply, own.headers if mine else [])
 
 
 def _unacked(record: PageRecord, ack: int) -> list[Batch]:

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from piggyback import Piggyback
 from piggyback.answer import Answerer
 from piggyback.answer import ENDED_SEQ
+from piggyback.answer import MAX_UNACKED
 from piggyback.answer import MAX_WAITING
 from piggyback.answer import Result
 from piggyback.event import Event
@@ -679,6 +680,101 @@ def test_every_lease_ends_exactly_once(
         _respond(answerer, seq, ack, handler)
     assert store.calls["take"] == len(steps)
     assert store.ended_once()
+
+
+def test_an_acknowledgement_drops_the_batches_up_to_it(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    for seq in (1, 2, 3):
+        _respond(answerer, seq)
+    result = _respond(answerer, 4, ack=3)
+    assert [b.seq for b in result.reply.batches] == [4]
+    record = store.load(PAGE)[0]
+    assert record is not None and [b.seq for b in record.batches] == [4]
+
+
+def test_at_most_max_unacked_batches_are_kept(answerer: Answerer, store: CountingStore) -> None:
+    for seq in range(1, MAX_UNACKED + 3):
+        result = _respond(answerer, seq)
+    expected = list(range(3, MAX_UNACKED + 3))
+    assert [b.seq for b in result.reply.batches] == expected
+    record = store.load(PAGE)[0]
+    assert record is not None and [b.seq for b in record.batches] == expected
+
+
+def test_mail_is_delivered_in_send_order_across_inbox_and_groups(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.join(PAGE, "a")
+    store.join(PAGE, "b")
+    store.publish("a", [["text", "x", "1"]])
+    store.push(PAGE, [["text", "x", "2"]])
+    store.publish("b", [["text", "x", "3"]])
+    store.publish("a", [["text", "x", "4"]])
+    store.push(PAGE, [["text", "x", "5"], ["text", "x", "6"]])
+    result = _respond(answerer, 1)
+    assert _commands(result) == [["text", "x", str(n)] for n in range(1, 7)] + [["text", "n", "1"]]
+    _, mail = store.load(PAGE)
+    assert mail.inbox == [] and mail.groups == {"a": [], "b": []}  # delivered once
+    assert _commands(_respond(answerer, 2, ack=1)) == [["text", "n", "2"]]
+
+
+def test_a_poll_delivers_the_mail_and_runs_nothing(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.push(PAGE, [["text", "a", "out"]])
+    result = _respond(answerer, 1, handler=None)
+    assert result.reply.batches == [Batch(1, [["text", "a", "out"]])]
+    assert store.load(PAGE)[0] == PageRecord(seq=1, batches=result.reply.batches)
+
+
+def test_a_runners_headers_are_kept_and_replayed_to_the_same_requester_only(
+    store: CountingStore,
+) -> None:
+    cookie = ("Set-Cookie", "session=abc")
+
+    def host(handler: t.Any, page: Page, event: Event) -> Outcome:
+        return Outcome(run_directly(handler, page, event).result, (cookie,))
+
+    answerer = Answerer(store, lease_wait=0, runner=host)
+    first = _respond(answerer, 1, cookie="b=1")
+    assert first.headers == [cookie]
+    assert _respond(answerer, 1, cookie="b=1").headers == [cookie]
+    assert _respond(answerer, 1, cookie="b=2").headers == []
+    assert "headers" not in str(first.reply.for_client())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(KeyboardInterrupt(), id="interrupted"),
+        pytest.param(SystemExit(1), id="exiting"),
+    ],
+)
+def test_the_lease_is_released_when_the_runner_is_interrupted(
+    store: CountingStore, error: BaseException
+) -> None:
+    def runner(handler: t.Any, page: Page, event: Event) -> t.Any:
+        raise error
+
+    answerer = Answerer(store, lease_wait=0, runner=runner)
+    with pytest.raises(type(error)):
+        _respond(answerer, 1)
+    assert store.calls == {"take": 1, "release": 1}
+    assert store.ended_once() and store.load(PAGE)[0] is None
+
+
+def test_the_lease_is_released_when_the_store_fails_to_save(
+    answerer: Answerer, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(page_id: str, owner: str, changes: Changes) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _respond(answerer, 1)
+    assert store.calls == {"take": 1, "release": 1}
+    assert not store._leases  # the next event of the page need not wait
 
 
 def test_what_a_page_queued_while_rendering_commits_through_its_lease(
