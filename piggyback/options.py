@@ -123,8 +123,9 @@ class Options:
     :param lock_wait: deprecated: the old name of ``lease_wait``.
     :param max_query_bytes: the largest event query string accepted.
     :param max_body_bytes: the largest event request body accepted.
-    :param runner: calls each handler as ``runner(handler, page, event)``; framework
-        adapters use it to provide their request context.
+    :param runner: calls each handler as ``runner(handler, page, event)`` and returns
+        a :class:`~piggyback.runner.Outcome`; framework adapters use it to provide
+        their request context.
     :param registry: the handlers, when they are registered before the app exists.
     :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
         even where ``fetch`` exists.
