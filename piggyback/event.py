@@ -38,9 +38,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOTHING: ImmutableMultiDict[t.Any, t.Any] = ImmutableMultiDict()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class Event:
-    """One browser event, as a handler sees it."""
+    """One browser event, as a handler sees it: what the browser sent, read only.
+
+    A framework adapter hands the handler a copy with its own request
+    (:meth:`for_host`); what a handler gives back for the answer (headers, a refusal)
+    it returns, never writes here (:mod:`piggyback.runner`).
+    """
 
     #: The DOM event, e.g. ``"click"``; ``None`` for a script's ``piggyback.send``.
     name: str | None
@@ -70,17 +75,18 @@ class Event:
 
         A GET event's is made on first use: most handlers never ask for it.
         """
-        if self._request is None:
-            self._request = Request(self.environ)
-        return self._request
+        request = self._request
+        if request is None:  # a cache of what was sent, set once
+            request = Request(self.environ)
+            object.__setattr__(self, "_request", request)
+        return request
 
     def for_host(self, host_request: t.Any) -> Event:
         """This event as a framework adapter hands it to the handler: the same event,
         with the host framework's request as :attr:`host_request`.
 
-        An event is what the browser sent, and nothing writes into it: a handler that
-        wants to add headers (a cookie) to the answer returns a response instead (see
-        :func:`piggyback.runner.read_outcome`).
+        A handler that wants to add headers (a cookie) to the answer returns a response
+        (see :func:`piggyback.runner.read_outcome`).
         """
         return dataclasses.replace(self, host_request=host_request)
 
@@ -131,19 +137,26 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     ack = _number(query, "a", low=0, default=0)
     if ack >= seq:
         raise EventRejected(f"The acknowledgement {ack} is not below the sequence number {seq}.")
+    name = _match(query, "e", _DOM_EVENT, "a DOM event name")
+    handler = _match(query, "h", HANDLER_NAME, "a handler name")
+    args = _args(query.get("g"))
+    form: MultiDict[str, str] = _NOTHING
+    files: MultiDict[str, FileStorage] = _NOTHING
+    if post is not None and not in_body:
+        form, files = post.form, post.files
+        _refuse_surrogates_in_form(form, files)
     event = Event(
-        name=_match(query, "e", _DOM_EVENT, "a DOM event name"),
-        handler=_match(query, "h", HANDLER_NAME, "a handler name"),
+        name=name,
+        handler=handler,
         target=query.get("t") or None,
-        args=_args(query.get("g")),
+        args=args,
         value=query.get("v"),
         environ=environ,
+        form=form,
+        files=files,
         seq=seq,
         _request=post,
     )
-    if post is not None and not in_body:
-        event.form, event.files = post.form, post.files
-        _refuse_surrogates_in_form(event.form, event.files)
     return EventRequest(token=query["p"], ack=ack, event=event, deploy=query.get("d"))
 
 

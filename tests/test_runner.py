@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 
 import pytest
@@ -79,3 +80,10 @@ def test_a_hosts_event_is_a_copy_with_its_request() -> None:
     hosted = event.for_host("the host's request")
     assert (hosted.host_request, event.host_request) == ("the host's request", None)
     assert (hosted.handler, hosted.environ, hosted.seq) == (event.handler, event.environ, 0)
+
+
+def test_an_event_is_read_only() -> None:
+    event = _event()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.host_request = "set by a runner"  # type: ignore[misc]
+    assert event.request is event.request  # made once, on first use
