@@ -8,9 +8,11 @@ The steps, for a request carrying sequence number ``seq`` and acknowledgement ``
    expired; what it kept and what waits for it are dropped.
 3. ``seq`` at or below the last answered one is a retry: answer the stored batches
    again, run nothing.
-4. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
-   number, state, sends and answered :class:`~piggyback.reply.Batch` together. Batches
-   stay stored until the client acknowledges them, so a lost answer is redelivered.
+4. Otherwise collect the out-of-band mail, run the handler through the runner, which
+   reports an :class:`~piggyback.runner.Outcome` (headers for the answer, or the app's
+   refusal: then nothing is committed), and commit the new sequence number, state,
+   sends and answered :class:`~piggyback.reply.Batch` together. Batches stay stored
+   until the client acknowledges them, so a lost answer is redelivered.
 
 Every outcome, a refusal included, is a :class:`Result`: the reply, its document, the
 HTTP status and headers. A poll of a young page (its token is young, so its data is
@@ -96,7 +98,8 @@ class Result:
     script_source: str
     #: The HTTP status: 200 for an answered event, the refusal's status otherwise.
     status: int = 200
-    #: Headers for the HTTP answer, e.g. the session cookie the handler's runner set.
+    #: Headers for the HTTP answer: the :class:`~piggyback.runner.Outcome`'s, e.g. the
+    #: session cookie the host framework set (a replay's: the stored ones).
     headers: list[Header] = field(default_factory=list)
     #: Why the event was refused, or ``None`` when it was answered.
     refusal: EventRejected | None = None
