@@ -44,23 +44,6 @@ logger = logging.getLogger("piggyback")
 Keep = t.Callable[[Page], None]
 
 
-def start_page(environ: WSGIEnvironment) -> Page:
-    """The new page of a request the app renders, put in ``environ["piggyback.page"]``."""
-    page = environ["piggyback.page"] = Page()
-    return page
-
-
-def kept_when_done(
-    body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment, keep: Keep
-) -> t.Iterable[bytes]:
-    """``body``, untouched; what ``page`` queued is kept now, or once a streamed body is
-    closed (the app may still queue while it streams)."""
-    if isinstance(body, list | tuple) or is_file(body, environ):
-        keep(page)
-        return body
-    return ClosingIterator(body, lambda: keep(page))
-
-
 class PageRenderer:
     """Runs the app for a request that is not piggyback's own, with a new page.
 
@@ -161,3 +144,20 @@ class PageRenderer:
         self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment
     ) -> t.Iterable[bytes]:
         return kept_when_done(body, page, environ, self.keep)
+
+
+def start_page(environ: WSGIEnvironment) -> Page:
+    """The new page of a request the app renders, put in ``environ["piggyback.page"]``."""
+    page = environ["piggyback.page"] = Page()
+    return page
+
+
+def kept_when_done(
+    body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment, keep: Keep
+) -> t.Iterable[bytes]:
+    """``body``, untouched; what ``page`` queued is kept now, or once a streamed body is
+    closed (the app may still queue while it streams)."""
+    if isinstance(body, list | tuple) or is_file(body, environ):
+        keep(page)
+        return body
+    return ClosingIterator(body, lambda: keep(page))
