@@ -17,11 +17,14 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from .exceptions import EventRejected
-from .registry import HANDLER_NAME
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+#: What a handler's name may be: the names an event request can carry, so every
+#: registered handler (:class:`~piggyback.registry.Registry` checks its names with this)
+#: can be invoked.
+HANDLER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 #: The largest sequence number: the largest integer JavaScript counts exactly.
 MAX_SEQ = 2**53
 #: How deeply ``data-pb-args`` JSON may nest.

@@ -29,6 +29,7 @@ from werkzeug.wsgi import get_host
 from .exceptions import EventRedirected
 from .exceptions import EventRejected
 from .exceptions import rejection_code
+from .registry import Hook as Hook
 
 if t.TYPE_CHECKING:
     from .event import Event
@@ -37,8 +38,6 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-#: A hook: called with the page and the event before a handler.
-Hook = t.Callable[["Page", "Event"], t.Any]
 F = t.TypeVar("F", bound="Handler")
 
 
