@@ -105,7 +105,7 @@ class Result:
     refusal: EventRejected | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Asked:
     """One event as answering sees it."""
 

@@ -41,13 +41,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOTHING: ImmutableMultiDict[t.Any, t.Any] = ImmutableMultiDict()
 
 
-@dataclass(eq=False, frozen=True)
+@dataclass(eq=False)
 class Event:
-    """One browser event, as a handler sees it: what the browser sent, read only.
+    """One browser event, as a handler sees it: what the browser sent, input only.
 
-    A framework adapter hands the handler a copy with its own request
-    (:meth:`for_host`); what a handler gives back for the answer (headers, a refusal)
-    it returns, never writes here (:mod:`piggyback.runner`).
+    Nothing in piggyback writes into it: a framework adapter hands the handler a copy
+    with its own request (:meth:`for_host`), and what a handler gives back for the
+    answer (headers, a refusal) it returns (:mod:`piggyback.runner`). (Not a frozen
+    dataclass: that would cost every event a microsecond and a half.)
     """
 
     #: The DOM event, e.g. ``"click"``; ``None`` for a script's ``piggyback.send``.
@@ -78,11 +79,9 @@ class Event:
 
         A GET event's is made on first use: most handlers never ask for it.
         """
-        request = self._request
-        if request is None:  # a cache of what was sent, set once
-            request = Request(self.environ)
-            object.__setattr__(self, "_request", request)
-        return request
+        if self._request is None:
+            self._request = Request(self.environ)
+        return self._request
 
     def for_host(self, host_request: t.Any) -> Event:
         """This event as a framework adapter hands it to the handler: the same event,
