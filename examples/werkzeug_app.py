@@ -3,7 +3,7 @@
 The page counts your visits in a ``visits`` cookie that the app sets on its own
 responses: piggyback adds its script tag and leaves the app's headers alone. A handler
 reads the browser's cookies from ``event.request`` (a werkzeug ``Request``) and sets
-cookies on the event's answer through ``event.headers``.
+cookies on the event's answer by returning a ``Response`` that sets them.
 
 Run it with ``python examples/werkzeug_app.py`` or ``gunicorn -w 4
 examples.werkzeug_app:app``; then open http://127.0.0.1:8000/.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import typing as t
 
-from werkzeug.http import dump_cookie
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
@@ -60,13 +59,14 @@ def recount(page: Page, event: Event) -> None:
     page.set_text("visits", _visits(event.request))
 
 
-def toggle_theme(page: Page, event: Event) -> None:
+def toggle_theme(page: Page, event: Event) -> Response:
     """Switches the theme, and keeps it in a cookie set by the event's answer."""
     theme = "light" if _theme(event.request) == "dark" else "dark"
-    cookie = dump_cookie("theme", theme, httponly=True, samesite="Lax")
-    event.headers.append(("Set-Cookie", cookie))
     page.set_attr("body", "class", theme)
     page.set_text("theme", theme)
+    response = Response()  # only its cookies reach the browser, with the answer
+    response.set_cookie("theme", theme, httponly=True, samesite="Lax")
+    return response
 
 
 def create_app(**options: t.Any) -> Piggyback:

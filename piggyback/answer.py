@@ -8,9 +8,11 @@ The steps, for a request carrying sequence number ``seq`` and acknowledgement ``
    expired; what it kept and what waits for it are dropped.
 3. ``seq`` at or below the last answered one is a retry: answer the stored batches
    again, run nothing.
-4. Otherwise collect the out-of-band mail, run the handler, and commit the new sequence
-   number, state, sends and answered :class:`~piggyback.reply.Batch` together. Batches
-   stay stored until the client acknowledges them, so a lost answer is redelivered.
+4. Otherwise collect the out-of-band mail, run the handler through the runner, which
+   reports an :class:`~piggyback.runner.Outcome` (headers for the answer, or the app's
+   refusal: then nothing is committed), and commit the new sequence number, state,
+   sends and answered :class:`~piggyback.reply.Batch` together. Batches stay stored
+   until the client acknowledges them, so a lost answer is redelivered.
 
 Every outcome, a refusal included, is a :class:`Result`: the reply, its document, the
 HTTP status and headers. A poll of a young page (its token is young, so its data is
@@ -39,7 +41,6 @@ from .handles import current_sender
 from .handles import EXPIRE
 from .handles import Sender
 from .handles import SKIP
-from .hooks import check_result
 from .hooks import guard
 from .lease import DEFAULT_LEASE
 from .lease import DEFAULT_WAIT
@@ -51,6 +52,10 @@ from .page import Page
 from .reply import Batch
 from .reply import Header
 from .reply import Reply
+from .runner import Outcome
+from .runner import read_outcome
+from .runner import run_directly
+from .runner import Runner
 from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LeaseLost
@@ -93,18 +98,28 @@ class Result:
     script_source: str
     #: The HTTP status: 200 for an answered event, the refusal's status otherwise.
     status: int = 200
-    #: Headers for the HTTP answer, e.g. the session cookie the handler's runner set.
+    #: Headers for the HTTP answer: the :class:`~piggyback.runner.Outcome`'s, e.g. the
+    #: session cookie the host framework set (a replay's: the stored ones).
     headers: list[Header] = field(default_factory=list)
     #: Why the event was refused, or ``None`` when it was answered.
     refusal: EventRejected | None = None
 
 
-#: Runs a handler, e.g. inside the host framework's request context.
-Runner = t.Callable[["Handler", Page, Event], t.Any]
+@dataclass
+class _Asked:
+    """One event as answering sees it."""
 
+    event: Event
+    #: The handler to run, or ``None`` for a poll.
+    handler: Handler | None
+    #: The highest sequence number whose batch the client applied.
+    ack: int
+    #: The page's token for the client's next request.
+    token: str
 
-def run_directly(handler: Handler, page: Page, event: Event) -> t.Any:
-    return handler(page, event)
+    @property
+    def seq(self) -> int:
+        return self.event.seq
 
 
 @dataclass
@@ -113,47 +128,52 @@ class Answerer:
 
     :param store: where pages live.
     :param lease: seconds a request may hold a page before another may take it over.
-    :param lock_wait: seconds to wait for a busy page before answering ``busy``.
+    :param lease_wait: seconds to wait for a busy page's lease before answering ``busy``.
     :param runner: calls the handler; adapters wrap it in their framework's context.
     :param hooks: run before every handler (``@live.before_event``); the list may grow.
     """
 
     store: Store
     lease: float = DEFAULT_LEASE
-    lock_wait: float = DEFAULT_WAIT
+    lease_wait: float = DEFAULT_WAIT
     runner: Runner = run_directly
     hooks: t.Sequence[Hook] = ()
 
     def respond(
         self,
         page_id: str,
-        seq: int,
-        ack: int,
-        handler: Handler | None,
         event: Event,
+        handler: Handler | None,
         *,
+        ack: int,
         token: str,
         young: bool = False,
     ) -> Result:
         """The answer to one event, with ``token`` for the client; a refusal (busy,
         expired, stale, refused by a hook) is a result too, never raised.
 
+        :param page_id: the page the event's verified token names.
+        :param event: the event; its ``seq`` is the request's sequence number.
+        :param handler: the handler to run, or ``None`` for a poll.
+        :param ack: the highest sequence number whose batch the client applied.
+        :param token: the page's token for the client's next request.
         :param young: the page's token is young, so its data is fresh in the store: a
             poll that finds nothing waiting is answered from one read, without a lease.
 
         .. versionadded:: 0.1
         """
+        asked = _Asked(event, handler, ack, token)
         if handler is None and young:
-            result = self._read_poll(page_id, seq, ack, token)
+            result = self._read_poll(page_id, asked)
             if result is not None:
                 return result
         try:
             with self._take(page_id) as held:
-                return self._answer(held, seq, ack, handler, event, token)
+                return self._answer(held, asked)
         except LeaseLost:
-            return refused(seq, PageBusy("The page's request took too long; try again."))
+            return refused(event.seq, PageBusy("The page's request took too long; try again."))
         except PageBusy as busy:
-            return refused(seq, busy)
+            return refused(event.seq, busy)
 
     def keep(self, page: Page) -> None:
         """Commit what a page queued while it rendered (state, commands, groups), through
@@ -178,39 +198,32 @@ class Answerer:
             logger.warning("Page %s was busy while it rendered; what it queued is lost.", page.id)
 
     def _take(self, page_id: str) -> Lease:
-        return lease(self.store, page_id, seconds=self.lease, wait=self.lock_wait)
+        return lease(self.store, page_id, seconds=self.lease, wait=self.lease_wait)
 
-    def _answer(
-        self,
-        held: Lease,
-        seq: int,
-        ack: int,
-        handler: Handler | None,
-        event: Event,
-        token: str,
-    ) -> Result:
+    def _answer(self, held: Lease, asked: _Asked) -> Result:
         """The answer, under the page's lease: saved when the event commits."""
-        record, mail = held.record, _for_page(held.mail, held.page_id)
+        record, mail, seq = held.record, _for_page(held.mail, held.page_id), asked.seq
         if _ended(record) or _expiring(mail):
             return self._end(held, record, mail, seq)
         if record is None:
-            if ack > 0:
+            if asked.ack > 0:
                 return refused(seq, PageExpired(_UNKNOWN))
             record = PageRecord()
-        why = _why_expired(held.page_id, record, mail, seq, ack)
+        why = _why_expired(held.page_id, record, mail, seq, asked.ack)
         if why is not None:
             return self._end(held, record, mail, seq, why)
         if seq <= record.seq:
-            return _replay(record, seq, ack, event, token)
-        return self._run(held, record, mail, handler, event, seq, ack, token)
+            return _replay(record, asked)
+        return self._run(held, record, mail, asked)
 
-    def _read_poll(self, page_id: str, seq: int, ack: int, token: str) -> Result | None:
+    def _read_poll(self, page_id: str, asked: _Asked) -> Result | None:
         """Answer a poll that finds nothing waiting, or ``None`` if it needs the lease.
 
         Nothing is stored for the poll's sequence number: a retry is simply read again,
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
+        seq, ack, token = asked.seq, asked.ack, asked.token
         if _ended(record):
             return refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
@@ -236,39 +249,26 @@ class Answerer:
             logger.info("Page %s ended: %s.", held.page_id, why or "the app ended it")
         return refused(seq, PageExpired(f"{why}; reload it." if why else _ENDED))
 
-    def _run(
-        self,
-        held: Lease,
-        record: PageRecord,
-        mail: Mail,
-        handler: Handler | None,
-        event: Event,
-        seq: int,
-        ack: int,
-        token: str,
-    ) -> Result:
+    def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
         """Deliver the mail and run the handler; commit it all, or nothing if refused."""
         page = Page(held.page_id, state=record.state)  # the store's fresh copy
-        event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=seq, state=record.state))
-        batch = Batch(seq, _deliver(mail, changes))
-        if handler is not None:
-            failure = self._call(handler, page, event, changes, mail)
-            if isinstance(failure, EventRejected):  # nothing is committed
-                return _not_run(record, seq, ack, failure, event, token)
-            if failure is None:
-                batch.commands.extend(page.commands)
-                if event.headers:  # e.g. a session cookie: sent again with a replay,
-                    batch.headers = list(event.headers)  # to the same requester only
-                    batch.requester = _requester(event.environ)
-            else:
-                batch.error = failure
+        asked.event.environ["piggyback.page"] = page
+        changes = Changes(record=PageRecord(seq=asked.seq, state=record.state))
+        batch = Batch(asked.seq, _deliver(mail, changes))
+        if asked.handler is not None:
+            ran = self._call(asked.handler, page, asked.event, changes, mail)
+            if isinstance(ran, str):
+                batch.error = ran
                 # The handler may have changed the state it was given in place.
                 changes.record.state = self._stored_state(held.page_id)
+            elif ran.refusal is not None:  # nothing is committed
+                return _not_run(record, asked, ran.refusal, list(ran.headers))
+            else:
+                _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
-        changes.record.batches = [*_unacked(record, ack)[-(MAX_UNACKED - 1) :], batch]
-        reply = Reply(seq, changes.record.batches, poll=batch.poll, token=token)
-        result = _answered(reply, list(event.headers))  # what cannot be written is not stored
+        changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
+        reply = Reply(asked.seq, changes.record.batches, poll=batch.poll, token=asked.token)
+        result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
 
@@ -278,21 +278,23 @@ class Answerer:
 
     def _call(
         self, handler: Handler, page: Page, event: Event, changes: Changes, mail: Mail
-    ) -> str | EventRejected | None:
-        """Run the handler; keep its effects in ``changes`` and return ``None`` on
-        success; else keep none, and return why it failed, or its refusal."""
+    ) -> Outcome | str:
+        """Run the handler; keep its effects in ``changes`` and return its outcome when
+        it succeeded; else keep none, and return its outcome if the app refused the
+        event, or why it failed."""
         sends = Changes(record=changes.record)
         token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
-            check_result(self.runner(guard(self.hooks, handler), page, event), event)
+            ran = read_outcome(self.runner(guard(self.hooks, handler), page, event), event)
+            if ran.refusal is not None:
+                return ran
             # The state must be JSON, and small: fail here, where the handler is named.
             limits.check_state(json.dumps(page.state, allow_nan=False))
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))
-        except EventRejected as refusal:  # by a hook or the host
-            refusal.headers = list(event.headers)
-            return refusal
+        except EventRejected as refusal:  # by a hook or the handler
+            return Outcome(refusal=refusal)
         except limits.TooMuchOutput:
             logger.exception("The handler %r went over a limit (page %s).", event.handler, page.id)
             return limits.TOO_MUCH_OUTPUT
@@ -304,7 +306,7 @@ class Answerer:
         changes.record.state = page.state
         changes.pushes, changes.publishes = sends.pushes, sends.publishes
         changes.joins, changes.leaves = joins, leaves
-        return None
+        return ran
 
 
 _ENDED = "The app ended this page (e.g. at logout); reload it."
@@ -313,37 +315,47 @@ _UNKNOWN = "The server no longer knows this page; reload it."
 
 def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
     document, source = answer_document(reply.for_client())
-    return Result(reply, document, source, headers=headers or [])
+    return Result(reply, document, source, headers=list(headers or []))
 
 
-def refused(seq: int | None, refusal: EventRejected) -> Result:
-    """The answer to a refused event: its reason and code, no batches."""
+def refused(seq: int | None, refusal: EventRejected, headers: list[Header] | None = None) -> Result:
+    """The answer to a refused event: its reason and code, no batches; ``headers``
+    are the app's (e.g. the session cookie its host framework set meanwhile)."""
     reply = Reply(seq, code=refusal.code, error=refusal.reason)
     document, source = answer_document(reply.for_client())
-    headers = list(refusal.headers)
-    return Result(reply, document, source, refusal.status, headers, refusal)
+    return Result(reply, document, source, refusal.status, headers or [], refusal)
+
+
+def _add_run(batch: Batch, page: Page, ran: Outcome, event: Event) -> None:
+    """Add what a handler that succeeded gave to its batch: its commands, and the
+    headers of its outcome (e.g. a session cookie), replayed to the same requester only."""
+    batch.commands.extend(page.commands)
+    if ran.headers:
+        batch.headers = list(ran.headers)
+        batch.requester = _requester(event.environ)
 
 
 def _not_run(
-    record: PageRecord, seq: int, ack: int, refusal: EventRejected, event: Event, token: str
+    record: PageRecord, asked: _Asked, refusal: EventRejected, headers: list[Header]
 ) -> Result:
     """The answer to an event the app refused to run: a redirect sends the page
     elsewhere (not stored, so a retry asks again); anything else is a refusal."""
     if not isinstance(refusal, EventRedirected):
-        return refused(seq, refusal)
-    batches = [*_unacked(record, ack), Batch(seq, [refusal.command])]
-    return _answered(Reply(seq, batches, token=token), list(event.headers))
+        return refused(asked.seq, refusal, headers)
+    batches = [*_unacked(record, asked.ack), Batch(asked.seq, [refusal.command])]
+    return _answered(Reply(asked.seq, batches, token=asked.token), headers)
 
 
-def _replay(record: PageRecord, seq: int, ack: int, event: Event, token: str) -> Result:
+def _replay(record: PageRecord, asked: _Asked) -> Result:
     """The stored answer again, for a retry; its headers only to the same requester."""
-    batches = _unacked(record, ack)
+    seq, batches = asked.seq, _unacked(record, asked.ack)
     own = next((b for b in batches if b.seq == seq), None)
     if own is None:  # the page's own sequence numbers are none of the sender's business
         why = f"The event {seq} was answered already, and its answer is no longer kept."
         return refused(seq, StaleEvent(why))
-    mine = own.headers and own.requester == _requester(event.environ)
-    return _answered(Reply(seq, batches, poll=own.poll, token=token), own.headers if mine else [])
+    mine = own.headers and own.requester == _requester(asked.event.environ)
+    reply = Reply(seq, batches, poll=own.poll, token=asked.token)
+    return _answered(reply, own.headers if mine else [])
 
 
 def _unacked(record: PageRecord, ack: int) -> list[Batch]:

@@ -20,6 +20,7 @@ import secrets
 import typing as t
 
 if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")
@@ -76,6 +77,15 @@ class BrowserCookie:
         secure = environ.get("wsgi.url_scheme") == "https"
         cookie = f"{self._name(environ)}={new}; Path=/; Max-Age={MAX_AGE}; HttpOnly; SameSite=Lax"
         return [("Set-Cookie", cookie + "; Secure" if secure else cookie)]
+
+    def setting(self, start_response: StartResponse, environ: WSGIEnvironment) -> StartResponse:
+        """``start_response``, adding the cookie of a new id that the page being
+        rendered gave out (:meth:`headers`), as it is called."""
+
+        def start(status: str, headers: list[tuple[str, str]], *args: t.Any) -> t.Any:
+            return start_response(status, [*headers, *self.headers(environ)], *args)
+
+        return t.cast("StartResponse", start)
 
     def _name(self, environ: WSGIEnvironment) -> str:
         return f"__Host-{self.name}" if environ.get("wsgi.url_scheme") == "https" else self.name

@@ -143,14 +143,20 @@ class Commands:
         A URL that could leave the site (``https://…``, ``//host``, ``/\\host``) is
         refused unless ``external=True``, which allows http and https URLs anywhere.
         """
-        url = str(url)
-        _check_url(url, _PAGE_SCHEMES)
-        if not external and not _is_same_origin(url):
-            raise ValueError(
-                f"redirect() refuses {url!r}: it may leave the site. Use a path such as"
-                " '/next', or pass external=True to go to another site."
-            )
-        self._queue(["redirect", url])
+        self._queue(redirect_command(url, external=external))
+
+
+def redirect_command(url: str, *, external: bool = False) -> Command:
+    """The command :meth:`Commands.redirect` queues, for ``url``, checked the same way
+    (:class:`~piggyback.EventRedirected` carries one too)."""
+    url = str(url)
+    _check_url(url, _PAGE_SCHEMES)
+    if not external and not _is_same_origin(url):
+        raise ValueError(
+            f"redirect() refuses {url!r}: it may leave the site. Use a path such as"
+            " '/next', or pass external=True to go to another site."
+        )
+    return ["redirect", url]
 
 
 def _same_site_url(url: t.Any, method: str) -> str:

@@ -66,6 +66,7 @@ from .exceptions import EventRejected
 from .hooks import outcome_of
 from .middleware import Piggyback
 from .options import SETTINGS
+from .runner import Outcome
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -128,8 +129,8 @@ def wrap(
 class DjangoRunner:
     """Runs each handler as a Django view: the runner :func:`wrap` gives piggyback.
 
-    Sets ``event.host_request`` to the event's ``HttpRequest`` and adds the cookies
-    the middleware set (the session's) to the event's answer.
+    Hands the handler the event with its ``HttpRequest`` as ``event.host_request``,
+    and reports the cookies the middleware set (the session's) for the event's answer.
 
     :param middleware: dotted paths of synchronous middleware the event's request
         passes through, outermost first. Default: ``settings.MIDDLEWARE``, read at the
@@ -158,14 +159,14 @@ class DjangoRunner:
             )
         return tuple(path for path in settings.MIDDLEWARE if path not in self.skip)
 
-    def __call__(self, handler: Handler, page: Page, event: Event) -> t.Any:
+    def __call__(self, handler: Handler, page: Page, event: Event) -> Outcome:
         environ = event.environ
         view = _View(handler, page, event)
         environ["piggyback.view"] = view.function
         set_script_prefix(get_script_name(environ))
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            event.host_request = request = WSGIRequest(environ)
+            request = WSGIRequest(environ)
             response = self._event_handler().get_response(request)
         except BaseException:
             signals.request_finished.send(sender=self.__class__)
@@ -241,7 +242,7 @@ class _View:
         @functools.wraps(handler)
         def view(request: t.Any) -> t.Any:
             try:
-                result = handler(page, event)
+                result = handler(page, event.for_host(request))
             except EventRejected as refusal:
                 self.refusal = refusal
                 raise  # out of transaction.atomic, which rolls back
@@ -257,20 +258,17 @@ class _View:
         #: The view function Django's middleware sees.
         self.function = view
 
-    def outcome(self, response: t.Any) -> t.Any:
-        """The handler's result for piggyback: what it returned, the outcome the
-        project's response stands for, or the failure, raised again.
+    def outcome(self, response: t.Any) -> Outcome:
+        """What came of the event: the handler's result and the response's cookies, or
+        the refusal the project's response stands for; a failure is raised again.
         """
-        event = self.event
-        cookies = [("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()]
+        cookies = tuple(
+            ("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()
+        )
         if self.refusal is not None:
-            event.headers.extend(cookies)
-            raise self.refusal
+            return Outcome(headers=cookies, refusal=self.refusal)
         status = response.status_code
         if self.failure is not None and not 300 <= status < 500:
             raise self.failure  # piggyback's generic error; the session is not saved
-        event.headers.extend(cookies)
-        outcome = outcome_of(status, response.get("Location"), event)
-        if outcome is not None:
-            raise outcome
-        return self.result
+        refusal = outcome_of(status, response.get("Location"), self.event)
+        return Outcome(self.result, cookies, refusal)

@@ -170,7 +170,7 @@ class EventEndpoint:
         young = signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
         return self.answerer.respond(
-            page_id, incoming.seq, incoming.ack, handler, incoming.event, token=token, young=young
+            page_id, incoming.event, handler, ack=incoming.ack, token=token, young=young
         )
 
     def _read(self, environ: WSGIEnvironment, post: Request | None) -> EventRequest:

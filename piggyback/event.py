@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -16,11 +17,14 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from .exceptions import EventRejected
-from .registry import HANDLER_NAME
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+#: What a handler's name may be: the names an event request can carry, so every
+#: registered handler (:class:`~piggyback.registry.Registry` checks its names with this)
+#: can be invoked.
+HANDLER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 #: The largest sequence number: the largest integer JavaScript counts exactly.
 MAX_SEQ = 2**53
 #: How deeply ``data-pb-args`` JSON may nest.
@@ -39,7 +43,13 @@ _NOTHING: ImmutableMultiDict[t.Any, t.Any] = ImmutableMultiDict()
 
 @dataclass(eq=False)
 class Event:
-    """One browser event, as a handler sees it."""
+    """One browser event, as a handler sees it: what the browser sent, input only.
+
+    Nothing in piggyback writes into it: a framework adapter hands the handler a copy
+    with its own request (:meth:`for_host`), and what a handler gives back for the
+    answer (headers, a refusal) it returns (:mod:`piggyback.runner`). (Not a frozen
+    dataclass: that would cost every event a microsecond and a half.)
+    """
 
     #: The DOM event, e.g. ``"click"``; ``None`` for a script's ``piggyback.send``.
     name: str | None
@@ -61,8 +71,6 @@ class Event:
     host_request: t.Any = None
     #: The event's sequence number within its page.
     seq: int = 0
-    #: Headers to add to the answer, e.g. the host framework's ``Set-Cookie``.
-    headers: list[tuple[str, str]] = field(default_factory=list)
     _request: Request | None = field(default=None, repr=False)
 
     @property
@@ -75,17 +83,31 @@ class Event:
             self._request = Request(self.environ)
         return self._request
 
+    def for_host(self, host_request: t.Any) -> Event:
+        """This event as a framework adapter hands it to the handler: the same event,
+        with the host framework's request as :attr:`host_request`.
+
+        A handler that wants to add headers (a cookie) to the answer returns a response
+        (see :func:`piggyback.runner.read_outcome`).
+        """
+        return dataclasses.replace(self, host_request=host_request)
+
 
 @dataclass
 class EventRequest:
     """The protocol fields of an event request (see ``docs/protocol.md``)."""
 
     token: str
-    seq: int
     ack: int
+    #: The event; its ``seq`` is the request's sequence number.
     event: Event
     #: The deploy the page was rendered by (``data-deploy``), if the client said.
     deploy: str | None = None
+
+    @property
+    def seq(self) -> int:
+        """The request's sequence number: the event's."""
+        return self.event.seq
 
 
 def read_event_request(environ: WSGIEnvironment, post: Request | None = None) -> EventRequest:
@@ -117,20 +139,27 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     ack = _number(query, "a", low=0, default=0)
     if ack >= seq:
         raise EventRejected(f"The acknowledgement {ack} is not below the sequence number {seq}.")
+    name = _match(query, "e", _DOM_EVENT, "a DOM event name")
+    handler = _match(query, "h", HANDLER_NAME, "a handler name")
+    args = _args(query.get("g"))
+    form: MultiDict[str, str] = _NOTHING
+    files: MultiDict[str, FileStorage] = _NOTHING
+    if post is not None and not in_body:
+        form, files = post.form, post.files
+        _refuse_surrogates_in_form(form, files)
     event = Event(
-        name=_match(query, "e", _DOM_EVENT, "a DOM event name"),
-        handler=_match(query, "h", HANDLER_NAME, "a handler name"),
+        name=name,
+        handler=handler,
         target=query.get("t") or None,
-        args=_args(query.get("g")),
+        args=args,
         value=query.get("v"),
         environ=environ,
+        form=form,
+        files=files,
         seq=seq,
         _request=post,
     )
-    if post is not None and not in_body:
-        event.form, event.files = post.form, post.files
-        _refuse_surrogates_in_form(event.form, event.files)
-    return EventRequest(token=query["p"], seq=seq, ack=ack, event=event, deploy=query.get("d"))
+    return EventRequest(token=query["p"], ack=ack, event=event, deploy=query.get("d"))
 
 
 def plain_seq(environ: WSGIEnvironment) -> int | None:

@@ -7,6 +7,8 @@ import typing as t
 
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .commands import redirect_command
+
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
 
@@ -69,9 +71,6 @@ class EventRejected(PiggybackError):
 
     code = "bad_request"
     status = 400
-    #: Headers for the answer, e.g. the session cookie the host framework set while
-    #: the event was refused.
-    headers: t.Sequence[tuple[str, str]] = ()
 
     def __init__(self, reason: str, *, code: str | None = None, status: int | None = None):
         super().__init__(reason)
@@ -154,14 +153,11 @@ class EventRedirected(EventRejected):
     status = 303
 
     def __init__(self, url: str, reason: str | None = None) -> None:
-        from .page import Page  # the one check of a page's URL (no import cycle this way)
-
-        scratch = Page("")
-        scratch.redirect(url)
+        command = redirect_command(url)  # checked as page.redirect() checks it
         super().__init__(reason or f"The app sent the page to {url!r}.")
         self.url = url
         #: The command the answer carries.
-        self.command = scratch.commands[0]
+        self.command = command
 
 
 _ERROR_STATUSES = frozenset(code for code in HTTP_STATUS_CODES if 400 <= code <= 599)

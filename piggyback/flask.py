@@ -55,11 +55,13 @@ from werkzeug.wrappers import Response
 
 from . import templates
 from .exceptions import EventRejected
+from .hooks import outcome_of
 from .middleware import Piggyback
 from .options import check_names
 from .options import SETTINGS
 from .registry import HandlerDecorator
 from .registry import Registry
+from .runner import Outcome
 
 if t.TYPE_CHECKING:
     from .event import Event
@@ -227,18 +229,18 @@ class FlaskPiggyback:
         return options
 
 
-def _run(app: Flask, handler: Handler, page: Page, event: Event) -> t.Any:
+def _run(app: Flask, handler: Handler, page: Page, event: Event) -> Outcome:
     """Run a handler the way Flask's ``wsgi_app`` runs a view (see the module's doc)."""
     context = app.request_context(event.environ)
-    dispatch = _Dispatch(app, handler, page, event)
     error: BaseException | None = None
     context.push()
     try:
-        event.host_request = request = context.request
+        request = context.request
         if event.environ.get("REQUEST_METHOD") == "POST":
             # piggyback has read the body: hand Flask the same form instead of the
             # emptied stream, which werkzeug would take for a client that hung up.
             request.form, request.files = event.request.form, event.request.files
+        dispatch = _Dispatch(app, handler, page, event.for_host(request))
         try:
             response = dispatch.full()
         except Exception as e:  # unhandled: got_request_exception, app.logger, a 500
@@ -283,19 +285,15 @@ class _Dispatch:
         self.result = result
         return self.app.response_class()
 
-    def outcome(self, response: Response) -> t.Any:
-        """The handler's result for piggyback: what it returned, the app's response
-        when that refuses or redirects, or the failure, raised again.
+    def outcome(self, response: Response) -> Outcome:
+        """What came of the event: the handler's result and the response's cookies, or
+        the refusal the response stands for; a failure is raised again.
         """
+        cookies = tuple(("Set-Cookie", value) for value in response.headers.getlist("Set-Cookie"))
         if self.refusal is not None:
-            self.event.headers.extend(_cookies(response))
-            raise self.refusal
+            return Outcome(headers=cookies, refusal=self.refusal)
         status = response.status_code
         if self.failure is not None and not 300 <= status < 500:
             raise self.failure  # piggyback's generic error; the session is not saved
-        self.event.headers.extend(_cookies(response))
-        return response if status >= 300 else self.result
-
-
-def _cookies(response: Response) -> list[tuple[str, str]]:
-    return [("Set-Cookie", value) for value in response.headers.getlist("Set-Cookie")]
+        refusal = outcome_of(status, response.headers.get("Location"), self.event)
+        return Outcome(self.result, cookies, refusal)

@@ -24,12 +24,12 @@ from urllib.parse import parse_qsl
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
-from werkzeug.sansio.response import Response
 from werkzeug.wsgi import get_host
 
 from .exceptions import EventRedirected
 from .exceptions import EventRejected
 from .exceptions import rejection_code
+from .registry import Hook as Hook
 
 if t.TYPE_CHECKING:
     from .event import Event
@@ -38,8 +38,6 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("piggyback")
 
-#: A hook: called with the page and the event before a handler.
-Hook = t.Callable[["Page", "Event"], t.Any]
 F = t.TypeVar("F", bound="Handler")
 
 
@@ -84,14 +82,6 @@ def requires(*hooks: Hook) -> t.Callable[[F], F]:
         return t.cast(F, guard(hooks, handler))
 
     return decorate
-
-
-def check_result(result: t.Any, event: Event) -> None:
-    """Raise the outcome a handler's (or hook's) werkzeug response stands for, if any."""
-    if isinstance(result, Response):
-        outcome = outcome_of(result.status_code, result.headers.get("Location"), event)
-        if outcome is not None:
-            raise outcome
 
 
 def outcome_of(status: int, location: str | None, event: Event) -> EventRejected | None:

@@ -27,8 +27,12 @@ from werkzeug.wsgi import ClosingIterator
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
+    from _typeshed.wsgi import WSGIEnvironment
 
 Headers = list[tuple[str, str]]
+
+#: HTML bodies larger than this are passed through without the client tag.
+MAX_EDITED_BODY = 8 * 1024 * 1024
 
 #: Headers of an edited page that would be wrong for it, or let a cache reuse it.
 _REPLACED_HEADERS = {"content-length", "cache-control", "etag", "last-modified", "expires"}
@@ -213,6 +217,39 @@ def stream_reason(body: t.Iterable[bytes], headers: Headers) -> str | None:
         if name.lower() == "x-accel-buffering" and value.strip().lower() == "no":
             return "it says X-Accel-Buffering: no"
     return None
+
+
+def held_body(
+    body: t.Iterable[bytes], catcher: ResponseCatcher, environ: WSGIEnvironment
+) -> tuple[t.Iterable[bytes], str | None]:
+    """The HTML body to edit, in memory; or the body to pass on and why it must pass.
+
+    A body of unknown length is read into memory, up to :data:`MAX_EDITED_BODY`,
+    unless it streams (see :func:`stream_reason`).
+    """
+    assert catcher.caught is not None
+    length = catcher.content_length()
+    if is_file(body, environ):
+        return body, "it is a file (wsgi.file_wrapper)"
+    if length is not None:
+        if length > MAX_EDITED_BODY:
+            return body, f"it is larger than {MAX_EDITED_BODY} bytes"
+        return body, None
+    if isinstance(body, list | tuple):
+        return body, None
+    if catcher.written:
+        return body, "the app streams it through write()"
+    why = stream_reason(body, catcher.caught[1])
+    if why is not None:
+        return body, why
+    body, whole = read_body(body, MAX_EDITED_BODY)
+    return body, None if whole else f"it is larger than {MAX_EDITED_BODY} bytes"
+
+
+def is_file(body: t.Iterable[bytes], environ: WSGIEnvironment) -> bool:
+    """Whether ``body`` is the server's ``wsgi.file_wrapper``: never read, never edited."""
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(body, wrapper)
 
 
 def read_body(body: t.Iterable[bytes], limit: int) -> tuple[t.Iterable[bytes], bool]:

@@ -13,6 +13,11 @@ without saving (an error included), by releasing it:
 
 Events and what a page queues while it renders both commit this way.
 
+A store takes a lease with :meth:`~piggyback.stores.base.Store.begin` (or ``lock``) and
+gives it back with ``unlock`` or ``save``: ``lock`` and ``unlock`` are the store
+interface's names for taking and giving back a lease, kept for stores written against
+it. Nothing else calls them.
+
 .. versionadded:: 0.1
 """
 
@@ -76,7 +81,8 @@ class Lease:
         self.ended = True
 
     def release(self) -> None:
-        """Give the page back without saving, unless the lease ended already."""
+        """Give the lease back without saving (the store's ``unlock``), unless it ended
+        already."""
         if not self.ended:
             self.ended = True
             self.store.unlock(self.page_id, self.owner)

@@ -21,7 +21,8 @@ option                  default           allowed
                                           for a store piggyback opens (not a Store)
 ``lease``               60                seconds, above 0 and at most 3,600; shorter
                                           than the store's ``page_ttl``
-``lock_wait``           5                 seconds, from 0 to 600
+``lease_wait``          5                 seconds, from 0 to 600
+``lock_wait``           ``None``          deprecated: the old name of ``lease_wait``
 ``max_query_bytes``     16 KiB            bytes, a whole number from 64 to 1 MiB
 ``max_body_bytes``      1 MiB             bytes, a whole number from 64 to 1 GiB
 ``runner``              call the handler  a callable ``runner(handler, page, event)``
@@ -46,21 +47,33 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import typing as t
+import warnings
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
 
-from .answer import run_directly
-from .answer import Runner
 from .browsers import COOKIE_NAME
 from .browsers import MAX_AGE
 from .exceptions import OptionError
+from .lease import DEFAULT_WAIT
 from .registry import Registry
+from .runner import run_directly
+from .runner import Runner
 from .stores import store_from_url
 from .stores import store_kind
 from .stores.base import DEFAULT_PAGE_TTL
 from .stores.base import Store
+
+
+class _NotGiven(float):
+    """A default that is a number, and known as the default: an option with a
+    deprecated alias tells whether it was given."""
+
+
+#: ``lease_wait`` when it is not given: seconds an event waits for its busy page's lease.
+DEFAULT_LEASE_WAIT = _NotGiven(DEFAULT_WAIT)
 
 #: The longest a page may live: as long as a browser keeps the cookie its token is
 #: bound to (400 days).
@@ -68,7 +81,7 @@ MAX_PAGE_TTL = float(MAX_AGE)
 #: The longest one event may hold its page.
 MAX_LEASE = 3600.0
 #: The longest the client waits for one try of an event; no event waits longer for
-#: its busy page either (``lock_wait``).
+#: its busy page's lease either (``lease_wait``).
 MAX_TIMEOUT = 600.0
 #: The longest interval between polls: a day.
 MAX_POLL = 86400.0
@@ -85,12 +98,48 @@ _STORE_URLS = "'memory:', 'sqlite:///<path>' or 'redis://<host>:<port>/<db>'"
 
 @dataclass(frozen=True)
 class Options:
-    """Every option of :class:`~piggyback.Piggyback`, checked; see the module's doc.
+    """Every option of :class:`~piggyback.Piggyback`, checked; the module's doc has
+    what each allows.
 
     .. code-block:: python
 
         Options(store="memory:", mount="live/").mount == "/live"
 
+    :param secret_key: signs page tokens. Default: ``PIGGYBACK_SECRET_KEY`` from the
+        environment, else a random key kept in the store and shared by every process.
+    :param store: where pages live: a store, or a store URL (``"memory:"``,
+        ``"sqlite:///path"``, ``"redis://…"``). Default: ``PIGGYBACK_STORE`` from the
+        environment, else an SQLite file ``.piggyback/store.sqlite3`` in the working
+        directory.
+    :param mount: the path piggyback owns for its script and events; never ``/``.
+    :param inject: put the client's tag into HTML responses; when false, place
+        :meth:`~piggyback.Piggyback.script_tag` in your template yourself.
+    :param page_ttl: seconds an unused page lives, for a store piggyback opens (from a
+        URL or the default); a store object has its own. Default: a day.
+    :param lease: seconds one event may hold its page before another takes over its
+        lease; shorter than ``page_ttl``.
+    :param lease_wait: seconds an event waits for its busy page's lease before
+        answering busy.
+    :param lock_wait: deprecated: the old name of ``lease_wait``.
+    :param max_query_bytes: the largest event query string accepted.
+    :param max_body_bytes: the largest event request body accepted.
+    :param runner: calls each handler as ``runner(handler, page, event)`` and returns
+        a :class:`~piggyback.runner.Outcome`; framework adapters use it to provide
+        their request context.
+    :param registry: the handlers, when they are registered before the app exists.
+    :param transport: ``"iframe"`` makes every client use the hidden-iframe transport,
+        even where ``fetch`` exists.
+    :param timeout: seconds one try of an event may take before the client tries
+        again (the tag's ``data-timeout``). Default: the client's, 10 seconds.
+    :param poll: seconds between the polls every page sends from its first render
+        (the tag's ``data-poll``); ``page.poll()`` while rendering overrides it.
+        Default: no polling.
+    :param bind_browser: bind each page's token to the browser that rendered the page,
+        with a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie set with the page
+        (:mod:`piggyback.browsers`), so a token works in no other browser. It costs that
+        one cookie; turn it off only for clients that keep no cookies (an API client).
+    :param browser_cookie: that cookie's name (``__Host-`` is put before it over HTTPS).
+        Default: ``pb_browser``.
     :raise OptionError: an option is out of range, of the wrong kind, or contradicts
         another one.
     """
@@ -101,7 +150,9 @@ class Options:
     inject: bool = True
     page_ttl: float | None = None
     lease: float = 60.0
-    lock_wait: float = 5.0
+    lease_wait: float = DEFAULT_LEASE_WAIT
+    #: Deprecated: the old name of ``lease_wait``, which it sets; ``None`` once checked.
+    lock_wait: float | None = None
     max_query_bytes: int = 16 * 1024
     max_body_bytes: int = 1024 * 1024
     runner: Runner = run_directly
@@ -254,6 +305,7 @@ def _browser_cookie(name: str, value: t.Any) -> str | None:
 
 def _check_together(options: Options) -> None:
     """Refuse options that contradict each other."""
+    _rename_lock_wait(options)
     store = options.store
     if options.page_ttl is not None and isinstance(store, Store):
         raise OptionError(
@@ -281,6 +333,37 @@ def _check_together(options: Options) -> None:
         )
 
 
+def _rename_lock_wait(options: Options) -> None:
+    """Make ``lock_wait``, the deprecated name of ``lease_wait``, set ``lease_wait``;
+    giving both is refused. Either way ``lease_wait`` ends a plain number."""
+    given = options.lease_wait is not DEFAULT_LEASE_WAIT
+    if options.lock_wait is None:
+        object.__setattr__(options, "lease_wait", float(options.lease_wait))
+        return
+    if given:
+        raise OptionError(
+            "lock_wait",
+            options.lock_wait,
+            f"The lock_wait option ({options.lock_wait!r}) is the old name of lease_wait"
+            f" ({options.lease_wait!r}): give only lease_wait.",
+        )
+    warnings.warn(
+        "The lock_wait option is deprecated; it is called lease_wait now.",
+        DeprecationWarning,
+        stacklevel=_outside_piggyback(),
+    )
+    object.__setattr__(options, "lease_wait", float(options.lock_wait))
+    object.__setattr__(options, "lock_wait", None)
+
+
+def _outside_piggyback() -> int:
+    """The ``stacklevel`` of the first caller outside piggyback, for a warning."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("piggyback."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 _Check = t.Callable[[str, t.Any], t.Any]
 
 _CHECKS: dict[str, _Check] = {
@@ -290,7 +373,8 @@ _CHECKS: dict[str, _Check] = {
     "inject": _flag,
     "page_ttl": _seconds(MAX_PAGE_TTL, optional=True),
     "lease": _seconds(MAX_LEASE),
-    "lock_wait": _seconds(MAX_TIMEOUT, zero=True),
+    "lease_wait": _seconds(MAX_TIMEOUT, zero=True),
+    "lock_wait": _seconds(MAX_TIMEOUT, zero=True, optional=True),
     "max_query_bytes": _bytes(MAX_QUERY_BYTES),
     "max_body_bytes": _bytes(MAX_BODY_BYTES),
     "runner": _runner,

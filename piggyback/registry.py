@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import typing as t
 
+from .event import HANDLER_NAME as HANDLER_NAME
 from .exceptions import HandlerError
 from .exceptions import UnknownHandler
 
 if t.TYPE_CHECKING:
     from .event import Event
-    from .hooks import Hook
     from .page import Page
 
+#: A handler: called with the page and the event.
 Handler = t.Callable[["Page", "Event"], t.Any]
+#: A ``before_event`` hook (:mod:`piggyback.hooks`): called like a handler, before it.
+Hook = t.Callable[["Page", "Event"], t.Any]
 F = t.TypeVar("F", bound=Handler)
-
-#: What a handler's name may be: the names an event request can carry
-#: (:mod:`piggyback.event` reads them with this), so every registered handler can be
-#: invoked.
-HANDLER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 
 
 class Registry:

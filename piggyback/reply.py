@@ -2,8 +2,9 @@
 
 A :class:`Batch` is what one event answered, kept in the page's record until the client
 acknowledges it; a :class:`Reply` is what one answer document hands the client. Each has
-one method for the client's view (the JSON of ``docs/protocol.md``); a batch also has a
-stored form, read back by :meth:`Batch.from_stored`.
+one method for the client's view (the JSON of ``docs/protocol.md``), read back by
+:meth:`Reply.from_client` (the test client's way, :mod:`piggyback.testing`); a batch also
+has a stored form, read back by :meth:`Batch.from_stored`.
 
 .. versionadded:: 0.1
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from .commands import Command
+from .script import read_answer_document
 
 #: An HTTP header, as WSGI writes it.
 Header = tuple[str, str]
@@ -121,3 +123,33 @@ class Reply:
         if self.token is not None:
             view["token"] = self.token
         return view
+
+    @classmethod
+    def from_client(cls, data: t.Any) -> Reply:
+        """The reply :meth:`for_client` wrote: ``Reply.from_client(r.for_client()) == r``
+        for any reply ``r`` without stored headers.
+
+        :raise ValueError: ``data`` is not such a reply.
+        """
+        if not isinstance(data, dict) or "seq" not in data:
+            raise ValueError(f"Not a reply: {data!r:.200}.")
+        if "code" in data:
+            return cls(data["seq"], code=data["code"], error=data.get("error"))
+        batches = [Batch.from_stored(batch) for batch in data.get("batches", ())]
+        if None in batches or any(batch.headers for batch in batches if batch is not None):
+            raise ValueError(f"Not a reply's batches: {data.get('batches')!r:.200}.")
+        return cls(
+            data["seq"],
+            t.cast(list[Batch], batches),
+            poll=data.get("poll"),
+            token=data.get("token"),
+        )
+
+    @classmethod
+    def from_document(cls, document: str | bytes) -> Reply:
+        """The reply an answer document carries (:func:`~piggyback.script.answer_document`
+        wrote it).
+
+        :raise ValueError: ``document`` is not an answer document.
+        """
+        return cls.from_client(read_answer_document(document))

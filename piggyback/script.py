@@ -77,3 +77,15 @@ def answer_document(reply: dict[str, t.Any]) -> tuple[bytes, str]:
     digest = hashlib.sha256(script.encode()).digest()
     source = "'sha256-" + base64.b64encode(digest).decode() + "'"
     return (DOCUMENT_PREFIX + script + DOCUMENT_SUFFIX).encode(), source
+
+
+def read_answer_document(document: str | bytes) -> t.Any:
+    """The reply JSON an answer document carries, read the way the fetch transport reads
+    it: the text between the first ``receive(`` and the last ``)</script>``.
+
+    :raise ValueError: ``document`` is not an answer document.
+    """
+    text = document.decode() if isinstance(document, bytes) else document
+    start = text.index(CALL_PREFIX) + len(CALL_PREFIX)
+    end = text.rindex(CALL_SUFFIX + DOCUMENT_SUFFIX)
+    return json.loads(text[start:end])

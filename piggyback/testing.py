@@ -29,8 +29,8 @@ from werkzeug.test import TestResponse
 from .commands import Command
 from .exceptions import EventRejected
 from .exceptions import PiggybackError
-from .script import CALL_PREFIX
-from .script import DOCUMENT_SUFFIX
+from .reply import Reply
+from .script import read_answer_document
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -76,9 +76,14 @@ class Client:
     def __init__(self, live: Piggyback, app: WSGIApplication | None = None) -> None:
         self.live = live
         self.http = HTTPClient(app or live)
-        #: The last reply, as the protocol's JSON object, and its HTTP response.
-        self.reply: dict[str, t.Any] = {}
+        #: The last reply, and its HTTP response.
+        self.last_reply: Reply | None = None
         self.response: TestResponse | None = None
+
+    @property
+    def reply(self) -> dict[str, t.Any]:
+        """The last reply as the protocol's JSON object (``{}`` before the first)."""
+        return {} if self.last_reply is None else self.last_reply.for_client()
 
     def open(self, path: str = "/", **options: t.Any) -> TestPage:
         """Render a page through the app and take its token from the client tag."""
@@ -130,26 +135,24 @@ class Client:
         query.update((k, v) for k, v in params.items() if v is not None)
         self.response = response = self.http.get(f"{self.live.mount}/event?{urlencode(query)}")
         with response:
-            self.reply = read_reply(response.get_data(as_text=True))
-        if "code" in self.reply:
-            raise Rejected(
-                self.reply["error"], code=self.reply["code"], status=response.status_code
-            )
-        page.token = self.reply["token"]
+            reply = self.last_reply = Reply.from_document(response.get_data())
+        if reply.code is not None:
+            raise Rejected(reply.error or "", code=reply.code, status=response.status_code)
+        if reply.token is not None:
+            page.token = reply.token
         commands: list[Command] = []
-        for batch in self.reply["batches"]:
-            if batch["seq"] > page.applied:
-                commands.extend(batch["commands"])
-                page.applied = batch["seq"]
-        for batch in self.reply["batches"]:
-            if batch["seq"] == page.seq and "error" in batch:
-                raise HandlerFailed(batch["error"])
+        for batch in reply.batches:
+            if batch.seq > page.applied:  # as the client applies them: each once
+                commands.extend(batch.commands)
+                page.applied = batch.seq
+        own = next((batch for batch in reply.batches if batch.seq == page.seq), None)
+        if own is not None and own.error is not None:
+            raise HandlerFailed(own.error)
         return commands
 
 
 def read_reply(document: str) -> dict[str, t.Any]:
-    """The reply an answer document carries, read the way the fetch transport does."""
-    start = document.index(CALL_PREFIX) + len(CALL_PREFIX)
-    end = document.rindex(")" + DOCUMENT_SUFFIX)
-    reply: dict[str, t.Any] = json.loads(document[start:end])
+    """The reply an answer document carries, as the protocol's JSON object, read the way
+    the fetch transport does (:func:`~piggyback.script.read_answer_document`)."""
+    reply: dict[str, t.Any] = read_answer_document(document)
     return reply

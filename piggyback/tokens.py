@@ -14,10 +14,14 @@ import hmac
 import re
 import secrets
 import time
+import typing as t
 
 from .exceptions import BadSignature
 from .exceptions import BadToken
 from .exceptions import PageExpired
+
+if t.TYPE_CHECKING:
+    from .stores.base import Store
 
 _TOKEN = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})\Z")
 # Machines sharing a store may disagree a little about the time.
@@ -123,3 +127,23 @@ def _base36(number: int) -> str:
 
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class LazySigner:
+    """Gives the app's :class:`TokenSigner`, made on first use: from the secret key
+    given, else from the store's shared secret (which the store may have to create).
+
+    :param store: the store; its ``page_ttl`` is how long tokens stay valid.
+    :param secret_key: the secret key, or ``None`` for the store's.
+    """
+
+    def __init__(self, store: Store, secret_key: str | bytes | None) -> None:
+        self.store = store
+        self.secret_key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+        self._signer: TokenSigner | None = None
+
+    def __call__(self) -> TokenSigner:
+        if self._signer is None:
+            secret = self.secret_key or self.store.secret()
+            self._signer = TokenSigner(secret, max_age=self.store.page_ttl)
+        return self._signer

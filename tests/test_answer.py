@@ -9,10 +9,12 @@ from urllib.parse import urlencode
 
 import pytest
 from werkzeug.test import Client as HTTPClient
+from werkzeug.wrappers import Response
 
 from piggyback import Piggyback
 from piggyback.answer import Answerer
 from piggyback.answer import ENDED_SEQ
+from piggyback.answer import MAX_UNACKED
 from piggyback.answer import MAX_WAITING
 from piggyback.answer import Result
 from piggyback.event import Event
@@ -34,6 +36,8 @@ from piggyback.limits import TooMuchOutput
 from piggyback.page import Page
 from piggyback.reply import Batch
 from piggyback.reply import Reply
+from piggyback.runner import Outcome
+from piggyback.runner import run_directly
 from piggyback.script import answer_document
 from piggyback.stores import MemoryStore
 from piggyback.stores.base import Changes
@@ -53,16 +57,23 @@ def _app(environ: t.Any, start_response: t.Any) -> list[bytes]:
     return [b""]
 
 
+def _setting_cookie(cookie: str) -> Response:
+    """What a handler returns to set a cookie with the event's answer."""
+    response = Response()
+    response.headers.add("Set-Cookie", cookie)
+    return response
+
+
 def test_a_replay_sends_the_handlers_headers_again_but_not_to_the_client() -> None:
     """A retry after a lost answer carries the cookies the first request carried."""
     live = Piggyback(_app, store=MemoryStore(), secret_key="answer")
     runs = []
 
     @live.handler
-    def login(page: t.Any, event: t.Any) -> None:
+    def login(page: t.Any, event: t.Any) -> Response:
         runs.append(event.seq)
-        event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
         page.set_text("who", "ada")
+        return _setting_cookie("session=abc; HttpOnly")
 
     http = HTTPClient(live, use_cookies=False)  # the first answer never arrived
     query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
@@ -88,9 +99,7 @@ def test_a_replay_with_other_cookies_gets_no_stored_headers(cookie: str | None) 
     """Whoever replays a page's event without its cookies (its token came from a log)
     gets the commands again, never the session cookie made for the page's browser."""
     live = Piggyback(_app, store=MemoryStore(), secret_key="answer", bind_browser=False)
-    live.handler("login")(
-        lambda page, event: event.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
-    )
+    live.handler("login")(lambda page, event: _setting_cookie("session=abc; HttpOnly"))
     http = HTTPClient(live, use_cookies=False)
     query = urlencode({"p": live.signer.sign("A" * 22), "s": 1, "h": "login"})
     first = http.get(f"/_pb/event?{query}", headers={"Cookie": "theme=dark"})
@@ -425,7 +434,7 @@ def _respond(
     answerer: Answerer, seq: int, ack: int = 0, handler: t.Any = _counter, **kw: t.Any
 ) -> Result:
     event = _event(seq, None if handler is None else "h", **kw)
-    return answerer.respond(PAGE, seq, ack, handler, event, token="tok")
+    return answerer.respond(PAGE, event, handler, ack=ack, token="tok")
 
 
 def _commands(result: Result) -> list[list[t.Any]]:
@@ -439,7 +448,7 @@ def store() -> CountingStore:
 
 @pytest.fixture
 def answerer(store: CountingStore) -> Answerer:
-    return Answerer(store, lock_wait=0)
+    return Answerer(store, lease_wait=0)
 
 
 def test_an_event_commits_its_sequence_number_state_and_batch(
@@ -548,11 +557,17 @@ def test_a_hooks_refusal_commits_nothing(
     def refuse(page: Page, event: Event) -> None:
         if event.seq == 1:
             return
-        event.headers.append(("Set-Cookie", "session=changed"))
         page.state["n"] = 99
         raise hook
 
-    answerer = Answerer(store, lock_wait=0, hooks=[refuse])
+    def host(handler: t.Any, page: Page, event: Event) -> Outcome:
+        """A host framework, which set a cookie while the hook refused the event."""
+        try:
+            return run_directly(handler, page, event)
+        except EventRejected as refusal:
+            return Outcome(headers=(("Set-Cookie", "session=changed"),), refusal=refusal)
+
+    answerer = Answerer(store, lease_wait=0, hooks=[refuse], runner=host)
     _respond(answerer, 1, handler=lambda page, event: None)
     store.push(PAGE, [["text", "a", "waits"]])
     before = store.load(PAGE)
@@ -607,11 +622,11 @@ def test_a_page_too_far_behind_is_expired_and_its_mail_dropped(
 def test_a_young_pages_empty_poll_takes_no_lease(answerer: Answerer, store: CountingStore) -> None:
     _respond(answerer, 1)
     event = _event(2, handler=None)
-    result = answerer.respond(PAGE, 2, 0, None, event, token="tok", young=True)
+    result = answerer.respond(PAGE, event, None, ack=0, token="tok", young=True)
     assert [b.seq for b in result.reply.batches] == [1]  # not acknowledged yet
     assert store.calls == {"take": 1, "save": 1}
     store.push(PAGE, [["text", "a", "1"]])  # mail waits: it needs the lease
-    result = answerer.respond(PAGE, 3, 1, None, _event(3, None), token="tok", young=True)
+    result = answerer.respond(PAGE, _event(3, None), None, ack=1, token="tok", young=True)
     assert result.reply.batches == [Batch(3, [["text", "a", "1"]])]
     assert store.calls == {"take": 2, "save": 2}
 
@@ -665,6 +680,101 @@ def test_every_lease_ends_exactly_once(
         _respond(answerer, seq, ack, handler)
     assert store.calls["take"] == len(steps)
     assert store.ended_once()
+
+
+def test_an_acknowledgement_drops_the_batches_up_to_it(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    for seq in (1, 2, 3):
+        _respond(answerer, seq)
+    result = _respond(answerer, 4, ack=3)
+    assert [b.seq for b in result.reply.batches] == [4]
+    record = store.load(PAGE)[0]
+    assert record is not None and [b.seq for b in record.batches] == [4]
+
+
+def test_at_most_max_unacked_batches_are_kept(answerer: Answerer, store: CountingStore) -> None:
+    for seq in range(1, MAX_UNACKED + 3):
+        result = _respond(answerer, seq)
+    expected = list(range(3, MAX_UNACKED + 3))
+    assert [b.seq for b in result.reply.batches] == expected
+    record = store.load(PAGE)[0]
+    assert record is not None and [b.seq for b in record.batches] == expected
+
+
+def test_mail_is_delivered_in_send_order_across_inbox_and_groups(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.join(PAGE, "a")
+    store.join(PAGE, "b")
+    store.publish("a", [["text", "x", "1"]])
+    store.push(PAGE, [["text", "x", "2"]])
+    store.publish("b", [["text", "x", "3"]])
+    store.publish("a", [["text", "x", "4"]])
+    store.push(PAGE, [["text", "x", "5"], ["text", "x", "6"]])
+    result = _respond(answerer, 1)
+    assert _commands(result) == [["text", "x", str(n)] for n in range(1, 7)] + [["text", "n", "1"]]
+    _, mail = store.load(PAGE)
+    assert mail.inbox == [] and mail.groups == {"a": [], "b": []}  # delivered once
+    assert _commands(_respond(answerer, 2, ack=1)) == [["text", "n", "2"]]
+
+
+def test_a_poll_delivers_the_mail_and_runs_nothing(
+    answerer: Answerer, store: CountingStore
+) -> None:
+    store.push(PAGE, [["text", "a", "out"]])
+    result = _respond(answerer, 1, handler=None)
+    assert result.reply.batches == [Batch(1, [["text", "a", "out"]])]
+    assert store.load(PAGE)[0] == PageRecord(seq=1, batches=result.reply.batches)
+
+
+def test_a_runners_headers_are_kept_and_replayed_to_the_same_requester_only(
+    store: CountingStore,
+) -> None:
+    cookie = ("Set-Cookie", "session=abc")
+
+    def host(handler: t.Any, page: Page, event: Event) -> Outcome:
+        return Outcome(run_directly(handler, page, event).result, (cookie,))
+
+    answerer = Answerer(store, lease_wait=0, runner=host)
+    first = _respond(answerer, 1, cookie="b=1")
+    assert first.headers == [cookie]
+    assert _respond(answerer, 1, cookie="b=1").headers == [cookie]
+    assert _respond(answerer, 1, cookie="b=2").headers == []
+    assert "headers" not in str(first.reply.for_client())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(KeyboardInterrupt(), id="interrupted"),
+        pytest.param(SystemExit(1), id="exiting"),
+    ],
+)
+def test_the_lease_is_released_when_the_runner_is_interrupted(
+    store: CountingStore, error: BaseException
+) -> None:
+    def runner(handler: t.Any, page: Page, event: Event) -> t.Any:
+        raise error
+
+    answerer = Answerer(store, lease_wait=0, runner=runner)
+    with pytest.raises(type(error)):
+        _respond(answerer, 1)
+    assert store.calls == {"take": 1, "release": 1}
+    assert store.ended_once() and store.load(PAGE)[0] is None
+
+
+def test_the_lease_is_released_when_the_store_fails_to_save(
+    answerer: Answerer, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(page_id: str, owner: str, changes: Changes) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _respond(answerer, 1)
+    assert store.calls == {"take": 1, "release": 1}
+    assert not store._leases  # the next event of the page need not wait
 
 
 def test_what_a_page_queued_while_rendering_commits_through_its_lease(
@@ -759,3 +869,38 @@ def test_the_client_never_sees_a_batchs_headers() -> None:
         "poll": 0,
         "token": "t",
     }
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(1, [Batch(1, [["text", "a", "<&>"]])], token="t"), id="answered"),
+        pytest.param(
+            Reply(3, [Batch(2, [], error="failed"), Batch(3, [], poll=5)], poll=5, token="t"),
+            id="failed-and-polling",
+        ),
+        pytest.param(Reply(None, code="bad_token", error="Forged."), id="refused"),
+    ],
+)
+def test_a_reply_reads_back_from_its_document(reply: Reply) -> None:
+    """One parser of the answer document: what the test client reads is the Reply."""
+    document, _ = answer_document(reply.for_client())
+    assert Reply.from_document(document) == reply
+    assert read_reply(document.decode()) == reply.for_client()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param([], id="not-an-object"),
+        pytest.param({"batches": []}, id="no-seq"),
+        pytest.param({"seq": 1, "batches": [{"seq": 1}]}, id="batch-without-commands"),
+        pytest.param(
+            {"seq": 1, "batches": [{"seq": 1, "commands": [], "headers": [["a", "b"]]}]},
+            id="batch-with-headers",
+        ),
+    ],
+)
+def test_what_is_not_a_reply_is_refused(data: t.Any) -> None:
+    with pytest.raises(ValueError, match="Not a reply"):
+        Reply.from_client(data)

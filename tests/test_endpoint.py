@@ -721,7 +721,7 @@ def test_a_request_without_the_browser_cookie_is_told_why(h: Harness) -> None:
 
 
 def test_busy_page_is_refused() -> None:
-    h = _harness(lock_wait=0.01)
+    h = _harness(lease_wait=0.01)
     page = h.page()
     owner = h.store.lock(page.id, 60)
     assert owner is not None

@@ -373,8 +373,8 @@ def test_unknown_options_are_refused_at_once() -> None:
         FlaskPiggyback(mout="/live")
     assert str(raised.value) == (
         "'mout' is not one of the options allowed here: secret_key, store, mount, inject,"
-        " page_ttl, lease, lock_wait, max_query_bytes, max_body_bytes, transport, timeout,"
-        " poll, bind_browser, browser_cookie."
+        " page_ttl, lease, lease_wait, lock_wait, max_query_bytes, max_body_bytes, transport,"
+        " timeout, poll, bind_browser, browser_cookie."
     )
 
 

@@ -825,9 +825,9 @@ def test_generator_html_page_gets_the_tag() -> None:
 def test_too_large_generator_passes_whole_and_says_why(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from piggyback import middleware
+    from piggyback import inject
 
-    monkeypatch.setattr(middleware, "MAX_EDITED_BODY", 10)
+    monkeypatch.setattr(inject, "MAX_EDITED_BODY", 10)
     log: list[t.Any] = []
     chunks = [b"<html><body>", b"<p>1</p>", b"</body></html>"]
 

@@ -111,16 +111,28 @@ REFUSED = [
     pytest.param({"lease": 3601}, "lease", _seconds("lease", 3601, "3,600"), id="lease-too-long"),
     pytest.param({"lease": "60"}, "lease", _seconds("lease", "60", "3,600"), id="lease-str"),
     pytest.param(
-        {"lock_wait": -0.5},
-        "lock_wait",
-        _seconds("lock_wait", -0.5, "600", zero=True),
-        id="lock-wait-negative",
+        {"lease_wait": -0.5},
+        "lease_wait",
+        _seconds("lease_wait", -0.5, "600", zero=True),
+        id="lease-wait-negative",
+    ),
+    pytest.param(
+        {"lease_wait": 601},
+        "lease_wait",
+        _seconds("lease_wait", 601, "600", zero=True),
+        id="lease-wait-too-long",
     ),
     pytest.param(
         {"lock_wait": 601},
         "lock_wait",
         _seconds("lock_wait", 601, "600", zero=True),
         id="lock-wait-too-long",
+    ),
+    pytest.param(
+        {"lease_wait": 5, "lock_wait": 2},
+        "lock_wait",
+        "The lock_wait option (2) is the old name of lease_wait (5): give only lease_wait.",
+        id="lock-wait-and-lease-wait",
     ),
     pytest.param(
         {"max_query_bytes": 63},
@@ -254,7 +266,8 @@ def test_bad_options_are_refused(options: dict[str, t.Any], option: str, message
     [
         pytest.param({"mount": "live/"}, "mount", "/live", id="mount-slashes"),
         pytest.param({"mount": "/a/b.c~d"}, "mount", "/a/b.c~d", id="mount-deep"),
-        pytest.param({"lock_wait": 0}, "lock_wait", 0, id="lock-wait-zero"),
+        pytest.param({"lease_wait": 0}, "lease_wait", 0, id="lease-wait-zero"),
+        pytest.param({}, "lease_wait", 5, id="lease-wait-default"),
         pytest.param({"max_query_bytes": 64}, "max_query_bytes", 64, id="smallest-query"),
         pytest.param({"max_body_bytes": 2**30}, "max_body_bytes", 2**30, id="largest-body"),
         pytest.param({"page_ttl": 400 * 86400}, "page_ttl", 400 * 86400, id="longest-page-ttl"),
@@ -265,6 +278,14 @@ def test_bad_options_are_refused(options: dict[str, t.Any], option: str, message
 )
 def test_good_options_are_kept(options: dict[str, t.Any], field: str, expected: t.Any) -> None:
     assert getattr(Options(**options), field) == expected
+
+
+def test_lock_wait_is_the_deprecated_name_of_lease_wait() -> None:
+    with pytest.warns(DeprecationWarning, match="called lease_wait now") as warned:
+        live = Piggyback(_app, store=MemoryStore(), lock_wait=0.5)
+    assert warned[0].filename == __file__  # the warning names the caller's line
+    assert (live.options.lease_wait, live.options.lock_wait) == (0.5, None)
+    assert live.answerer.lease_wait == 0.5
 
 
 def test_a_store_url_is_opened_with_page_ttl() -> None:
