@@ -8,7 +8,10 @@ by a long database transaction, so different pages run in parallel.
 
 Everything stored is JSON: commands are JSON arrays, state is a JSON object, and a
 record is ``{"seq": n, "state": {...}, "batches": [...]}`` with each batch in the form
-:meth:`~piggyback.reply.Batch.stored` writes.
+:meth:`~piggyback.reply.Batch.stored` writes: ``{"seq": n, "commands": [...]}``, plus
+``"error"`` when the handler failed, ``"poll"`` when it set the page's poll interval,
+and ``"headers"`` with ``"requester"`` when its runner set headers (a session cookie),
+which are sent again only to the same requester.
 
 A store implements storage, not policy. What the three stores share lives here and in
 :mod:`piggyback.limits`, and ``tests/test_stores.py`` holds every store to it:
@@ -98,7 +101,8 @@ class Mail:
 
 @dataclass
 class Changes:
-    """Everything one event commits, atomically, when its handler has returned."""
+    """Everything one event, or a page's render (:meth:`~piggyback.answer.Answerer.keep`),
+    commits atomically when it is done."""
 
     record: PageRecord
     #: Remove the page's inbox messages with ids up to this one (delivered).
