@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -664,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(settings, name, getattr(args, name))
 
     wrk = find_wrk()
+    # Stopped with SIGTERM, the run still stops the servers it started (on the way out).
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     load_before = os.getloadavg()
     started = time.monotonic()
     if args.no_peers:
