@@ -35,17 +35,14 @@ if __package__ in (None, ""):
 from benchmarks.servers import cpu_seconds
 from benchmarks.servers import REDIS_SERVER
 from benchmarks.servers import start_redis
-from piggyback.reply import Batch
+from benchmarks.store_events import next_changes
 from piggyback.stores import store_from_url
-from piggyback.stores.base import Changes
-from piggyback.stores.base import PageRecord
 from piggyback.stores.base import Store
 
 if t.TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.synchronize import Barrier
 
-COMMANDS = [["text", "count", "1"]]
 PROCESSES = 2
 LOADS = ("plain", "mail")
 
@@ -54,19 +51,7 @@ def event(store: Store, page_id: str, send_to: str | None) -> None:
     taken = store.begin(page_id, 60)
     assert taken is not None, "a page is used by one process only"
     owner, record, mail = taken
-    record = record or PageRecord()
-    seq = record.seq + 1
-    delivered = [c for _, commands in mail.inbox for c in commands]
-    changes = Changes(
-        record=PageRecord(
-            seq=seq,
-            state={"n": record.state.get("n", 0) + 1},
-            batches=[Batch(seq, delivered + COMMANDS)],
-        ),
-        inbox_upto=mail.inbox[-1][0] if mail.inbox else 0,
-        pushes=[] if send_to is None else [(send_to, COMMANDS)],
-    )
-    store.save(page_id, owner, changes)
+    store.save(page_id, owner, next_changes(record, mail, send_to))
 
 
 def _worker(

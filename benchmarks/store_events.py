@@ -48,18 +48,23 @@ def begin(store: Store, page_id: str) -> tuple[str, PageRecord | None, t.Any]:
 
 def event(store: Store, page_id: str) -> None:
     owner, record, mail = begin(store, page_id)
+    store.save(page_id, owner, next_changes(record, mail))
+
+
+def next_changes(record: PageRecord | None, mail: t.Any, send_to: str | None = None) -> Changes:
+    """What an event commits: the next record, its inbox delivered, maybe one send."""
     record = record or PageRecord()
     seq = record.seq + 1
     delivered = [c for _, commands in mail.inbox for c in commands]
-    changes = Changes(
+    return Changes(
         record=PageRecord(
             seq=seq,
             state={"n": record.state.get("n", 0) + 1},
             batches=[Batch(seq, delivered + COMMANDS)],
         ),
         inbox_upto=mail.inbox[-1][0] if mail.inbox else 0,
+        pushes=[] if send_to is None else [(send_to, COMMANDS)],
     )
-    store.save(page_id, owner, changes)
 
 
 def measure(store: Store, count: int, pages: int, mail: bool) -> tuple[float, float]:
