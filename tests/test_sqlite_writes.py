@@ -39,6 +39,23 @@ def test_sqlite_checkpoints_the_log_itself_so_it_stays_short(
     assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
 
 
+def test_sqlite_checkpoints_when_every_request_has_a_thread_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with a thread (or greenlet) per request opens a connection per request:
+    the count of writes that checkpoints the log is the process's, not a connection's."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 50)
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    store.load("p")  # this thread's connection keeps the log from going at each close
+    for _ in range(1000):
+        request = threading.Thread(target=store.push, args=("p", A))
+        request.start()
+        request.join()
+    assert len(store.load("p")[1].inbox) == 1000
+    assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
+
+
 def test_sqlite_threads_of_a_process_never_find_the_file_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,7 @@ write the record) is one more, with a short transaction only when the event also
 mail, memberships or sends. No transaction is open while a handler runs: the lease is
 what serializes a page's events. Connections are opened lazily, one per process and
 thread (or greenlet, under gevent); one thread of a process writes at a time, and each
-connection checkpoints the write-ahead log after every :data:`CHECKPOINT_EVERY` of its
+process checkpoints the write-ahead log after every :data:`CHECKPOINT_EVERY` of its
 writes (SQLite's own checkpoints are off: see ``_connect``).
 
 What the store relies on:
@@ -230,7 +230,7 @@ WHERE memberships.touched < :cutoff
 
 _LIMIT = {"limit": READ_LIMIT}
 
-#: Each connection checkpoints the write-ahead log after this many of its writes.
+#: A process checkpoints the write-ahead log after this many of its writes to a store.
 CHECKPOINT_EVERY = 1000
 #: The size the write-ahead log is cut back to when it starts over.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -318,8 +318,6 @@ class _Connection(sqlite3.Connection):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.pid = os.getpid()
         self.closed = False
-        #: Writes left before this connection checkpoints the log.
-        self.writes_to_checkpoint = CHECKPOINT_EVERY
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -476,6 +474,9 @@ class SQLiteStore(Store):
         # Frequent small sweeps keep each one's write transaction short.
         self._sweep_every = sweep_interval(page_ttl)
         self._next_sweep = 0.0
+        # Counted per store, not per connection: a server that starts a thread (or a
+        # greenlet) per request makes connections that never write 1,000 times.
+        self._writes_to_checkpoint = CHECKPOINT_EVERY
         self._secret: bytes | None = None
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -686,9 +687,9 @@ class SQLiteStore(Store):
     def _writer(self) -> _Connection:
         """This thread's connection, after the occasional checkpoint and sweep."""
         db = self._db()
-        db.writes_to_checkpoint -= 1
-        if db.writes_to_checkpoint <= 0:
-            db.writes_to_checkpoint = CHECKPOINT_EVERY
+        self._writes_to_checkpoint -= 1
+        if self._writes_to_checkpoint <= 0:
+            self._writes_to_checkpoint = CHECKPOINT_EVERY
             _checkpoint(db)
         now = self._clock()
         if now >= self._next_sweep:
