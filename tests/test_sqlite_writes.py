@@ -34,7 +34,8 @@ def test_sqlite_checkpoints_the_log_itself_so_it_stays_short(
         reader.load("q")
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone() == (2000,)
-    assert store._db().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    autocheckpoint = store._db().execute("PRAGMA wal_autocheckpoint").fetchone()
+    assert autocheckpoint == (sqlite_store.AUTOCHECKPOINT_PAGES,)
     # 2,000 commits of a few pages each: about 25 MB of log without checkpoints.
     assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
 
@@ -54,6 +55,47 @@ def test_sqlite_checkpoints_when_every_request_has_a_thread_of_its_own(
         request.join()
     assert len(store.load("p")[1].inbox) == 1000
     assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
+
+
+def test_sqlite_checkpoints_when_every_sender_writes_a_little(tmp_path: Path) -> None:
+    """A CLI or a job opens the store, sends a few messages and exits, again and again,
+    while a web worker keeps the file open: each new store checkpoints first."""
+    path = tmp_path / "store.sqlite3"
+    worker = SQLiteStore(path)
+    worker.load("p")
+    for _ in range(1000):
+        cli = SQLiteStore(path)
+        cli.push("p", A)
+        cli.close()
+    assert len(worker.load("p")[1].inbox) == 1000
+    assert os.path.getsize(f"{path}-wal") < 4 * 1024 * 1024
+
+
+def test_sqlite_a_thread_waits_for_the_writer_lock_no_longer_than_the_timeout(
+    tmp_path: Path,
+) -> None:
+    """The writer lock is waited for as SQLite's own lock is, up to ``timeout``: a
+    thread behind one stuck on a busy file gives up in its turn, not after it."""
+    store = SQLiteStore(tmp_path / "store.sqlite3", timeout=0.2)
+    store.push("p", A)
+    failures: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            store.push("p", A)
+        except sqlite3.OperationalError as error:
+            failures.append(error)
+
+    lock = sqlite_store._writer_lock(store._file)
+    with lock:  # another thread of this process is writing, and stays
+        waiter = threading.Thread(target=push)
+        waiter.start()
+        waiter.join(30)
+        stuck = waiter.is_alive()
+    waiter.join()
+    assert not stuck
+    assert [str(error)[:17] for error in failures] == ["database is locke"]
+    assert len(store.load("p")[1].inbox) == 1
 
 
 def test_sqlite_threads_of_a_process_never_find_the_file_busy(

@@ -6,8 +6,8 @@ write the record) is one more, with a short transaction only when the event also
 mail, memberships or sends. No transaction is open while a handler runs: the lease is
 what serializes a page's events. Connections are opened lazily, one per process and
 thread (or greenlet, under gevent); one thread of a process writes at a time, and each
-process checkpoints the write-ahead log after every :data:`CHECKPOINT_EVERY` of its
-writes (SQLite's own checkpoints are off: see ``_connect``).
+store checkpoints the write-ahead log at its first write and after every
+:data:`CHECKPOINT_EVERY` more (SQLite's own checkpoints are a backstop: see ``_connect``).
 
 What the store relies on:
 
@@ -230,8 +230,10 @@ WHERE memberships.touched < :cutoff
 
 _LIMIT = {"limit": READ_LIMIT}
 
-#: A process checkpoints the write-ahead log after this many of its writes to a store.
+#: A store checkpoints the write-ahead log at its first write and after this many more.
 CHECKPOINT_EVERY = 1000
+#: Pages in the log past which SQLite checkpoints after every commit: a backstop only.
+AUTOCHECKPOINT_PAGES = 10_000
 #: The size the write-ahead log is cut back to when it starts over.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -475,8 +477,10 @@ class SQLiteStore(Store):
         self._sweep_every = sweep_interval(page_ttl)
         self._next_sweep = 0.0
         # Counted per store, not per connection: a server that starts a thread (or a
-        # greenlet) per request makes connections that never write 1,000 times.
-        self._writes_to_checkpoint = CHECKPOINT_EVERY
+        # greenlet) per request makes connections that never write 1,000 times. A new
+        # store checkpoints at its first write: processes that each write a little (a
+        # CLI, a job) keep the log short together.
+        self._writes_to_checkpoint = 1
         self._secret: bytes | None = None
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -681,8 +685,16 @@ class SQLiteStore(Store):
         """This thread's connection, to write with while no other thread of this process
         writes to the file: SQLite lets one connection write at a time, and threads that
         find it busy would only sleep and retry, as processes must."""
-        with _writer_lock(self._file):
+        lock = _writer_lock(self._file)
+        if not lock.acquire(timeout=self.timeout):
+            raise sqlite3.OperationalError(
+                f"database is locked: another thread of this process has been writing to"
+                f" {self.path!r} for {self.timeout} s"
+            )
+        try:
             yield self._writer()
+        finally:
+            lock.release()
 
     def _writer(self) -> _Connection:
         """This thread's connection, after the occasional checkpoint and sweep."""
@@ -739,10 +751,11 @@ class SQLiteStore(Store):
         self._use_wal(db)
         # In WAL mode NORMAL can lose the last commits on power loss, never corrupt.
         db.execute("PRAGMA synchronous = NORMAL")
-        # SQLite's own checkpoints run after any commit once the log is long: with
-        # another process reading, most cannot finish, so nearly every commit paid
-        # two fdatasync()s and doubled an event's cost. _writer() checkpoints instead.
-        db.execute("PRAGMA wal_autocheckpoint = 0")
+        # SQLite's own checkpoints run after any commit once the log is long (1,000
+        # pages by default): with another process reading, most cannot finish, so
+        # nearly every commit paid two fdatasync()s and doubled an event's cost.
+        # _writer() checkpoints instead; SQLite's stay, far out, as a backstop.
+        db.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._create_schema(db)
         return db
