@@ -52,6 +52,7 @@ from .page import Page
 from .reply import Batch
 from .reply import Header
 from .reply import Reply
+from .runner import checked_outcome
 from .runner import Outcome
 from .runner import read_outcome
 from .runner import run_directly
@@ -285,7 +286,8 @@ class Answerer:
         sends = Changes(record=changes.record)
         token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
         try:
-            ran = read_outcome(self.runner(guard(self.hooks, handler), page, event), event)
+            ran = self.runner(guard(self.hooks, handler), page, event)
+            ran = checked_outcome(read_outcome(ran, event))
             if ran.refusal is not None:
                 return ran
             # The state must be JSON, and small: fail here, where the handler is named.

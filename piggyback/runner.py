@@ -10,16 +10,17 @@ redirect) comes back as an :class:`Outcome`, and the answerer builds the answer 
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass
 
 from werkzeug.sansio.response import Response
 
+from .exceptions import EventRejected
 from .hooks import outcome_of
 
 if t.TYPE_CHECKING:
     from .event import Event
-    from .exceptions import EventRejected
     from .page import Page
     from .registry import Handler
     from .reply import Header
@@ -44,6 +45,39 @@ class Outcome:
     result: t.Any = None
     headers: tuple[Header, ...] = ()
     refusal: EventRejected | None = None
+
+
+def checked_outcome(outcome: Outcome) -> Outcome:
+    """``outcome``, if the answer can carry it: its headers are ``Set-Cookie`` headers
+    (the only ones an event's answer takes from the app, and replays with the batch),
+    whole lines of text; its refusal an :class:`~piggyback.EventRejected` or ``None``.
+
+    :raise TypeError: it is not; the handler failed, and nothing is committed.
+    """
+    if outcome.refusal is not None and not isinstance(outcome.refusal, EventRejected):
+        raise TypeError(f"An outcome's refusal is an EventRejected, not {outcome.refusal!r}.")
+    for header in outcome.headers:
+        if not _is_cookie_header(header):
+            raise TypeError(
+                f"An event's answer carries only Set-Cookie headers, as text without line"
+                f" breaks, not {header!r:.120}."
+            )
+    return outcome
+
+
+def _is_cookie_header(header: t.Any) -> bool:
+    if not isinstance(header, tuple) or len(header) != 2:
+        return False
+    name, value = header
+    return (
+        isinstance(name, str)
+        and name.lower() == "set-cookie"
+        and isinstance(value, str)
+        and not _BREAKS.search(value)
+    )
+
+
+_BREAKS = re.compile("[\r\n\x00]")
 
 
 def run_directly(handler: Handler, page: Page, event: Event) -> Outcome:

@@ -7,6 +7,7 @@ import typing as t
 import pytest
 from werkzeug.wrappers import Response
 
+from piggyback import Piggyback
 from piggyback.event import Event
 from piggyback.exceptions import EventRedirected
 from piggyback.exceptions import EventRejected
@@ -14,6 +15,9 @@ from piggyback.page import Page
 from piggyback.runner import Outcome
 from piggyback.runner import read_outcome
 from piggyback.runner import run_directly
+from piggyback.stores.memory import MemoryStore
+from piggyback.testing import Client
+from piggyback.testing import HandlerFailed
 
 
 def _event() -> Event:
@@ -84,3 +88,55 @@ def test_a_hosts_event_is_a_copy_with_its_request() -> None:
 def test_an_events_request_is_made_once() -> None:
     event = _event()
     assert event.request is event.request
+
+
+def _index(environ: t.Any, start_response: t.Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html")])
+    return [b"<!doctype html><html><body><p id='n'>0</p></body></html>"]
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param(Outcome(headers=(("Content-Length", "0"),)), id="not-a-cookie"),
+        pytest.param(Outcome(headers=(("Connection", "close"),)), id="hop-by-hop"),
+        pytest.param(Outcome(headers=(("Set-Cookie", "a=1\r\nX-B: c"),)), id="crlf"),
+        pytest.param(Outcome(headers=(("Set-Cookie", "a=1\x00"),)), id="nul"),
+        pytest.param(Outcome(headers=(("Set-Cookie", 1),)), id="not-text"),
+        pytest.param(Outcome(headers=("Set-Cookie: a=1",)), id="not-a-pair"),  # type: ignore[arg-type]
+        pytest.param(Outcome(refusal="nope"), id="refusal-not-rejected"),  # type: ignore[arg-type]
+    ],
+)
+def test_an_outcome_the_answer_cannot_carry_is_a_failed_handler(outcome: Outcome) -> None:
+    """Bad headers would be stored with the batch and break every replay of it (or
+    double the answer's Content-Length): the handler failed, and nothing it did stays."""
+    live = Piggyback(_index, store=MemoryStore(), secret_key="runner")
+
+    @live.handler
+    def odd(page: Page, event: Event) -> Outcome:
+        page.state["n"] = 1
+        page.set_text("n", "1")
+        return outcome
+
+    client = Client(live)
+    page = client.open("/")
+    with pytest.raises(HandlerFailed):
+        client.fire(page, "odd")
+    record, _ = live.store.load(page.id)
+    assert record is not None and record.state == {}
+    assert [batch.headers for batch in record.batches] == [[]]
+
+
+def test_an_outcome_with_a_cookie_reaches_the_answer() -> None:
+    live = Piggyback(_index, store=MemoryStore(), secret_key="runner")
+
+    @live.handler
+    def cookie(page: Page, event: Event) -> Outcome:
+        return Outcome(headers=(("Set-Cookie", "flavour=plain; HttpOnly"),))
+
+    client = Client(live)
+    page = client.open("/")
+    client.fire(page, "cookie")
+    record, _ = live.store.load(page.id)
+    assert record is not None
+    assert record.batches[-1].headers == [("Set-Cookie", "flavour=plain; HttpOnly")]
