@@ -65,6 +65,7 @@ from django.utils.module_loading import import_string  # type: ignore[import-unt
 from .exceptions import EventRejected
 from .hooks import outcome_of
 from .middleware import Piggyback
+from .options import overlay
 from .options import SETTINGS
 from .runner import Outcome
 
@@ -115,10 +116,12 @@ def wrap(
 
     .. versionadded:: 0.1
     """
-    for name in (*OPTIONS, "middleware", "skip_middleware"):
-        setting = f"PIGGYBACK_{name.upper()}"
-        if name not in options and hasattr(settings, setting):
-            options[name] = getattr(settings, setting)
+    from_settings = {
+        name: getattr(settings, setting)
+        for name in (*OPTIONS, "middleware", "skip_middleware")
+        if hasattr(settings, setting := f"PIGGYBACK_{name.upper()}")
+    }
+    options = overlay(from_settings, options)
     middleware = options.pop("middleware", middleware)
     skip_middleware = options.pop("skip_middleware", skip_middleware)
     runner = DjangoRunner(middleware, skip=skip_middleware or ())

@@ -58,6 +58,7 @@ from .exceptions import EventRejected
 from .hooks import outcome_of
 from .middleware import Piggyback
 from .options import check_names
+from .options import overlay
 from .options import SETTINGS
 from .registry import HandlerDecorator
 from .registry import Registry
@@ -222,11 +223,8 @@ class FlaskPiggyback:
         return self.middleware().group(name, exclude=exclude)
 
     def _options(self, app: Flask) -> dict[str, t.Any]:
-        options = dict(self.options)
-        for key, option in CONFIG_KEYS.items():
-            if key in app.config:
-                options[option] = app.config[key]
-        return options
+        config = {name: app.config[key] for key, name in CONFIG_KEYS.items() if key in app.config}
+        return overlay(self.options, config)
 
 
 def _run(app: Flask, handler: Handler, page: Page, event: Event) -> Outcome:

@@ -68,8 +68,9 @@ from .stores.base import Store
 
 
 class _NotGiven(float):
-    """A default that is a number, and known as the default: an option with a
-    deprecated alias tells whether it was given."""
+    """A ``lease_wait`` that is a number, and known as not given by this call: the
+    default, or the checked value an :class:`Options` carries into its copies
+    (``dataclasses.replace``). ``lock_wait``, its deprecated name, overrides it."""
 
 
 #: ``lease_wait`` when it is not given: seconds an event waits for its busy page's lease.
@@ -335,12 +336,12 @@ def _check_together(options: Options) -> None:
 
 def _rename_lock_wait(options: Options) -> None:
     """Make ``lock_wait``, the deprecated name of ``lease_wait``, set ``lease_wait``;
-    giving both is refused. Either way ``lease_wait`` ends a plain number."""
-    given = options.lease_wait is not DEFAULT_LEASE_WAIT
+    giving both is refused. Either way ``lease_wait`` ends a number that a copy
+    (``dataclasses.replace(options, lock_wait=2)``) does not count as given."""
     if options.lock_wait is None:
-        object.__setattr__(options, "lease_wait", float(options.lease_wait))
+        object.__setattr__(options, "lease_wait", _NotGiven(options.lease_wait))
         return
-    if given:
+    if not isinstance(options.lease_wait, _NotGiven):
         raise OptionError(
             "lock_wait",
             options.lock_wait,
@@ -352,16 +353,43 @@ def _rename_lock_wait(options: Options) -> None:
         DeprecationWarning,
         stacklevel=_outside_piggyback(),
     )
-    object.__setattr__(options, "lease_wait", float(options.lock_wait))
+    object.__setattr__(options, "lease_wait", _NotGiven(options.lock_wait))
     object.__setattr__(options, "lock_wait", None)
 
 
+#: Each option that has two names, by either name: the other.
+_OTHER_NAME = {"lease_wait": "lock_wait", "lock_wait": "lease_wait"}
+
+
+def overlay(options: t.Mapping[str, t.Any], over: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """``options`` with the options of ``over``, a source that takes precedence, put
+    over them: an option ``over`` gives replaces the one in ``options``, under either
+    of its names (``lock_wait`` in ``over`` replaces ``lease_wait`` in ``options``).
+
+    >>> overlay({"lease_wait": 1, "mount": "/live"}, {"lock_wait": 3})
+    {'mount': '/live', 'lock_wait': 3}
+
+    Both names in one source stay both, for :class:`Options` to refuse.
+    """
+    kept = {
+        name: value
+        for name, value in options.items()
+        if name not in over and _OTHER_NAME.get(name) not in over
+    }
+    return {**kept, **over}
+
+
 def _outside_piggyback() -> int:
-    """The ``stacklevel`` of the first caller outside piggyback, for a warning."""
+    """The ``stacklevel`` of the first caller outside piggyback (and outside
+    ``dataclasses.replace``, which builds a copy), for a warning."""
     level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("piggyback."):
+    while frame.f_back is not None and _is_ours(frame.f_globals.get("__name__", "")):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _is_ours(module: str) -> bool:
+    return module.startswith("piggyback.") or module in ("dataclasses", "copy")
 
 
 _Check = t.Callable[[str, t.Any], t.Any]

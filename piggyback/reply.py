@@ -11,6 +11,8 @@ has a stored form, read back by :meth:`Batch.from_stored`.
 
 from __future__ import annotations
 
+import math
+import reprlib
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
@@ -20,6 +22,11 @@ from .script import read_answer_document
 
 #: An HTTP header, as WSGI writes it.
 Header = tuple[str, str]
+
+# Shows a bad value in an error message, shortened: a value nested a thousand deep
+# would make repr() raise RecursionError instead of the ValueError.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 8, 200, 200
 
 
 @dataclass
@@ -67,9 +74,14 @@ class Batch:
         if not isinstance(data, dict):
             return None
         seq, commands = data.get("seq"), data.get("commands")
+        error, poll = data.get("error"), data.get("poll")
         if type(seq) is not int or not isinstance(commands, list):
             return None
-        batch = cls(seq, commands, data.get("error"), data.get("poll"))
+        if not all(isinstance(command, list) for command in commands):
+            return None
+        if not (error is None or isinstance(error, str)) or not (poll is None or _is_poll(poll)):
+            return None
+        batch = cls(seq, commands, error, poll)
         if "headers" not in data:  # most batches: the handler's runner set none
             return batch
         headers = data["headers"]
@@ -78,6 +90,15 @@ class Batch:
         batch.headers = [(name, value) for name, value in headers]
         batch.requester = data.get("requester")
         return batch
+
+
+def _is_poll(value: t.Any) -> bool:
+    """Whether ``value`` is a poll interval: a finite number of seconds from 0."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value < math.inf  # NaN is not
+    )
 
 
 def _is_header(value: t.Any) -> bool:
@@ -129,27 +150,73 @@ class Reply:
         """The reply :meth:`for_client` wrote: ``Reply.from_client(r.for_client()) == r``
         for any reply ``r`` without stored headers.
 
-        :raise ValueError: ``data`` is not such a reply.
+        :raise ValueError: ``data`` is not such a reply; the message says what is wrong.
         """
-        if not isinstance(data, dict) or "seq" not in data:
-            raise ValueError(f"Not a reply: {data!r:.200}.")
+        if not isinstance(data, dict):
+            raise ValueError(f"Not a reply: a reply is a JSON object, not {_shown(data)}.")
+        if "seq" not in data:
+            raise ValueError(f"Not a reply: it has no seq: {_shown(data)}.")
         if "code" in data:
-            return cls(data["seq"], code=data["code"], error=data.get("error"))
-        batches = [Batch.from_stored(batch) for batch in data.get("batches", ())]
-        if None in batches or any(batch.headers for batch in batches if batch is not None):
-            raise ValueError(f"Not a reply's batches: {data.get('batches')!r:.200}.")
-        return cls(
-            data["seq"],
-            t.cast(list[Batch], batches),
-            poll=data.get("poll"),
-            token=data.get("token"),
-        )
+            return cls._refused(data)
+        seq = data["seq"]
+        if type(seq) is not int:
+            raise ValueError(f"Not a reply: its seq must be an int, not {_shown(seq)}.")
+        poll, token = data.get("poll"), data.get("token")
+        if poll is not None and not _is_poll(poll):
+            raise ValueError(
+                "Not a reply: its poll must be a finite number of seconds from 0,"
+                f" not {_shown(poll)}."
+            )
+        if token is not None and not isinstance(token, str):
+            raise ValueError(f"Not a reply: its token must be a str, not {_shown(token)}.")
+        return cls(seq, _client_batches(data.get("batches", [])), poll=poll, token=token)
+
+    @classmethod
+    def _refused(cls, data: dict[str, t.Any]) -> Reply:
+        """A refused event's reply: a ``code``, an ``error`` (a reason, or ``None``) and
+        the ``seq`` asked, ``None`` when the request had none that could be read."""
+        seq, code, error = data["seq"], data["code"], data.get("error")
+        if seq is not None and type(seq) is not int:
+            raise ValueError(
+                f"Not a reply: a refused reply's seq must be an int or null, not {_shown(seq)}."
+            )
+        if not isinstance(code, str):
+            raise ValueError(f"Not a reply: its code must be a str, not {_shown(code)}.")
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"Not a reply: its error must be a str, not {_shown(error)}.")
+        return cls(seq, code=code, error=error)
 
     @classmethod
     def from_document(cls, document: str | bytes) -> Reply:
         """The reply an answer document carries (:func:`~piggyback.script.answer_document`
         wrote it).
 
-        :raise ValueError: ``document`` is not an answer document.
+        :raise ValueError: ``document`` is not an answer document, or what it carries
+            is not a reply; the message says what is wrong.
         """
         return cls.from_client(read_answer_document(document))
+
+
+def _client_batches(value: t.Any) -> list[Batch]:
+    """A reply's ``batches``, each as :meth:`Batch.from_stored` reads it, never with
+    headers (the client is never sent them).
+
+    :raise ValueError: ``value`` is not such a list.
+    """
+    if not isinstance(value, list):
+        raise ValueError(f"Not a reply: its batches must be a list, not {_shown(value)}.")
+    batches = []
+    for index, data in enumerate(value):
+        batch = Batch.from_stored(data)
+        if batch is None or "headers" in data or "requester" in data:
+            raise ValueError(
+                f"Not a reply: its batch {index} is not one (an object with an int seq, a"
+                " list of commands, each a list, and perhaps a str error and a poll of"
+                f" seconds from 0): {_shown(data)}."
+            )
+        batches.append(batch)
+    return batches
+
+
+def _shown(value: t.Any) -> str:
+    return _SHOWN.repr(value)

@@ -79,13 +79,51 @@ def answer_document(reply: dict[str, t.Any]) -> tuple[bytes, str]:
     return (DOCUMENT_PREFIX + script + DOCUMENT_SUFFIX).encode(), source
 
 
-def read_answer_document(document: str | bytes) -> t.Any:
+def read_answer_document(document: str | bytes) -> dict[str, t.Any]:
     """The reply JSON an answer document carries, read the way the fetch transport reads
-    it: the text between the first ``receive(`` and the last ``)</script>``.
+    it: the text between the first ``receive(`` and the last ``)</script>``, as
+    ``JSON.parse`` reads it (no ``NaN`` or ``Infinity``).
 
-    :raise ValueError: ``document`` is not an answer document.
+    :raise ValueError: ``document`` is not an answer document, or what it carries is
+        not a JSON object.
     """
-    text = document.decode() if isinstance(document, bytes) else document
-    start = text.index(CALL_PREFIX) + len(CALL_PREFIX)
-    end = text.rindex(CALL_SUFFIX + DOCUMENT_SUFFIX)
-    return json.loads(text[start:end])
+    text = _document_text(document)
+    start = text.find(CALL_PREFIX)
+    end = text.rfind(CALL_SUFFIX + DOCUMENT_SUFFIX)
+    if start < 0 or end < start + len(CALL_PREFIX):
+        raise ValueError(
+            f"Not an answer document: no {CALL_PREFIX!r} followed by"
+            f" {CALL_SUFFIX + DOCUMENT_SUFFIX!r} in {text!r:.200}."
+        )
+    carried = text[start + len(CALL_PREFIX) : end]
+    try:
+        reply = json.loads(carried, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(
+            f"Not an answer document: its reply is nested too deeply: {carried!r:.200}."
+        ) from None
+    except ValueError as error:
+        raise ValueError(
+            f"Not an answer document: its reply is not JSON ({error}): {carried!r:.200}."
+        ) from None
+    if not isinstance(reply, dict):
+        raise ValueError(f"Not an answer document: its reply is not a JSON object: {reply!r:.200}.")
+    return reply
+
+
+def _document_text(document: t.Any) -> str:
+    if isinstance(document, str):
+        return document
+    if not isinstance(document, bytes):
+        raise ValueError(
+            f"Not an answer document: it must be a str or bytes, not {type(document).__name__}."
+        )
+    try:
+        return document.decode()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Not an answer document: it is not UTF-8 ({error}).") from None
+
+
+def _refuse_constant(name: str) -> t.NoReturn:
+    # json.loads reads NaN, Infinity and -Infinity; JSON.parse, and literal(), do not.
+    raise ValueError(f"{name} is not JSON")

@@ -39,6 +39,10 @@ from piggyback.reply import Reply
 from piggyback.runner import Outcome
 from piggyback.runner import run_directly
 from piggyback.script import answer_document
+from piggyback.script import CALL_PREFIX
+from piggyback.script import CALL_SUFFIX
+from piggyback.script import DOCUMENT_PREFIX
+from piggyback.script import DOCUMENT_SUFFIX
 from piggyback.stores import MemoryStore
 from piggyback.stores.base import Changes
 from piggyback.stores.base import dump_record
@@ -854,6 +858,10 @@ def test_a_record_written_before_batches_were_typed_loads() -> None:
         pytest.param('{"seq":1,"commands":{}}', id="commands-not-a-list"),
         pytest.param('{"seq":1,"commands":[],"headers":[["a"]]}', id="bad-header"),
         pytest.param("[1]", id="not-an-object"),
+        pytest.param('{"seq":1,"commands":[5]}', id="command-not-a-list"),
+        pytest.param('{"seq":1,"commands":[],"error":["x"]}', id="error-not-text"),
+        pytest.param('{"seq":1,"commands":[],"poll":"5"}', id="poll-text"),
+        pytest.param('{"seq":1,"commands":[],"poll":NaN}', id="poll-nan"),
     ],
 )
 def test_a_damaged_batch_damages_the_record(batch: str) -> None:
@@ -880,6 +888,13 @@ def test_the_client_never_sees_a_batchs_headers() -> None:
             id="failed-and-polling",
         ),
         pytest.param(Reply(None, code="bad_token", error="Forged."), id="refused"),
+        pytest.param(Reply(7, code="busy"), id="refused-without-reason"),
+        pytest.param(Reply(2), id="no-batches"),
+        pytest.param(Reply(2**53, poll=0), id="largest-seq-and-poll-stopped"),
+        pytest.param(
+            Reply(9, [Batch(8, [["js", "x()"], ["text", "a", "\u2028</script>"]], poll=0.25)]),
+            id="fractional-poll-and-escaped-text",
+        ),
     ],
 )
 def test_a_reply_reads_back_from_its_document(reply: Reply) -> None:
@@ -904,3 +919,155 @@ def test_a_reply_reads_back_from_its_document(reply: Reply) -> None:
 def test_what_is_not_a_reply_is_refused(data: t.Any) -> None:
     with pytest.raises(ValueError, match="Not a reply"):
         Reply.from_client(data)
+
+
+def _batch_refused(index: int, batch: str) -> str:
+    return (
+        f"Not a reply: its batch {index} is not one (an object with an int seq, a list of"
+        " commands, each a list, and perhaps a str error and a poll of seconds from 0):"
+        f" {batch}."
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        pytest.param("{}", "Not a reply: it has no seq: {}.", id="empty"),
+        pytest.param('{"batches":[]}', "Not a reply: it has no seq: {'batches': []}.", id="no-seq"),
+        pytest.param(
+            '{"seq":"1","batches":[]}',
+            "Not a reply: its seq must be an int, not '1'.",
+            id="text-seq",
+        ),
+        pytest.param(
+            '{"seq":true,"batches":[]}',
+            "Not a reply: its seq must be an int, not True.",
+            id="bool-seq",
+        ),
+        pytest.param(
+            '{"seq":null,"batches":[]}',
+            "Not a reply: its seq must be an int, not None.",
+            id="answered-null-seq",
+        ),
+        pytest.param(
+            '{"seq":1.5,"code":"busy"}',
+            "Not a reply: a refused reply's seq must be an int or null, not 1.5.",
+            id="refused-float-seq",
+        ),
+        pytest.param(
+            '{"seq":1,"code":[1]}',
+            "Not a reply: its code must be a str, not [1].",
+            id="code-not-str",
+        ),
+        pytest.param(
+            '{"seq":1,"code":null,"error":"x"}',
+            "Not a reply: its code must be a str, not None.",
+            id="code-null",
+        ),
+        pytest.param(
+            '{"seq":1,"code":"busy","error":{}}',
+            "Not a reply: its error must be a str, not {}.",
+            id="error-not-str",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":5}',
+            "Not a reply: its batches must be a list, not 5.",
+            id="batches-a-number",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":null}',
+            "Not a reply: its batches must be a list, not None.",
+            id="batches-null",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":1,"commands":[]},7]}',
+            _batch_refused(1, "7"),
+            id="batch-not-an-object",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":false,"commands":[]}]}',
+            _batch_refused(0, "{'commands': [], 'seq': False}"),
+            id="batch-bool-seq",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":1,"commands":[5]}]}',
+            _batch_refused(0, "{'commands': [5], 'seq': 1}"),
+            id="command-not-a-list",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":1,"commands":[],"error":1}]}',
+            _batch_refused(0, "{'commands': [], 'error': 1, 'seq': 1}"),
+            id="batch-error-not-str",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":1,"commands":[],"poll":-1}]}',
+            _batch_refused(0, "{'commands': [], 'poll': -1, 'seq': 1}"),
+            id="batch-poll-negative",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[{"seq":1,"commands":[],"headers":[]}]}',
+            _batch_refused(0, "{'commands': [], 'headers': [], 'seq': 1}"),
+            id="batch-with-headers-key",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[],"poll":"5"}',
+            "Not a reply: its poll must be a finite number of seconds from 0, not '5'.",
+            id="poll-text",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[],"poll":false}',
+            "Not a reply: its poll must be a finite number of seconds from 0, not False.",
+            id="poll-bool",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[],"poll":1e999}',
+            "Not a reply: its poll must be a finite number of seconds from 0, not inf.",
+            id="poll-overflows-to-infinity",
+        ),
+        pytest.param(
+            '{"seq":1,"batches":[],"token":7}',
+            "Not a reply: its token must be a str, not 7.",
+            id="token-not-str",
+        ),
+    ],
+)
+def test_a_document_with_a_malformed_reply_is_refused(reply: str, message: str) -> None:
+    """Whatever the document carries, reading it raises ValueError, saying what is wrong."""
+    document = f"{DOCUMENT_PREFIX}{CALL_PREFIX}{reply}{CALL_SUFFIX}{DOCUMENT_SUFFIX}"
+    with pytest.raises(ValueError) as info:
+        Reply.from_document(document.encode())
+    assert (type(info.value), str(info.value)) == (ValueError, message)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param(
+            12, "Not an answer document: it must be a str or bytes, not int.", id="not-text"
+        ),
+        pytest.param(
+            DOCUMENT_PREFIX + CALL_PREFIX + '{"seq":NaN}' + CALL_SUFFIX + DOCUMENT_SUFFIX,
+            "Not an answer document: its reply is not JSON (NaN is not JSON): '{\"seq\":NaN}'.",
+            id="nan-seq",
+        ),
+        pytest.param(
+            DOCUMENT_PREFIX + CALL_PREFIX + "[" * 5000 + "]" * 5000 + CALL_SUFFIX + DOCUMENT_SUFFIX,
+            f"Not an answer document: its reply is nested too deeply: {'[' * 5000!r:.200}.",
+            id="nested-too-deeply",
+        ),
+    ],
+)
+def test_what_is_not_an_answer_document_is_refused(document: t.Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Reply.from_document(document)
+    assert (type(info.value), str(info.value)) == (ValueError, message)
+
+
+def test_a_reply_nested_too_deeply_is_refused_with_a_short_message() -> None:
+    """Not a RecursionError from showing it: repr() of it would recurse that deep."""
+    nested: list[t.Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(ValueError) as info:
+        Reply.from_client({"seq": nested})
+    assert str(info.value) == "Not a reply: its seq must be an int, not [[[[[[[[[...]]]]]]]]]."

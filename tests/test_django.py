@@ -14,6 +14,7 @@ import sys
 import typing as t
 import urllib.parse
 import urllib.request
+import warnings
 from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode
@@ -557,6 +558,25 @@ def test_wrap_reads_piggyback_settings(django_app: WSGIApplication) -> None:
         assert type(live.store).__name__ == "MemoryStore"
         assert "django.middleware.csrf.CsrfViewMiddleware" not in live.answerer.runner.middleware
         assert wrap(django_app, mount="/given").mount == "/given"
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        pytest.param({"lease_wait": 3}, {"PIGGYBACK_LOCK_WAIT": 1}, id="lease-wait-over-lock-wait"),
+        pytest.param({"lock_wait": 3}, {"PIGGYBACK_LEASE_WAIT": 1}, id="lock-wait-over-lease-wait"),
+        pytest.param({}, {"PIGGYBACK_LOCK_WAIT": 3}, id="setting-when-not-given"),
+    ],
+)
+def test_options_given_override_lease_wait_settings_under_either_name(
+    django_app: WSGIApplication, options: dict[str, t.Any], setting: dict[str, t.Any]
+) -> None:
+    """One option with two names: the keyword's wins, whichever name each uses."""
+    from django.test import override_settings
+
+    with override_settings(PIGGYBACK_STORE="memory:", **setting), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # lock_wait's, tested elsewhere
+        assert wrap(django_app, **options).options.lease_wait == 3
 
 
 def test_settings_are_checked_like_options(django_app: WSGIApplication) -> None:

@@ -9,6 +9,7 @@ import threading
 import typing as t
 import urllib.error
 import urllib.request
+import warnings
 import weakref
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -330,6 +331,38 @@ def test_config_overrides_options() -> None:
     assert middleware.mount == "/from-config"
     assert type(middleware.store) is MemoryStore
     assert middleware.store is not live.options["store"]
+
+
+@pytest.mark.parametrize(
+    ("options", "config"),
+    [
+        pytest.param({"lock_wait": 1}, {"PIGGYBACK_LEASE_WAIT": 3}, id="lease-wait-over-lock-wait"),
+        pytest.param({"lease_wait": 1}, {"PIGGYBACK_LOCK_WAIT": 3}, id="lock-wait-over-lease-wait"),
+        pytest.param({"lease_wait": 1}, {"PIGGYBACK_LEASE_WAIT": 3}, id="same-name"),
+    ],
+)
+def test_config_overrides_lease_wait_under_either_name(
+    options: dict[str, t.Any], config: dict[str, t.Any]
+) -> None:
+    """One option with two names: the config's wins, whichever name each uses."""
+    live = FlaskPiggyback(store=MemoryStore(), **options)
+    app = Flask("configured")
+    app.config.update(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # lock_wait's, tested elsewhere
+        live.init_app(app)
+    assert live.middleware(app).options.lease_wait == 3
+
+
+def test_both_names_of_lease_wait_in_the_config_are_refused() -> None:
+    live = FlaskPiggyback(store=MemoryStore(), lease_wait=1)
+    app = Flask("configured")
+    app.config.update(PIGGYBACK_LEASE_WAIT=3, PIGGYBACK_LOCK_WAIT=2)
+    with pytest.raises(OptionError) as raised:
+        live.init_app(app)
+    assert str(raised.value) == (
+        "The lock_wait option (2) is the old name of lease_wait (3): give only lease_wait."
+    )
 
 
 def test_config_reads_every_option_and_checks_them_together() -> None:

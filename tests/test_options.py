@@ -12,6 +12,7 @@ from piggyback import Piggyback
 from piggyback.exceptions import OptionError
 from piggyback.options import NAMES
 from piggyback.options import Options
+from piggyback.options import overlay
 from piggyback.options import SETTINGS
 from piggyback.registry import Registry
 from piggyback.stores.memory import MemoryStore
@@ -286,6 +287,82 @@ def test_lock_wait_is_the_deprecated_name_of_lease_wait() -> None:
     assert warned[0].filename == __file__  # the warning names the caller's line
     assert (live.options.lease_wait, live.options.lock_wait) == (0.5, None)
     assert live.answerer.lease_wait == 0.5
+
+
+@pytest.mark.parametrize(
+    ("given", "changes", "lease_wait"),
+    [
+        pytest.param({}, {"lease_wait": 2}, 2, id="lease-wait-over-default"),
+        pytest.param({"lease_wait": 3}, {"lease_wait": 2}, 2, id="lease-wait-over-lease-wait"),
+        pytest.param({"lease_wait": 3}, {"mount": "/live"}, 3, id="kept"),
+        pytest.param({}, {"mount": "/live"}, 5, id="default-kept"),
+    ],
+)
+def test_replace_with_lease_wait(
+    given: dict[str, t.Any], changes: dict[str, t.Any], lease_wait: float
+) -> None:
+    copy = dataclasses.replace(Options(store="memory:", **given), **changes)
+    assert (copy.lease_wait, copy.lock_wait) == (lease_wait, None)
+    # and a copy of the copy: what a checked Options carries never counts as given
+    assert dataclasses.replace(copy, lease_wait=1).lease_wait == 1
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param({}, id="over-default"),
+        pytest.param({"lease_wait": 3}, id="over-lease-wait"),
+    ],
+)
+def test_replace_with_lock_wait_sets_lease_wait_and_warns(given: dict[str, t.Any]) -> None:
+    """The name given to replace wins over the value the options carry."""
+    options = Options(store="memory:", **given)
+    with pytest.warns(DeprecationWarning, match="called lease_wait now") as warned:
+        copy = dataclasses.replace(options, lock_wait=2)
+    assert warned[0].filename == __file__  # the caller of replace, not dataclasses
+    assert (copy.lease_wait, copy.lock_wait) == (2, None)
+
+
+def test_replace_keeps_what_lock_wait_set() -> None:
+    with pytest.warns(DeprecationWarning):
+        options = Options(store="memory:", lock_wait=2)
+    assert dataclasses.replace(options, mount="/live").lease_wait == 2
+    assert dataclasses.replace(options, lease_wait=1).lease_wait == 1
+
+
+def test_replace_with_both_names_is_refused() -> None:
+    with pytest.raises(OptionError) as raised:
+        dataclasses.replace(Options(store="memory:"), lease_wait=1, lock_wait=2)
+    assert str(raised.value) == (
+        "The lock_wait option (2) is the old name of lease_wait (1): give only lease_wait."
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "over", "expected"),
+    [
+        pytest.param(
+            {"mount": "/a", "lease": 9}, {"mount": "/b"}, {"mount": "/b", "lease": 9}, id="wins"
+        ),
+        pytest.param({"lease_wait": 1}, {"lock_wait": 3}, {"lock_wait": 3}, id="old-name-wins"),
+        pytest.param({"lock_wait": 1}, {"lease_wait": 3}, {"lease_wait": 3}, id="new-name-wins"),
+        pytest.param({"lease_wait": 1}, {}, {"lease_wait": 1}, id="kept"),
+        # Both names in one source: kept both, for Options to refuse.
+        pytest.param(
+            {},
+            {"lease_wait": 1, "lock_wait": 2},
+            {"lease_wait": 1, "lock_wait": 2},
+            id="both-names-over",
+        ),
+        pytest.param(
+            {"lease_wait": 1, "lock_wait": 2}, {"lock_wait": 3}, {"lock_wait": 3}, id="both-under"
+        ),
+    ],
+)
+def test_overlay(
+    options: dict[str, t.Any], over: dict[str, t.Any], expected: dict[str, t.Any]
+) -> None:
+    assert overlay(options, over) == expected
 
 
 def test_a_store_url_is_opened_with_page_ttl() -> None:

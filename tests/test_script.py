@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from piggyback.script import answer_document
+from piggyback.script import CALL_PREFIX
+from piggyback.script import CALL_SUFFIX
+from piggyback.script import DOCUMENT_PREFIX
+from piggyback.script import DOCUMENT_SUFFIX
 from piggyback.script import literal
+from piggyback.script import read_answer_document
 
 
 @pytest.mark.parametrize(
@@ -238,3 +243,86 @@ def test_answer_document_refuses_what_is_not_json() -> None:
     with pytest.raises(TypeError) as info:
         answer_document({"seq": math.nan})
     assert str(info.value).startswith("{'seq': nan} cannot be written as a JavaScript literal: ")
+
+
+def test_read_answer_document_reads_what_answer_document_wrote() -> None:
+    reply = {"seq": 4, "batches": [{"seq": 4, "commands": [["text", "a", ")</script>\u2028"]]}]}
+    document, _ = answer_document(reply)
+    assert read_answer_document(document) == reply
+    assert read_answer_document(document.decode()) == reply
+
+
+def _document(carried: str) -> bytes:
+    return f"{DOCUMENT_PREFIX}{CALL_PREFIX}{carried}{CALL_SUFFIX}{DOCUMENT_SUFFIX}".encode()
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param(
+            12, "Not an answer document: it must be a str or bytes, not int.", id="not-text"
+        ),
+        pytest.param(
+            b"<p>Bad Gateway</p>",
+            "Not an answer document: no 'parent.piggyback.receive(' followed by ')</script>'"
+            " in '<p>Bad Gateway</p>'.",
+            id="no-receive",
+        ),
+        pytest.param(
+            ")</script>parent.piggyback.receive({})",
+            "Not an answer document: no 'parent.piggyback.receive(' followed by ')</script>'"
+            " in ')</script>parent.piggyback.receive({})'.",
+            id="end-before-receive",
+        ),
+        pytest.param(
+            _document('{"seq":1}') + b"\xff",
+            "Not an answer document: it is not UTF-8 ('utf-8' codec can't decode byte 0xff"
+            " in position 89: invalid start byte).",
+            id="not-utf8",
+        ),
+        pytest.param(
+            _document("{seq:1}"),
+            "Not an answer document: its reply is not JSON (Expecting property name enclosed"
+            " in double quotes: line 1 column 2 (char 1)): '{seq:1}'.",
+            id="not-json",
+        ),
+        # json.loads reads these three; JSON.parse, which the client uses, does not.
+        pytest.param(
+            _document('{"seq":NaN}'),
+            "Not an answer document: its reply is not JSON (NaN is not JSON): '{\"seq\":NaN}'.",
+            id="nan",
+        ),
+        pytest.param(
+            _document('{"seq":1,"poll":Infinity}'),
+            "Not an answer document: its reply is not JSON (Infinity is not JSON):"
+            ' \'{"seq":1,"poll":Infinity}\'.',
+            id="infinity",
+        ),
+        pytest.param(
+            _document('{"seq":-Infinity}'),
+            "Not an answer document: its reply is not JSON (-Infinity is not JSON):"
+            " '{\"seq\":-Infinity}'.",
+            id="minus-infinity",
+        ),
+        pytest.param(
+            _document("[1]"),
+            "Not an answer document: its reply is not a JSON object: [1].",
+            id="not-an-object",
+        ),
+    ],
+)
+def test_read_answer_document_refuses_what_is_not_one(document: t.Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        read_answer_document(document)
+    assert (type(info.value), str(info.value)) == (ValueError, message)
+
+
+def test_read_answer_document_refuses_a_reply_nested_too_deeply() -> None:
+    """json.loads raises RecursionError for it, which is no ValueError."""
+    carried = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ValueError) as info:
+        read_answer_document(_document(carried))
+    assert (
+        str(info.value)
+        == f"Not an answer document: its reply is nested too deeply: {carried!r:.200}."
+    )
