@@ -136,6 +136,12 @@ if take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now()) then return 1 end
 return 0
 """
 
+# KEYS: secret. ARGV: a new secret, stored only if there is none.
+_SECRET = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
 # KEYS: lease. ARGV: owner.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -191,6 +197,11 @@ append(KEYS[1], KEYS[2], ARGV[1], now(), tonumber(ARGV[2]))
 _JOIN = """
 join(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS: memberships. ARGV: group.
+_LEAVE = """
+redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
 
@@ -347,6 +358,7 @@ class RedisStore(Store):
         self._connections = _Connections(client)
         encoder = client.get_encoder()
         self._encoding = (encoder.encoding, encoder.encoding_errors)
+        self._secret_script = _Script(client, _SECRET)
         self._take_lease = _Script(client, _LUA_PRELUDE + _TAKE_LEASE)
         self._release = _Script(client, _RELEASE)
         self._load = _Script(client, _LUA_PRELUDE + _LOAD)
@@ -354,6 +366,7 @@ class RedisStore(Store):
         self._save = _Script(client, _LUA_PRELUDE + _SAVE)
         self._append = _Script(client, _LUA_PRELUDE + _APPEND)
         self._join = _Script(client, _LUA_PRELUDE + _JOIN)
+        self._leave = _Script(client, _LEAVE)
 
     @classmethod
     def from_url(
@@ -383,11 +396,7 @@ class RedisStore(Store):
 
     def secret(self) -> bytes:
         if self._secret is None:
-            key = self._key("secret")
-            self.client.set(key, secrets.token_hex(32), nx=True)
-            stored = self.client.get(key)
-            if stored is None:
-                raise RuntimeError(f"The secret at {key!r} was deleted while read.")
+            stored = self._call(self._secret_script, [self._key("secret")], [secrets.token_hex(32)])
             self._secret = bytes.fromhex(_text(stored))
         return self._secret
 
@@ -447,7 +456,7 @@ class RedisStore(Store):
         self._call(self._join, keys, [group, self._ttl])
 
     def leave(self, page_id: str, group: str) -> None:
-        self.client.hdel(self._key("member", page_id), group)
+        self._call(self._leave, [self._key("member", page_id)], [group])
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` made it; a client passed in is yours."""
