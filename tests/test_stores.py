@@ -97,9 +97,24 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend(lambda **o: RedisStore(client, **o), time.sleep)
 
 
+def _redis_bounded(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    # A pool of one connection: a store that kept it would fail its next call.
+    request.getfixturevalue("redis_client")  # an empty database
+    client = _pool_client(request.getfixturevalue("redis_url"), redis.BlockingConnectionPool, 1)
+    request.addfinalizer(client.connection_pool.disconnect)
+    return Backend(lambda **o: RedisStore(client, **o), time.sleep)
+
+
 MEMORY = pytest.param(_memory, id="memory")
 SQLITE = pytest.param(_sqlite, id="sqlite")
 REDIS = pytest.param(_redis, id="redis")
+REDIS_BOUNDED = pytest.param(_redis_bounded, id="redis-bounded")
+
+#: The bound of a pool without one: the store keeps its connections only there.
+UNBOUNDED = 2**31
+
+#: Makes a client on a pool of its own, of a class and bound.
+MakeClient = t.Callable[[type[redis.ConnectionPool], int], redis.Redis]
 
 
 @pytest.fixture(scope="session")
@@ -110,10 +125,34 @@ def redis_url() -> t.Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> t.Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    """A client on a pool without a bound, from which the store keeps connections."""
+    client = redis.Redis.from_url(redis_url, max_connections=UNBOUNDED)
     client.flushdb()
     yield client
     client.close()
+
+
+def _pool_client(
+    url: str, pool_class: type[redis.ConnectionPool], max_connections: int
+) -> redis.Redis:
+    """A client on a pool of its own; a blocking pool waits 2 s for a connection."""
+    options = {"timeout": 2} if issubclass(pool_class, redis.BlockingConnectionPool) else {}
+    pool = pool_class.from_url(url, max_connections=max_connections, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+@pytest.fixture
+def bounded_client(redis_client: redis.Redis, redis_url: str) -> t.Iterator[MakeClient]:
+    """Makes clients on pools of a class and bound, on an empty database."""
+    clients: list[redis.Redis] = []
+
+    def make(pool_class: type[redis.ConnectionPool], max_connections: int) -> redis.Redis:
+        clients.append(_pool_client(redis_url, pool_class, max_connections))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.connection_pool.disconnect()
 
 
 def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backend]:
@@ -123,7 +162,7 @@ def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backe
         store.close()
 
 
-@pytest.fixture(params=[MEMORY, SQLITE, REDIS])
+@pytest.fixture(params=[MEMORY, SQLITE, REDIS, REDIS_BOUNDED])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[Backend]:
     yield from _backend(request, tmp_path)
 
@@ -1379,7 +1418,7 @@ def test_redis_event_after_the_server_forgot_its_scripts(redis_client: redis.Red
 
 def test_redis_replaces_a_connection_the_server_closed(redis_url: str) -> None:
     # No retries: the store itself must notice that the connection it kept was closed.
-    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), max_connections=UNBOUNDED)
     store = RedisStore(client, prefix="closed:")
     commit(store, "p", PageRecord(seq=1))
     with redis.Redis.from_url(redis_url) as killer:
@@ -1428,7 +1467,86 @@ def test_redis_connections_are_shared_by_threads(redis_client: redis.Redis) -> N
         record, mail = store.load(page_id)
         assert record == PageRecord(seq=25)
         assert len(mail.inbox) == 25
-    assert len(store._connections._idle) <= len(pages)
+    assert 1 <= len(store._connections._idle) <= len(pages)
+
+
+@pytest.mark.parametrize(
+    ("pool_class", "max_connections", "kept"),
+    [
+        pytest.param(redis.ConnectionPool, UNBOUNDED, 1, id="unbounded"),
+        pytest.param(redis.ConnectionPool, 100, 0, id="bounded"),
+        pytest.param(redis.BlockingConnectionPool, 50, 0, id="blocking"),
+    ],
+)
+def test_redis_keeps_connections_only_from_a_pool_without_a_bound(
+    bounded_client: MakeClient,
+    pool_class: type[redis.ConnectionPool],
+    max_connections: int,
+    kept: int,
+) -> None:
+    store = RedisStore(bounded_client(pool_class, max_connections))
+    store.push("p", A)
+    assert len(store._connections._idle) == kept
+
+
+@pytest.mark.parametrize(
+    "pool_class",
+    [
+        pytest.param(redis.ConnectionPool, id="pool"),
+        pytest.param(redis.BlockingConnectionPool, id="blocking"),
+    ],
+)
+def test_redis_store_and_app_share_a_pool_of_one_connection(
+    bounded_client: MakeClient, pool_class: type[redis.ConnectionPool]
+) -> None:
+    client = bounded_client(pool_class, 1)
+    store = RedisStore(client)
+    store.push("p", A)
+    assert client.get("x") is None
+    store.join("p", "g")
+    store.leave("p", "g")
+    assert len(store.secret()) == 32
+    taken = store.begin("p", 60)
+    assert taken is not None
+    client.set("x", "1")
+    owner, _, mail = taken
+    assert mail == Mail(inbox=[(1, A)])
+    store.save("p", owner, Changes(record=PageRecord(seq=1), inbox_upto=1))
+    assert client.get("x") == b"1"
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+@pytest.mark.parametrize(
+    ("pool_class", "max_connections"),
+    [
+        # Each thread uses one connection at a time, for the store or for the app.
+        pytest.param(redis.ConnectionPool, 4, id="pool"),
+        # Fewer connections than threads: each waits for its turn.
+        pytest.param(redis.BlockingConnectionPool, 2, id="blocking"),
+    ],
+)
+def test_redis_threads_share_a_bounded_pool_with_the_app(
+    bounded_client: MakeClient, pool_class: type[redis.ConnectionPool], max_connections: int
+) -> None:
+    client = bounded_client(pool_class, max_connections)
+    store = RedisStore(client, prefix="threads:")
+    pages = [f"p{n}" for n in range(4)]
+
+    def events(page_id: str) -> None:
+        for seq in range(1, 26):
+            commit(store, page_id, PageRecord(seq=seq), pushes=[(page_id, A)])
+            client.incr(f"app:{page_id}")
+            store.join(page_id, "g")
+            store.leave(page_id, "g")
+
+    with ThreadPoolExecutor(len(pages)) as pool:
+        list(pool.map(events, pages))
+    for page_id in pages:
+        record, mail = store.load(page_id)
+        assert record == PageRecord(seq=25)
+        assert len(mail.inbox) == 25
+        assert client.get(f"app:{page_id}") == b"25"
+    assert store._connections._idle == []
 
 
 def test_redis_without_the_package_says_what_to_install(

@@ -136,6 +136,12 @@ if take_lease(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now()) then return 1 end
 return 0
 """
 
+# KEYS: secret. ARGV: a new secret, stored only if there is none.
+_SECRET = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
 # KEYS: lease. ARGV: owner.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -193,6 +199,11 @@ join(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
+# KEYS: memberships. ARGV: group.
+_LEAVE = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
 
 class _Script:
     """A Lua script, run by its SHA1 digest. A server that does not know it (restarted,
@@ -218,16 +229,28 @@ class _Script:
             return connection.read_response()
 
 
-class _Connections:
-    """Connections from a client's pool that a store keeps between its calls.
+#: The bound of a pool that has none: redis-py's default ``max_connections`` until it
+#: became 100.
+_UNBOUNDED = 2**31
 
-    Taking a connection from the pool costs more than most scripts do. A connection is
-    kept here only once a reply was read in full; one that failed goes back to the pool,
-    disconnected, and so does one the server closed meanwhile, found before it is used
-    (as the pool would). After a fork the child starts with none: those are the parent's.
+
+class _Connections:
+    """The connections from a client's pool that the store's scripts run on.
+
+    Taking a connection from the pool costs more than most scripts do, so from a pool
+    without a real bound the store keeps those it took between its calls, at most one per
+    thread using it at once. From a bounded pool, a ``BlockingConnectionPool`` included,
+    each goes back after its call, as redis-py does: one kept there would be a connection
+    the app's own commands, and the store's other threads, could not have.
+
+    A connection is kept only once a reply was read in full; one that failed goes back to
+    the pool, disconnected, and so does a kept one the server closed meanwhile, found
+    before it is used (as the pool would). After a fork the child starts with none kept:
+    those are the parent's.
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        from redis import BlockingConnectionPool
         from redis.exceptions import ConnectionError
 
         self.pool = client.connection_pool
@@ -236,10 +259,16 @@ class _Connections:
         name = inspect.signature(self.pool.get_connection).parameters.get("command_name")
         required = name is not None and name.default is inspect.Parameter.empty
         self._pool_args = ("EVALSHA",) if required else ()
+        bound = getattr(self.pool, "max_connections", 0)
+        blocking = isinstance(self.pool, BlockingConnectionPool)
+        #: Whether connections are kept between calls, not given back after each.
+        self.keeps = not blocking and isinstance(bound, int) and bound >= _UNBOUNDED
         self._idle: list[t.Any] = []
         self._pid = os.getpid()
 
     def take(self) -> t.Any:
+        if not self.keeps:
+            return self.pool.get_connection(*self._pool_args)
         if self._pid != os.getpid():
             self._idle, self._pid = [], os.getpid()
         try:
@@ -251,10 +280,15 @@ class _Connections:
             return self.pool.get_connection(*self._pool_args)
         return connection
 
-    def keep(self, connection: t.Any) -> None:
-        self._idle.append(connection)
+    def done(self, connection: t.Any) -> None:
+        """Keep or give back a connection whose reply was read in full."""
+        if self.keeps:
+            self._idle.append(connection)
+        else:
+            self.pool.release(connection)
 
     def give_back(self, connection: t.Any) -> None:
+        """Give back a connection in an unknown state, disconnected."""
         connection.disconnect()
         self.pool.release(connection)
 
@@ -320,9 +354,11 @@ class RedisStore(Store):
 
         store = RedisStore.from_url("redis://localhost:6379/0")
 
-    :param client: a ``redis.Redis`` client (``decode_responses`` either way). The store
-        keeps the connections it takes from the client's pool, at most one per thread
-        using it at once, instead of giving each back after every command.
+    :param client: a ``redis.Redis`` client (``decode_responses`` either way). From a
+        pool without a bound (``max_connections=2**31``, redis-py's default until it
+        became 100) the store keeps the connections it takes, at most one per thread
+        using it at once; from a bounded pool it gives each back after its call, as
+        redis-py does.
     :param prefix: put before every key, to share one database with other data.
     :param page_ttl: seconds after its last use that a page is forgotten.
     """
@@ -347,6 +383,7 @@ class RedisStore(Store):
         self._connections = _Connections(client)
         encoder = client.get_encoder()
         self._encoding = (encoder.encoding, encoder.encoding_errors)
+        self._secret_script = _Script(client, _SECRET)
         self._take_lease = _Script(client, _LUA_PRELUDE + _TAKE_LEASE)
         self._release = _Script(client, _RELEASE)
         self._load = _Script(client, _LUA_PRELUDE + _LOAD)
@@ -354,6 +391,7 @@ class RedisStore(Store):
         self._save = _Script(client, _LUA_PRELUDE + _SAVE)
         self._append = _Script(client, _LUA_PRELUDE + _APPEND)
         self._join = _Script(client, _LUA_PRELUDE + _JOIN)
+        self._leave = _Script(client, _LEAVE)
 
     @classmethod
     def from_url(
@@ -383,11 +421,7 @@ class RedisStore(Store):
 
     def secret(self) -> bytes:
         if self._secret is None:
-            key = self._key("secret")
-            self.client.set(key, secrets.token_hex(32), nx=True)
-            stored = self.client.get(key)
-            if stored is None:
-                raise RuntimeError(f"The secret at {key!r} was deleted while read.")
+            stored = self._call(self._secret_script, [self._key("secret")], [secrets.token_hex(32)])
             self._secret = bytes.fromhex(_text(stored))
         return self._secret
 
@@ -447,7 +481,7 @@ class RedisStore(Store):
         self._call(self._join, keys, [group, self._ttl])
 
     def leave(self, page_id: str, group: str) -> None:
-        self.client.hdel(self._key("member", page_id), group)
+        self._call(self._leave, [self._key("member", page_id)], [group])
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` made it; a client passed in is yours."""
@@ -456,8 +490,8 @@ class RedisStore(Store):
             self.client.close()
 
     def _call(self, script: _Script, keys: list[str], args: list[str | int]) -> t.Any:
-        """Run a script in one round trip, on a kept connection (see :class:`_Connections`)
-        and without redis-py's per-command machinery, which costs more than the script."""
+        """Run a script in one round trip, on a connection from :class:`_Connections` and
+        without redis-py's per-command machinery, which costs more than the script."""
         if self.client.connection is not None:
             return script.registered(keys=keys, args=args)
         parts = [str(len(keys)).encode(), *map(self._encode, keys), *map(self._encode, args)]
@@ -467,12 +501,12 @@ class RedisStore(Store):
                 lambda: script.run(connection, parts), lambda error: connection.disconnect()
             )
         except self._error:  # an error reply, read in full
-            self._connections.keep(connection)
+            self._connections.done(connection)
             raise
         except BaseException:
             self._connections.give_back(connection)
             raise
-        self._connections.keep(connection)
+        self._connections.done(connection)
         return reply
 
     def _encode(self, value: str | int) -> bytes:
