@@ -1489,6 +1489,16 @@ def test_redis_keeps_connections_only_from_a_pool_without_a_bound(
     assert len(store._connections._idle) == kept
 
 
+def test_redis_store_made_from_a_url_keeps_connections_of_its_own_pool(redis_url: str) -> None:
+    """Its pool is the store's alone (redis-py 8 bounds a default pool at 100)."""
+    store = RedisStore.from_url(redis_url, max_connections=100)
+    try:
+        store.push("p", A)
+        assert len(store._connections._idle) == 1
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     "pool_class",
     [

@@ -358,7 +358,7 @@ class RedisStore(Store):
         pool without a bound (``max_connections=2**31``, redis-py's default until it
         became 100) the store keeps the connections it takes, at most one per thread
         using it at once; from a bounded pool it gives each back after its call, as
-        redis-py does.
+        redis-py does. A store made by :meth:`from_url` owns its pool, and keeps them.
     :param prefix: put before every key, to share one database with other data.
     :param page_ttl: seconds after its last use that a page is forgotten.
     """
@@ -417,6 +417,11 @@ class RedisStore(Store):
             ) from e
         store = cls(redis.Redis.from_url(url, **options), prefix=prefix, page_ttl=page_ttl)
         store._owns_client = True
+        # Its pool is the store's alone: a kept connection is one no one else waits for,
+        # and the store never keeps more than it had in use at once.
+        store._connections.keeps = not isinstance(
+            store.client.connection_pool, redis.BlockingConnectionPool
+        )
         return store
 
     def secret(self) -> bytes:
