@@ -122,11 +122,16 @@ def wrap(
         if hasattr(settings, setting := f"PIGGYBACK_{name.upper()}")
     }
     options = overlay(from_settings, options)
-    middleware = options.pop("middleware", middleware)
-    skip_middleware = options.pop("skip_middleware", skip_middleware)
+    # Keywords given win over the settings, as for every other option.
+    middleware = _given(middleware, options.pop("middleware", None))
+    skip_middleware = _given(skip_middleware, options.pop("skip_middleware", None))
     runner = DjangoRunner(middleware, skip=skip_middleware or ())
     runner.middleware  # noqa: B018 - a wrong PIGGYBACK_SKIP_MIDDLEWARE fails here, not at an event
     return Piggyback(application, runner=runner, **options)
+
+
+def _given(keyword: t.Iterable[str] | None, setting: t.Any) -> t.Any:
+    return setting if keyword is None else keyword
 
 
 class DjangoRunner:

@@ -560,6 +560,18 @@ def test_wrap_reads_piggyback_settings(django_app: WSGIApplication) -> None:
         assert wrap(django_app, mount="/given").mount == "/given"
 
 
+def test_middleware_keywords_given_override_their_settings(django_app: WSGIApplication) -> None:
+    from django.test import override_settings
+
+    csrf = "django.middleware.csrf.CsrfViewMiddleware"
+    with override_settings(PIGGYBACK_STORE="memory:", PIGGYBACK_MIDDLEWARE=[csrf]):
+        assert wrap(django_app).answerer.runner.middleware == (csrf,)
+        assert wrap(django_app, middleware=[]).answerer.runner.middleware == ()
+    with override_settings(PIGGYBACK_STORE="memory:", PIGGYBACK_SKIP_MIDDLEWARE=[csrf]):
+        assert csrf not in wrap(django_app).answerer.runner.middleware
+        assert csrf in wrap(django_app, skip_middleware=[]).answerer.runner.middleware
+
+
 @pytest.mark.parametrize(
     ("options", "setting"),
     [
