@@ -17,6 +17,14 @@ from .script import literal
 
 Command = list[t.Any]
 
+
+def checked_commands(value: t.Any) -> list[Command] | None:
+    """``value`` if it is a list of commands (lists), else ``None``: damaged."""
+    if not isinstance(value, list) or not all(isinstance(c, list) for c in value):
+        return None
+    return value
+
+
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*\Z")
 _FUNCTION_PATH = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z", re.ASCII)
 _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "poster", "data"}

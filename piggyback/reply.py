@@ -17,6 +17,7 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+from .commands import checked_commands
 from .commands import Command
 from .script import read_answer_document
 
@@ -73,11 +74,9 @@ class Batch:
         ``None`` when ``data`` is not one: damaged."""
         if not isinstance(data, dict):
             return None
-        seq, commands = data.get("seq"), data.get("commands")
+        seq, commands = data.get("seq"), checked_commands(data.get("commands"))
         error, poll = data.get("error"), data.get("poll")
-        if type(seq) is not int or not isinstance(commands, list):
-            return None
-        if not all(isinstance(command, list) for command in commands):
+        if type(seq) is not int or commands is None:
             return None
         if not (error is None or isinstance(error, str)) or not (poll is None or _is_poll(poll)):
             return None

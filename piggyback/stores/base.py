@@ -42,6 +42,7 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+from ..commands import checked_commands as checked_commands
 from ..commands import Command as Command
 from ..exceptions import LeaseLost as LeaseLost
 from ..exceptions import LockLost as LockLost
@@ -272,13 +273,6 @@ def add_message(mail: Mail, messages: list[Message], number: int, text: str | by
         mail.damaged = True
     else:
         messages.append((number, commands))
-
-
-def checked_commands(value: t.Any) -> list[Command] | None:
-    """``value`` if it is a list of commands (lists), else ``None``: damaged."""
-    if not isinstance(value, list) or not all(isinstance(c, list) for c in value):
-        return None
-    return value
 
 
 def keep_oldest(mail: Mail, limit: int = READ_LIMIT) -> Mail:
