@@ -121,17 +121,13 @@ def wrap(
         for name in (*OPTIONS, "middleware", "skip_middleware")
         if hasattr(settings, setting := f"PIGGYBACK_{name.upper()}")
     }
-    options = overlay(from_settings, options)
-    # Keywords given win over the settings, as for every other option.
-    middleware = _given(middleware, options.pop("middleware", None))
-    skip_middleware = _given(skip_middleware, options.pop("skip_middleware", None))
-    runner = DjangoRunner(middleware, skip=skip_middleware or ())
+    given = {"middleware": middleware, "skip_middleware": skip_middleware}
+    options |= {name: value for name, value in given.items() if value is not None}
+    options = overlay(from_settings, options)  # what is given wins over the settings
+    middleware = options.pop("middleware", None)
+    runner = DjangoRunner(middleware, skip=options.pop("skip_middleware", None) or ())
     runner.middleware  # noqa: B018 - a wrong PIGGYBACK_SKIP_MIDDLEWARE fails here, not at an event
     return Piggyback(application, runner=runner, **options)
-
-
-def _given(keyword: t.Iterable[str] | None, setting: t.Any) -> t.Any:
-    return setting if keyword is None else keyword
 
 
 class DjangoRunner:
