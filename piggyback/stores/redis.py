@@ -260,11 +260,17 @@ class _Connections:
         required = name is not None and name.default is inspect.Parameter.empty
         self._pool_args = ("EVALSHA",) if required else ()
         bound = getattr(self.pool, "max_connections", 0)
-        blocking = isinstance(self.pool, BlockingConnectionPool)
+        self._blocking = isinstance(self.pool, BlockingConnectionPool)
         #: Whether connections are kept between calls, not given back after each.
-        self.keeps = not blocking and isinstance(bound, int) and bound >= _UNBOUNDED
+        self.keeps = not self._blocking and isinstance(bound, int) and bound >= _UNBOUNDED
         self._idle: list[t.Any] = []
         self._pid = os.getpid()
+
+    def own_pool(self) -> None:
+        """The pool is the store's alone: keep what was taken, whatever its bound (a kept
+        connection is one no one else waits for, and never more are kept than were in
+        use at once)."""
+        self.keeps = not self._blocking
 
     def take(self) -> t.Any:
         if not self.keeps:
@@ -417,11 +423,7 @@ class RedisStore(Store):
             ) from e
         store = cls(redis.Redis.from_url(url, **options), prefix=prefix, page_ttl=page_ttl)
         store._owns_client = True
-        # Its pool is the store's alone: a kept connection is one no one else waits for,
-        # and the store never keeps more than it had in use at once.
-        store._connections.keeps = not isinstance(
-            store.client.connection_pool, redis.BlockingConnectionPool
-        )
+        store._connections.own_pool()
         return store
 
     def secret(self) -> bytes:
