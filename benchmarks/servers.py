@@ -118,7 +118,7 @@ def start_gunicorn(
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:
-    """Wait until the server listens and all its workers are up."""
+    """Wait until the server listens, all its workers are up and one has answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -133,7 +133,12 @@ def wait_ready(server: Server, timeout: float = 60) -> None:
         ):
             listening = True
         if listening and len(server.working_pids()) >= max(server.workers, 1):
-            return
+            if not server.workers:
+                return
+            # gunicorn's socket listens before its workers have imported the app.
+            with contextlib.suppress(OSError):
+                http_get(server.url + "/")
+                return
         time.sleep(0.05)
     raise RuntimeError(f"The {server.name} server was not ready in {timeout} s; see {server.log}.")
 

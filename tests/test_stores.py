@@ -782,7 +782,6 @@ def test_every_store_sweeps_on_the_shared_interval(tmp_path: Path) -> None:
 def _count_rows(path: Path) -> dict[str, int]:
     counts = {
         "pages": "SELECT count(*) FROM pages",
-        "leases": "SELECT count(*) FROM pages WHERE owner IS NOT NULL",
         "messages": "SELECT count(*) FROM messages",
         "memberships": "SELECT count(*) FROM memberships",
     }
@@ -799,11 +798,10 @@ def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
         commit(store, f"p{n}", PageRecord(seq=1))
         store.push(f"p{n}", A)
         store.publish("g", B)
-    store.lock("crashed", 10)
+    store.lock("crashed", 10)  # a lease is no row: the lock file holds it
     store.lock("p0", 10)
     assert _count_rows(path) == {
-        "pages": 21,
-        "leases": 2,
+        "pages": 20,
         "messages": 40,
         "memberships": 20,
     }
@@ -811,7 +809,6 @@ def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
     store.push("fresh", C)
     assert _count_rows(path) == {
         "pages": 0,
-        "leases": 0,
         "messages": 1,
         "memberships": 0,
     }
@@ -842,7 +839,6 @@ def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
     store.push("p", A)  # and the sweep before it
     scans = []
     with contextlib.closing(sqlite3.connect(store.path)) as db:
-        db.create_function("piggyback_alive", 2, lambda pid, host: True)
         for sql in statements:
             if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
                 plan = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
@@ -881,7 +877,7 @@ def test_sqlite_plain_event_is_one_statement_to_begin_and_one_to_save(
     store = SQLiteStore(tmp_path / "store.sqlite3")
     commit(store, "p", PageRecord(seq=1))
     taken: list[t.Any] = []
-    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == ["INSERT"]
+    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == ["SELECT"]
     owner, record, mail = taken[0]
     assert (record, mail) == (PageRecord(seq=1), Mail())
     save = lambda: store.save("p", owner, Changes(record=PageRecord(seq=2)))  # noqa: E731
@@ -894,12 +890,13 @@ def test_sqlite_reads_mail_only_for_a_page_that_may_have_some(tmp_path: Path) ->
     store.push("p", A)
     taken: list[t.Any] = []
     assert _statements(store, lambda: taken.append(store.begin("p", 60))) == [
-        "INSERT",
+        "SELECT",
         "SELECT",
     ]
     assert taken[0][2] == Mail(inbox=[(1, A)])
     save = lambda: store.save("p", taken[0][0], Changes(record=PageRecord(), inbox_upto=1))  # noqa: E731
-    assert _statements(store, save) == ["BEGIN", "UPDATE", "DELETE", "COMMIT"]
+    # Its first save makes the row and touches the memberships with it.
+    assert _statements(store, save) == ["BEGIN", "INSERT", "DELETE", "UPDATE", "COMMIT"]
 
 
 def _hold_the_write_lock(path: Path, seconds: float) -> threading.Thread:
@@ -922,12 +919,14 @@ def test_sqlite_waits_while_another_connection_writes(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     store.push("p", A)
     holder = _hold_the_write_lock(path, 0.2)
-    started = time.monotonic()
-    taken = store.begin("p", 60)
-    assert time.monotonic() - started >= 0.15
-    holder.join()
+    taken = store.begin("p", 60)  # a read: it never waits for a writer
     assert taken is not None
     assert taken[2] == Mail(inbox=[(1, A)])
+    started = time.monotonic()
+    store.save("p", taken[0], Changes(record=PageRecord(seq=1), inbox_upto=1))
+    assert time.monotonic() - started >= 0.15
+    holder.join()
+    assert store.load("p") == (PageRecord(seq=1), Mail())
 
 
 def test_sqlite_gives_up_after_its_timeout(tmp_path: Path) -> None:
@@ -987,10 +986,39 @@ def test_sqlite_migrates_a_version_1_file(tmp_path: Path) -> None:
     store.push("p", B)
     assert store.load("p")[1].inbox == [(1, A), (3, B)]
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "leases" not in tables
     assert "pages_v1" not in tables
+
+
+def test_sqlite_migrates_a_version_2_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(_SCHEMA_V1)
+    SQLiteStore(path).load("p")  # version 1 to version 3; then back to version 2's pages
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            """
+            DROP TABLE pages;
+            CREATE TABLE pages (id TEXT PRIMARY KEY, record TEXT, touched REAL NOT NULL,
+                owner TEXT, pid INTEGER, host TEXT, expires REAL);
+            CREATE INDEX pages_touched ON pages (touched);
+            INSERT INTO pages VALUES ('p', '{"seq":2,"state":{},"batches":[]}', 1000000,
+                'old', 1, 'elsewhere', 9999999999);
+            PRAGMA user_version = 2;
+            """
+        )
+    store = SQLiteStore(path, clock=Clock())
+    taken = store.begin("p", 60)  # leases held before are dropped
+    assert taken is not None
+    assert taken[1] == PageRecord(seq=2)
+    store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
+    assert store.load("p")[0] == PageRecord(seq=3)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(pages)")]
+    assert columns == ["id", "record", "touched", "fence"]
 
 
 def test_sqlite_refuses_a_file_of_a_newer_release(tmp_path: Path) -> None:

@@ -1,13 +1,17 @@
 """The default store: one SQLite file shared by every process and thread on a machine.
 
-A page's lease lives on its row, beside its record, so an event's start (take the lease,
-read the record, see whether mail waits) is one statement and its end (release the lease,
-write the record) is one more, with a short transaction only when the event also moves
-mail, memberships or sends. No transaction is open while a handler runs: the lease is
-what serializes a page's events. Connections are opened lazily, one per process and
-thread (or greenlet, under gevent); one thread of a process writes at a time, and each
-store checkpoints the write-ahead log at its first write and after every
-:data:`CHECKPOINT_EVERY` more (SQLite's own checkpoints are a backstop: see ``_connect``).
+A page's lease is a kernel lock in a lock file beside the database
+(:mod:`piggyback.stores.file_lease`), never a database write, so an event's start (take
+the lease, read the record, see whether mail waits) is one read, from a WAL snapshot,
+and its end (write the record) is one write, with a short transaction only when the
+event also moves mail, memberships or sends. No transaction is open while a handler
+runs: the lease is what serializes a page's events, and each page's row carries a fence
+number, which every save checks and moves on and every take-over of a lease past its
+time moves on, so that a holder who lost its lease writes nothing. Connections are
+opened lazily, one per process and thread (or greenlet, under gevent); one thread of a
+process writes at a time, and each store checkpoints the write-ahead log at its first
+write and after every :data:`CHECKPOINT_EVERY` more (SQLite's own checkpoints are a
+backstop: see ``_connect``).
 
 What the store relies on:
 
@@ -35,8 +39,10 @@ What the store relies on:
   using the store: a parent forked in the middle of another thread's transaction
   leaves its child unable to use the store.
 
-Schema version 2 moved the leases onto the pages' rows; a version 1 file is migrated on
-first use (its pages, mail and secret are kept; leases held at that moment are dropped).
+Schema version 2 moved the leases onto the pages' rows; version 3 moved them into the
+lock file and gave each row a fence number. An older file is migrated on first use (its
+pages, mail and secret are kept; leases held at that moment are dropped). The lock file
+(``<file>-lease``) must not be deleted while the store is in use either.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ import contextlib
 import os
 import random
 import secrets
-import socket
 import sqlite3
 import stat
 import threading
@@ -67,27 +72,27 @@ from .base import PageRecord
 from .base import READ_LIMIT
 from .base import Store
 from .base import sweep_interval
+from .file_lease import Held
+from .file_lease import lease_file
+from .file_lease import LeaseFile
 
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS secret (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         key BLOB NOT NULL
     )""",
-    # A row may carry a lease and no record yet: a page's first event is running.
-    # owner is NULL when nobody holds the lease.
+    # A row may carry a fence and no record yet: a lease was taken over before the
+    # page's first save.
     """CREATE TABLE IF NOT EXISTS pages (
         id TEXT PRIMARY KEY,
         record TEXT,
         touched REAL NOT NULL,
-        owner TEXT,
-        pid INTEGER,
-        host TEXT,
-        expires REAL
+        fence INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS pages_touched ON pages (touched)",
     # Inboxes and group logs share one id sequence, so a page receives both in send
@@ -121,6 +126,12 @@ _FROM_V1 = (
     "DROP TABLE pages_v1",
 )
 
+# Version 2 kept leases on the pages' rows.
+_FROM_V2 = (
+    "ALTER TABLE pages ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",
+    *(f"ALTER TABLE pages DROP COLUMN {column}" for column in ("owner", "pid", "host", "expires")),
+)
+
 # Whether mail may wait for the page: two index lookups, so that the mail query runs
 # only for pages that have an inbox or a membership.
 _MAY_HAVE_MAIL = """
@@ -128,19 +139,20 @@ _MAY_HAVE_MAIL = """
     OR EXISTS (SELECT 1 FROM memberships WHERE page_id = :page_id)
 """
 
-# Takes the lease of a page that is free, whose lease ran out or whose owner died, and
-# returns the record, when it was written and whether mail may wait; returns no row when
-# a live owner holds it. A page's first lease makes its row. (RETURNING gives plain
-# columns: SQLite 3.40 compares the row's own columns wrongly there, e.g. a REAL column
-# with a number, in a table whose primary key is TEXT.)
-_TAKE_LEASE = f"""
-INSERT INTO pages (id, touched, owner, pid, host, expires)
-VALUES (:page_id, :now, :owner, :pid, :host, :expires)
-ON CONFLICT (id) DO UPDATE
-    SET owner = :owner, pid = :pid, host = :host, expires = :expires
-    WHERE pages.owner IS NULL OR pages.expires <= :now
-        OR NOT piggyback_alive(pages.pid, pages.host)
-RETURNING record, touched, {_MAY_HAVE_MAIL}
+# What an event reads under its lease: the record, when it was written, the fence, and
+# whether mail may wait; one row, with NULLs for a page that has none yet.
+_READ = f"""
+SELECT pages.record, pages.touched, pages.fence, {_MAY_HAVE_MAIL}
+FROM (SELECT 1) LEFT JOIN pages ON pages.id = :page_id
+"""
+
+# Fences out the holder of a lease that ran out, and reads as _READ does. (RETURNING
+# gives plain columns: SQLite 3.40 compares the row's own columns wrongly there, e.g. a
+# REAL column with a number, in a table whose primary key is TEXT.)
+_TAKE_OVER = f"""
+INSERT INTO pages (id, touched, fence) VALUES (:page_id, :now, 1)
+ON CONFLICT (id) DO UPDATE SET fence = pages.fence + 1
+RETURNING record, touched, fence, {_MAY_HAVE_MAIL}
 """
 
 # The ids of the oldest waiting messages, at most :limit of them: the inbox's, and each
@@ -188,27 +200,20 @@ WHERE id = :page_id AND touched >= :cutoff AND record IS NOT NULL
 UNION ALL {_MAIL_ROWS} ORDER BY 3
 """
 
-# Whether any of the page's live memberships is due to be touched.
-_MEMBERSHIPS_DUE = """
-EXISTS (
-    SELECT 1 FROM memberships
-    WHERE page_id = :page_id AND touched >= :cutoff AND touched < :due
-)
+# Writes the record and moves the fence on; changes no row when the fence moved since
+# the lease was taken.
+_SAVE = """
+UPDATE pages SET record = :record, fence = :fence + 1
+WHERE id = :page_id AND fence = :fence
 """
 
-# Writes the record and releases the lease of a row touched lately; no row when
-# ``owner`` no longer holds the lease, or the row is due to be touched.
-_SAVE = f"""
-UPDATE pages SET record = :record, owner = NULL
-WHERE id = :page_id AND owner = :owner AND touched >= :due
-RETURNING {_MEMBERSHIPS_DUE}
-"""
-
-# The same, touching the row; no row when ``owner`` no longer holds the lease.
-_SAVE_AND_TOUCH = f"""
-UPDATE pages SET record = :record, owner = NULL, touched = :now
-WHERE id = :page_id AND owner = :owner
-RETURNING {_MEMBERSHIPS_DUE}
+# The same, touching the row, or making it; changes no row when the fence moved. The
+# page's memberships are touched with it (_TOUCH), so they stay as alive as the page.
+_SAVE_AND_TOUCH = """
+INSERT INTO pages (id, record, touched, fence)
+VALUES (:page_id, :record, :now, :fence + 1)
+ON CONFLICT (id) DO UPDATE SET record = :record, touched = :now, fence = :fence + 1
+WHERE pages.fence = :fence
 """
 
 # Keeps the page's memberships alive, except those that expired already.
@@ -240,36 +245,10 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 _APPEND = "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)"
 
 _SWEEP = (
-    "DELETE FROM pages WHERE touched < :cutoff AND (owner IS NULL OR expires < :cutoff)",
+    "DELETE FROM pages WHERE touched < :cutoff",
     "DELETE FROM messages WHERE created < :cutoff",
     "DELETE FROM memberships WHERE touched < :cutoff",
 )
-
-
-def _host() -> str:
-    # A pid means something only within one pid namespace on one machine; two
-    # containers sharing the file on a volume must not judge each other's pids.
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()} {namespace}"
-
-
-_HOST = _host()
-
-
-def _alive(pid: int, host: str) -> bool:
-    """Whether the process that took a lease may still be running."""
-    if host != _HOST:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _new_owner() -> str:
@@ -469,6 +448,7 @@ class SQLiteStore(Store):
         page_ttl = checked_page_ttl(page_ttl)
         # Absolute, so that a later chdir cannot point a connection at another file.
         self._file = os.path.abspath(self.path)
+        self._lease_path = f"{self._file}-lease"
         self._private = False  # the file's mode is checked once, at the first connection
         self.page_ttl = page_ttl
         self.timeout = timeout
@@ -496,34 +476,29 @@ class SQLiteStore(Store):
         return self._secret
 
     def lock(self, page_id: str, lease: float) -> str | None:
-        owner = _new_owner()
-        with self._writing() as db:
-            if self._take_lease(db, page_id, owner, lease) is None:
-                return None
+        taken = self._take(page_id, lease)
+        if taken is None:
+            return None
+        owner, _, _, _ = taken
         return owner
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
-        owner = _new_owner()
-        with self._writing() as db:
-            taken = self._take_lease(db, page_id, owner, lease)
+        taken = self._take(page_id, lease)
         if taken is None:
             return None
-        text, touched, may_have_mail = taken
-        record = self._unexpired(text, touched)
-        if not may_have_mail:
-            return owner, record, Mail()
+        owner, text, touched, may_have_mail = taken
         try:
+            record = self._unexpired(text, touched)
+            if not may_have_mail:
+                return owner, record, Mail()
             # The lease keeps the record as it was; mail arriving meanwhile waits.
-            return owner, record, self._mail(db, page_id)
+            return owner, record, self._mail(self._db(), page_id)
         except BaseException:
             self.unlock(page_id, owner)
             raise
 
     def unlock(self, page_id: str, owner: str) -> None:
-        with self._writing() as db:
-            self._execute(
-                db, "UPDATE pages SET owner = NULL WHERE id = ? AND owner = ?", (page_id, owner)
-            )
+        self._leases().release(page_id, owner)
 
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         params = {"page_id": page_id, "cutoff": self._clock() - self.page_ttl, **_LIMIT}
@@ -536,19 +511,38 @@ class SQLiteStore(Store):
         return (None if text is None else load_record(text)), mail
 
     def save(self, page_id: str, owner: str, changes: Changes) -> None:
+        leases = self._leases()
+        held = leases.holder(page_id, owner)
+        if held is None:
+            raise LeaseLost(page_id)
+        try:
+            self._write(page_id, held, changes)
+        except LeaseLost:
+            leases.release(page_id, owner)
+            raise
+        leases.release(page_id, owner)
+
+    def _write(self, page_id: str, held: Held, changes: Changes) -> None:
+        """Commit ``changes`` if the page's fence is still the one ``held`` read.
+
+        :raise LeaseLost: it moved on: nothing was written.
+        """
         now = self._clock()
         record = dump_record(changes.record)
-        params = {"page_id": page_id, "owner": owner, "record": record, **self._times(now)}
+        times = self._times(now)
+        params = {"page_id": page_id, "fence": held.fence, "record": record, **times}
+        touch = not held.fence or held.touched < times["due"]  # see _times
         if not _moves_mail(changes):
             # The usual event: one statement, its own transaction.
             with self._writing() as db:
-                if self._save_record(db, params):
+                self._save_record(db, params, touch)
+                if touch:
                     self._execute(db, _TOUCH, params)
             return
         sends = [("page", p, dumps(c), now) for p, c in changes.pushes]
         sends += [("group", g, dumps(c), now) for g, c in changes.publishes]
         with self._writing() as db, self._transaction(db):
-            touch = self._save_record(db, params)
+            self._save_record(db, params, touch)
             if changes.inbox_upto:
                 db.execute(
                     "DELETE FROM messages WHERE kind = 'page' AND name = ? AND id <= ?",
@@ -583,22 +577,34 @@ class SQLiteStore(Store):
             if db.pid == os.getpid():
                 db.close()
 
-    def _take_lease(
-        self, db: _Connection, page_id: str, owner: str, lease: float
-    ) -> tuple[str | None, float, int] | None:
-        """Take the lease: the record, when it was written, whether mail may wait."""
+    def _take(self, page_id: str, lease: float) -> tuple[str, str | None, float, int] | None:
+        """Take the lease: the owner, the record, when it was written, whether mail
+        may wait; ``None`` while a live holder keeps it."""
+        db = self._db()  # first: it makes the directory the lock file is in
+        owner = _new_owner()
         now = self._clock()
-        params = {
-            "page_id": page_id,
-            "owner": owner,
-            "pid": os.getpid(),
-            "host": _HOST,
-            "now": now,
-            "expires": now + lease,
-        }
-        row: tuple[str | None, float, int] | None
-        row = self._execute(db, _TAKE_LEASE, params).fetchone()
-        return row
+        leases = self._leases()
+        held = leases.take(page_id, owner, now, now + lease)
+        if held is None:
+            return None
+        try:
+            params = {"page_id": page_id, "now": now}
+            if held.took_over:
+                with self._writing() as writer:
+                    row = self._execute(writer, _TAKE_OVER, params).fetchone()
+            else:
+                row = self._execute(db, _READ, params).fetchone()
+            text, touched, fence, may_have_mail = row
+        except BaseException:
+            leases.release(page_id, owner)
+            raise
+        held.fence = fence or 0
+        held.touched = touched or 0.0
+        return owner, text, now if touched is None else touched, may_have_mail
+
+    def _leases(self) -> LeaseFile:
+        """This process's leases on the file's pages."""
+        return lease_file(self._lease_path)
 
     def _unexpired(self, text: str | None, touched: float) -> PageRecord | None:
         """The record on a page's row, unless it expired or the row has none yet."""
@@ -619,17 +625,13 @@ class SQLiteStore(Store):
         """
         return {"now": now, "cutoff": now - self.page_ttl, "due": now - self.page_ttl / 100}
 
-    def _save_record(self, db: _Connection, params: dict[str, t.Any]) -> bool:
-        """Write the record and release the lease; whether memberships are due a touch.
+    def _save_record(self, db: _Connection, params: dict[str, t.Any], touch: bool) -> None:
+        """Write the record and move the fence on; touching the row makes it if need be.
 
-        :raise LeaseLost: ``params["owner"]`` no longer holds the lease.
+        :raise LeaseLost: the fence moved on since the lease was taken.
         """
-        row = self._execute(db, _SAVE, params).fetchone()
-        if row is None:
-            row = self._execute(db, _SAVE_AND_TOUCH, params).fetchone()
-        if row is None:
+        if self._execute(db, _SAVE_AND_TOUCH if touch else _SAVE, params).rowcount != 1:
             raise LeaseLost(params["page_id"])
-        return bool(row[0])
 
     def _update_memberships(
         self, db: _Connection, params: dict[str, t.Any], changes: Changes, touch: bool
@@ -747,7 +749,6 @@ class SQLiteStore(Store):
             factory=_Connection,
         )
         _OPENED.add(db)
-        db.create_function("piggyback_alive", 2, _alive)
         self._use_wal(db)
         # In WAL mode NORMAL can lose the last commits on power loss, never corrupt.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -796,6 +797,8 @@ class SQLiteStore(Store):
             return _SCHEMA
         if version == 1:
             return _FROM_V1
+        if version == 2:
+            return _FROM_V2
         raise RuntimeError(
             f"{self.path!r} has schema version {version}, newer than this piggyback's"
             f" ({_SCHEMA_VERSION}): it was written by a newer release. Upgrade"

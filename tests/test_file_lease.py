@@ -1,0 +1,305 @@
+"""The SQLite store's leases: kernel locks in a lock file, fenced on the pages' rows.
+
+Other processes are real ones (``python -c``), driven line by line over their standard
+input and output; a killed holder is killed with SIGKILL. Time past a lease is a clock
+handed to each store, never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from piggyback.stores.base import Changes
+from piggyback.stores.base import LeaseLost
+from piggyback.stores.base import Mail
+from piggyback.stores.base import PageRecord
+from piggyback.stores.sqlite import SQLiteStore
+
+from .servers import ROOT
+
+# Takes page p's lease for argv[2] seconds on a clock stopped at argv[3], says "held"
+# (or "busy"), then on each line of input saves the next record and says "saved" or
+# "lost".
+_HOLDER = """
+import sys
+from piggyback.stores.base import Changes, LeaseLost, PageRecord
+from piggyback.stores.sqlite import SQLiteStore
+path, lease, now = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+store = SQLiteStore(path, clock=lambda: now)
+owner = store.lock("p", lease)
+print("held" if owner else "busy", flush=True)
+sys.stdin.readline()
+try:
+    store.save("p", owner, Changes(record=PageRecord(seq=1, state={"by": "holder"})))
+except LeaseLost:
+    print("lost", flush=True)
+else:
+    print("saved", flush=True)
+sys.stdin.readline()
+"""
+
+# Under gevent: one greenlet waits for page p's lease (held by another process) while
+# another counts its own turns; says "ticking" once it has had 20 turns meanwhile, then
+# "got <seq>" once the waiter has the lease.
+_GREEN_WAITER = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from piggyback.lease import lease
+from piggyback.stores.base import Changes, PageRecord
+from piggyback.stores.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+got = []
+def wait():
+    with lease(store, "p", wait=120) as held:
+        got.append(held.record.seq)
+        held.save(Changes(record=PageRecord(seq=2)))
+def tick():
+    for _ in range(20):
+        gevent.sleep(0.005)
+    print("ticking" if not got else "too late", flush=True)
+gevent.joinall([gevent.spawn(wait), gevent.spawn(tick)], raise_error=True)
+print(f"got {got[0]}", flush=True)
+"""
+
+
+class _Process:
+    """A ``python -c`` child, told what to do one line at a time."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self._lines.put(line.strip())
+
+    def line(self) -> str:
+        """Its next line of output; a child stuck for a minute fails the test."""
+        try:
+            return self._lines.get(timeout=60)
+        except queue.Empty:
+            pytest.fail("the child process said nothing for 60 s")
+
+    def tell(self) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write("\n")
+        self.popen.stdin.flush()
+
+    def end(self) -> int:
+        """Its exit status, once it has exited (its input closed)."""
+        self._close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self._close()
+
+    def _close(self) -> None:
+        assert self.popen.stdin is not None and self.popen.stdout is not None
+        self.popen.stdin.close()
+        self.popen.wait(60)
+        self._reader.join(60)
+        self.popen.stdout.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "store.sqlite3")
+
+
+@pytest.fixture
+def processes() -> t.Iterator[list[_Process]]:
+    started: list[_Process] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def _commit(store: SQLiteStore, record: PageRecord) -> None:
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.save("p", owner, Changes(record=record))
+
+
+def _holder(
+    processes: list[_Process], path: str, lease: float = 3600, now: float | None = None
+) -> _Process:
+    now = time.time() if now is None else now
+    holder = _Process(_HOLDER, path, str(lease), str(now))
+    processes.append(holder)
+    assert holder.line() == "held"
+    return holder
+
+
+def test_the_lease_excludes_another_process(path: str, processes: list[_Process]) -> None:
+    SQLiteStore(path).push("p", [["text", "a", "1"]])
+    store = SQLiteStore(path)
+    holder = _holder(processes, path)
+    assert store.lock("p", 60) is None
+    assert store.begin("p", 60) is None
+    assert store.lock("q", 60) is not None  # another page is free
+    holder.tell()
+    assert holder.line() == "saved"
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1] == PageRecord(seq=1, state={"by": "holder"})
+
+
+def test_the_lease_of_a_killed_holder_is_taken_at_once(
+    path: str, processes: list[_Process]
+) -> None:
+    store = SQLiteStore(path)
+    holder = _holder(processes, path, lease=3600)
+    assert store.lock("p", 60) is None
+    holder.popen.kill()  # SIGKILL: the holder gives nothing back
+    holder.popen.wait(60)
+    taken = store.begin("p", 60)  # one try: no waiting, no lease running out
+    assert taken is not None
+    assert taken[1:] == (None, Mail())
+
+
+def test_a_lease_past_its_time_in_another_process_is_taken_over(
+    path: str, processes: list[_Process]
+) -> None:
+    now = time.time()
+    store = SQLiteStore(path, clock=lambda: now + 60)
+    _commit(store, PageRecord(seq=1))
+    holder = _holder(processes, path, lease=10, now=now)  # alive, and 50 s past its time
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1] == PageRecord(seq=1)
+    assert store.lock("p", 60) is None  # the taker holds it now
+    holder.tell()
+    assert holder.line() == "lost"
+    assert store.load("p") == (PageRecord(seq=1), Mail())  # the old holder wrote nothing
+    store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+    holder.tell()
+    assert holder.end() == 0
+    assert store.lock("p", 60) is not None
+
+
+def test_a_lease_not_past_its_time_in_another_process_is_not_taken(
+    path: str, processes: list[_Process]
+) -> None:
+    now = time.time()
+    store = SQLiteStore(path, clock=lambda: now + 5)
+    holder = _holder(processes, path, lease=10, now=now)
+    assert store.begin("p", 60) is None
+    holder.tell()
+    assert holder.line() == "saved"
+
+
+def _in_thread(run: t.Callable[[], t.Any]) -> t.Any:
+    """What ``run`` returns or raises, run in a thread of its own."""
+    result: list[t.Any] = []
+
+    def target() -> None:
+        try:
+            result.append(run())
+        except BaseException as e:  # raised again in the caller's thread
+            result.append(e)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def test_the_lease_excludes_another_thread(path: str) -> None:
+    store = SQLiteStore(path)
+    owner = _in_thread(lambda: store.lock("p", 60))
+    assert owner is not None
+    assert store.lock("p", 60) is None
+    assert SQLiteStore(path).lock("p", 60) is None  # another store on the file too
+    _in_thread(lambda: store.save("p", owner, Changes(record=PageRecord(seq=1))))
+    assert store.lock("p", 60) is not None
+
+
+def test_a_thread_past_its_time_loses_the_lease_and_writes_nothing(path: str) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    _commit(store, PageRecord(seq=1))
+    stale = _in_thread(lambda: store.lock("p", 10))
+    clock[0] += 60
+    taken = store.begin("p", 60)
+    assert taken is not None
+    with pytest.raises(LeaseLost):
+        _in_thread(lambda: store.save("p", stale, Changes(record=PageRecord(seq=9))))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    assert store.lock("p", 60) is None  # the old holder's loss left the taker's lease
+    store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_a_page_saved_meanwhile_fences_out_a_stale_owner(path: str) -> None:
+    """Safety does not rest on the lock: a save checks the fence it began with."""
+    store = SQLiteStore(path)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    owner = store.lock("p", 60)
+    assert owner is not None
+    held = store._leases().holder("p", owner)  # white box: this process's lease
+    assert held is not None
+    held.fence -= 1  # as if another holder had saved since this one began
+    with pytest.raises(LeaseLost):
+        store.save("p", owner, Changes(record=PageRecord(seq=9)))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    assert store.lock("p", 60) is not None  # the lost lease was given back
+
+
+def test_under_gevent_waiting_for_a_lease_blocks_no_greenlet(
+    path: str, processes: list[_Process]
+) -> None:
+    pytest.importorskip("gevent")
+    holder = _holder(processes, path)
+    waiter = _Process(_GREEN_WAITER, path)
+    processes.append(waiter)
+    assert waiter.line() == "ticking"  # the other greenlet ran while the lease was busy
+    holder.tell()
+    assert holder.line() == "saved"
+    assert waiter.line() == "got 1"  # the waiter got the lease once the holder saved
+    assert waiter.end() == 0
+    assert SQLiteStore(path).load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_a_forked_child_takes_leases_of_its_own(path: str) -> None:
+    store = SQLiteStore(path)
+    owner = store.lock("p", 60)  # held by the parent across the fork
+    assert owner is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        busy = store.lock("p", 60) is None
+        free = store.lock("q", 60) is not None
+        os.write(write, b"ok" if busy and free else b"no")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 2) == b"ok"
+    os.close(read)
+    os.waitpid(pid, 0)
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    assert store.lock("q", 60) is not None  # the child's lease ended with it
