@@ -1,12 +1,12 @@
 """The SQLite store's leases across processes, threads and greenlets, for real.
 
-Whatever holds a lease (a row today; issue 15 asks for a kernel lock and one write per
-event), these hold: the lease excludes another process and another thread, a holder
-killed with SIGKILL leaves it free at once, a lease past its time is taken over and its
-old holder's save raises ``LeaseLost`` and writes nothing, and under gevent waiting for
-a lease blocks no other greenlet. Other processes are real ones (``python -c``), driven
-line by line over their standard input and output. Time past a lease is a clock handed
-to each store, never a sleep.
+Whatever holds a lease (a kernel lock in ``<file>-lease`` since schema 3), these hold:
+the lease excludes another process and another thread, a holder killed with SIGKILL
+leaves it free at once, a lease past its time is taken over and its old holder's save
+raises ``LeaseLost`` and writes nothing, and under gevent waiting for a lease blocks no
+other greenlet. Other processes are real ones (``python -c``), driven line by line over
+their standard input and output. Time past a lease is a clock handed to each store,
+never a sleep.
 """
 
 from __future__ import annotations
@@ -256,6 +256,23 @@ def test_a_thread_past_its_time_loses_the_lease_and_writes_nothing(path: str) ->
     assert store.lock("p", 60) is None  # the old holder's loss left the taker's lease
     store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
     assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_a_page_saved_meanwhile_fences_out_a_stale_owner(path: str) -> None:
+    """Safety does not rest on the lock: a save checks the fence it began with."""
+    store = SQLiteStore(path)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    owner = store.lock("p", 60)
+    assert owner is not None
+    held = store._leases().holder("p", owner)  # white box: this process's lease
+    assert held is not None
+    held.fence -= 1  # as if another holder had saved since this one began
+    with pytest.raises(LeaseLost):
+        store.save("p", owner, Changes(record=PageRecord(seq=9)))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    assert store.lock("p", 60) is not None  # the lost lease was given back
 
 
 def test_under_gevent_waiting_for_a_lease_blocks_no_greenlet(
