@@ -2,9 +2,10 @@
 
 Whatever holds a lease (a kernel lock in ``<file>-lease`` since schema 3), these hold:
 the lease excludes another process and another thread, a holder killed with SIGKILL
-leaves it free at once, a lease past its time is taken over and its old holder's save
-raises ``LeaseLost`` and writes nothing, and under gevent waiting for a lease blocks no
-other greenlet. Other processes are real ones (``python -c``), driven line by line over
+leaves it free at once, a lease past its time is taken over by another thread of its
+process and its old holder's save raises ``LeaseLost`` and writes nothing (another
+process waits for the holder to let go or die), and under gevent waiting for a lease
+blocks no other greenlet. Other processes are real ones (``python -c``), driven line by line over
 their standard input and output. Time past a lease is a clock handed to each store,
 never a sleep.
 """
@@ -49,6 +50,13 @@ except LeaseLost:
 else:
     print("saved", flush=True)
 sys.stdin.readline()
+"""
+
+# Tries page p's lease once and says "held" or "busy".
+_PROBE = """
+import sys
+from piggyback.stores.sqlite import SQLiteStore
+print("held" if SQLiteStore(sys.argv[1]).lock("p", 3600) else "busy", flush=True)
 """
 
 # Under gevent: one greenlet waits for page p's lease (held by another process) while
@@ -182,36 +190,31 @@ def test_the_lease_of_a_killed_holder_is_taken_at_once(
     assert taken[1:] == (None, Mail())
 
 
-def test_a_lease_past_its_time_in_another_process_is_taken_over(
-    path: str, processes: list[_Process]
-) -> None:
+def test_a_live_process_keeps_its_lease_past_its_time(path: str, processes: list[_Process]) -> None:
+    """Only the holder's own process may take over a lease past its time (it holds the
+    kernel lock); another waits until the holder lets go or dies."""
     now = time.time()
     store = SQLiteStore(path, clock=lambda: now + 60)
     _commit(store, PageRecord(seq=1))
     holder = _holder(processes, path, lease=10, now=now)  # alive, and 50 s past its time
-    taken = store.begin("p", 60)
-    assert taken is not None
-    assert taken[1] == PageRecord(seq=1)
-    assert store.lock("p", 60) is None  # the taker holds it now
-    holder.tell()
-    assert holder.line() == "lost"
-    assert store.load("p") == (PageRecord(seq=1), Mail())  # the old holder wrote nothing
-    store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
-    assert store.load("p") == (PageRecord(seq=2), Mail())
-    holder.tell()
-    assert holder.end() == 0
-    assert store.lock("p", 60) is not None
-
-
-def test_a_lease_not_past_its_time_in_another_process_is_not_taken(
-    path: str, processes: list[_Process]
-) -> None:
-    now = time.time()
-    store = SQLiteStore(path, clock=lambda: now + 5)
-    holder = _holder(processes, path, lease=10, now=now)
     assert store.begin("p", 60) is None
     holder.tell()
     assert holder.line() == "saved"
+    taken = store.begin("p", 60)
+    assert taken is not None
+    assert taken[1] == PageRecord(seq=1, state={"by": "holder"})
+
+
+def test_a_lease_past_its_time_is_taken_at_once_when_its_process_dies(
+    path: str, processes: list[_Process]
+) -> None:
+    now = time.time()
+    store = SQLiteStore(path, clock=lambda: now + 60)
+    holder = _holder(processes, path, lease=10, now=now)
+    assert store.begin("p", 60) is None
+    holder.popen.kill()
+    holder.popen.wait(60)
+    assert store.begin("p", 60) is not None
 
 
 def _in_thread(run: t.Callable[[], t.Any]) -> t.Any:
@@ -307,3 +310,116 @@ def test_a_forked_child_takes_leases_of_its_own(path: str) -> None:
     os.waitpid(pid, 0)
     store.save("p", owner, Changes(record=PageRecord(seq=1)))
     assert store.lock("q", 60) is not None  # the child's lease ended with it
+
+
+def _probe(processes: list[_Process], path: str) -> str:
+    """Whether another process can take page p's lease now."""
+    probe = _Process(_PROBE, path)
+    processes.append(probe)
+    return probe.line()
+
+
+def test_a_lease_taken_over_twice_in_one_process_fences_each_out(path: str) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    first = _in_thread(lambda: store.lock("p", 10))
+    clock[0] += 60
+    second = _in_thread(lambda: store.lock("p", 10))
+    clock[0] += 60
+    third = store.lock("p", 600)
+    assert first is not None and second is not None and third is not None
+    for owner in (first, second):
+        with pytest.raises(LeaseLost):
+            _in_thread(lambda o=owner: store.save("p", o, Changes(record=PageRecord(seq=9))))
+    assert store.lock("p", 60) is None
+    store.save("p", third, Changes(record=PageRecord(seq=2)))
+    with pytest.raises(LeaseLost):  # a second save with the same owner
+        store.save("p", third, Changes(record=PageRecord(seq=3)))
+    store.unlock("p", "not-an-owner")
+    assert store.load("p")[0] == PageRecord(seq=2)
+
+
+def test_a_thread_losing_to_a_thread_leaves_the_kernel_lock_to_it(
+    path: str, processes: list[_Process]
+) -> None:
+    clock = [time.time() - 100]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    stale = _in_thread(lambda: store.lock("p", 10))
+    clock[0] = time.time()
+    taker = store.lock("p", 3600)
+    assert stale is not None and taker is not None
+    with pytest.raises(LeaseLost):
+        _in_thread(lambda: store.save("p", stale, Changes(record=PageRecord(seq=9))))
+    assert _probe(processes, path) == "busy"
+    store.save("p", taker, Changes(record=PageRecord(seq=1)))
+    assert _probe(processes, path) == "held"
+
+
+def test_a_child_giving_back_its_parents_lease_frees_nothing(
+    path: str, processes: list[_Process]
+) -> None:
+    store = SQLiteStore(path)
+    owner = store.lock("p", 3600)
+    assert owner is not None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        store.unlock("p", owner)
+        taken = store.lock("q", 60)  # opens a lock file descriptor of its own
+        store.unlock("q", taken or "")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert _probe(processes, path) == "busy"
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+
+
+def test_a_holder_of_an_expired_page_writes_nothing_once_it_was_swept(path: str) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, page_ttl=100, clock=lambda: clock[0])
+    _commit(store, PageRecord(seq=1))
+    owner = store.lock("p", 10)
+    assert owner is not None
+    clock[0] += 600  # the page expires; a write sweeps its row away
+    store.push("other", [["text", "a", "1"]])
+    with pytest.raises(LeaseLost):
+        store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (None, Mail())
+
+
+def test_a_store_opened_through_a_symlink_shares_the_leases(
+    tmp_path: Path, processes: list[_Process]
+) -> None:
+    real = tmp_path / "data" / "store.sqlite3"
+    SQLiteStore(real).push("x", [["text", "a", "1"]])  # the file exists
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(real)
+    holder = _holder(processes, str(real))
+    assert SQLiteStore(link).lock("p", 60) is None
+    assert _probe(processes, str(link)) == "busy"
+    holder.tell()
+    assert holder.line() == "saved"
+
+
+def test_the_lock_file_is_private(path: str) -> None:
+    old = os.umask(0)
+    try:
+        SQLiteStore(path).lock("p", 60)
+    finally:
+        os.umask(old)
+    assert os.stat(f"{path}-lease").st_mode & 0o777 == 0o600
+
+
+def test_a_lock_file_that_exists_is_made_private(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(f"{path}-lease").touch(mode=0o666)
+    os.chmod(f"{path}-lease", 0o666)
+    assert SQLiteStore(path).lock("p", 60) is not None
+    assert os.stat(f"{path}-lease").st_mode & 0o777 == 0o600
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "store.sqlite3-lease").symlink_to(victim)
+    with pytest.raises(PermissionError, match=r"lock file .* is a symlink"):
+        SQLiteStore(tmp_path / "store.sqlite3").lock("p", 60)
+    assert victim.read_text() == "keep me\n"

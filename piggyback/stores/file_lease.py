@@ -5,11 +5,11 @@ id, in a lock file beside the database, plus an entry in a table of this process
 leases, since such locks belong to a process, not to a thread or greenlet. The kernel
 drops the locks of a process that dies, so a killed worker's leases are free at once.
 
-A lease whose holder is alive but past its time can be taken over: each holder writes
-its expiry into a slot of the file (hashed from the page id too), and a request that
-finds the lock busy and the slot's expiry past takes the page without the lock. The
-store then fences the old holder out with a write (see ``sqlite.py``): a lease only
-serializes events; a save's check of the page's fence number is what makes it safe.
+Only one process holds a page's kernel lock, so only its own threads and greenlets can
+take over a lease past its time (the lock stays with the process); the store fences the
+old holder out with a write (see ``sqlite.py``). Another process waits until the holder
+gives the lease back or dies: a worker hung for good is ended by its server (gunicorn's
+``--timeout``), and its pages are free at once.
 
 The rules the module relies on:
 
@@ -18,9 +18,9 @@ The rules the module relies on:
   holds on it. A forked child holds none of its parent's locks; it opens its own
   descriptor and starts with an empty table.
 - Locks are only ever tried (``F_SETLK``), never waited for: under gevent a blocking
-  ``fcntl`` would stop every greenlet of the process. Waiting is :func:`piggyback.lease.lease`'s.
-
-.. versionadded:: 0.1
+  ``fcntl`` would stop every greenlet of the process. Waiting is
+  :func:`piggyback.lease.lease`'s.
+- The lock file is private and a regular file: it is never opened through a symlink.
 """
 
 from __future__ import annotations
@@ -29,20 +29,16 @@ import errno
 import fcntl
 import hashlib
 import os
-import struct
+import stat
 import threading
 from dataclasses import dataclass
 
-#: Expiry slots in the lock file: 16 bytes each (the page's hash and its expiry).
-SLOTS = 4096
-_SLOT = struct.Struct("<Qd")
-# Lock offsets start after the slots, and stay far below 2**63.
-_LOCKS_AT = SLOTS * _SLOT.size
 
-
-def _hash(page_id: str) -> int:
+def _offset(page_id: str) -> int:
+    """Where the page's lock is in the file: 62 bits of a hash, so pages never share
+    one in practice (page ids are random and signed: nobody chooses a collision)."""
     digest = hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little")
+    return int.from_bytes(digest.digest(), "little") >> 2
 
 
 @dataclass
@@ -51,12 +47,9 @@ class Held:
 
     owner: str
     expires: float
-    #: The page id's hash: where its lock and expiry slot are in the file.
-    key: int
-    #: Whether this process holds the page's kernel lock (not after a take-over from
-    #: another process, whose lock stays until that process lets go).
-    locked: bool
-    #: Whether the lease was taken over from a holder past its time, who must be fenced.
+    offset: int
+    #: Whether the lease was taken over from a thread of this process past its time,
+    #: which must be fenced out.
     took_over: bool
     #: The page's fence number when the lease was taken; set by the store.
     fence: int = 0
@@ -70,26 +63,25 @@ class LeaseFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = os.getpid()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = _open_private(path)
         self._mutex = threading.Lock()
         self._held: dict[str, Held] = {}
 
     def take(self, page_id: str, owner: str, now: float, expires: float) -> Held | None:
         """Take the page's lease until ``expires``, or ``None`` while a holder keeps it."""
-        key = _hash(page_id)
         with self._mutex:
             held = self._held.get(page_id)
             if held is not None:
                 if held.expires > now:
                     return None
                 # A thread of this process ran out of time: its kernel lock is ours now.
-                held = Held(owner, expires, key, locked=held.locked, took_over=True)
+                held = Held(owner, expires, held.offset, took_over=True)
             else:
-                held = self._take_from_processes(key, owner, now, expires)
-                if held is None:
+                offset = _offset(page_id)
+                if not self._lock(offset):
                     return None
+                held = Held(owner, expires, offset, took_over=False)
             self._held[page_id] = held
-        self._write_slot(key, expires)
         return held
 
     def holder(self, page_id: str, owner: str) -> Held | None:
@@ -104,37 +96,38 @@ class LeaseFile:
             if held is None or held.owner != owner:
                 return
             del self._held[page_id]
-            if held.locked:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _offset(held.key))
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, held.offset)
 
-    def _take_from_processes(self, key: int, owner: str, now: float, expires: float) -> Held | None:
+    def _lock(self, offset: int) -> bool:
         try:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(key))
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
-        else:
-            return Held(owner, expires, key, locked=True, took_over=False)
-        # Another live process holds the lock: is its lease past its time?
-        if self._read_slot(key) > now:
-            return None
-        return Held(owner, expires, key, locked=False, took_over=True)
-
-    def _write_slot(self, key: int, expires: float) -> None:
-        os.pwrite(self._fd, _SLOT.pack(key, expires), key % SLOTS * _SLOT.size)
-
-    def _read_slot(self, key: int) -> float:
-        """When the page's holder's lease ends; infinity when the slot does not say."""
-        data = os.pread(self._fd, _SLOT.size, key % SLOTS * _SLOT.size)
-        if len(data) < _SLOT.size:
-            return float("inf")
-        found, expires = _SLOT.unpack(data)
-        # Another page's holder wrote over the slot: wait for the lock instead.
-        return float(expires) if found == key else float("inf")
+            return False
+        return True
 
 
-def _offset(key: int) -> int:
-    return _LOCKS_AT + (key >> 2)
+def _open_private(path: str) -> int:
+    """The lock file, made if need be: a regular file of this user's, mode 0600."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise PermissionError(f"the SQLite store's lock file {path!r} is a symlink") from e
+    found = os.fstat(fd)
+    problem = (
+        "is not a regular file" if not stat.S_ISREG(found.st_mode)
+        else "belongs to another user" if found.st_uid != os.geteuid()
+        else ""
+    )  # fmt: skip
+    if problem:
+        os.close(fd)  # this process holds no lock on it yet
+        raise PermissionError(f"the SQLite store's lock file {path!r} {problem}")
+    if stat.S_IMODE(found.st_mode) & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
 
 
 _FILES = threading.Lock()

@@ -201,19 +201,24 @@ UNION ALL {_MAIL_ROWS} ORDER BY 3
 """
 
 # Writes the record and moves the fence on; changes no row when the fence moved since
-# the lease was taken.
+# the lease was taken (or the row expired and was swept).
 _SAVE = """
 UPDATE pages SET record = :record, fence = :fence + 1
 WHERE id = :page_id AND fence = :fence
 """
 
-# The same, touching the row, or making it; changes no row when the fence moved. The
-# page's memberships are touched with it (_TOUCH), so they stay as alive as the page.
+# The same, touching the row. The page's memberships are touched with it (_TOUCH), so
+# they stay as alive as the page.
 _SAVE_AND_TOUCH = """
-INSERT INTO pages (id, record, touched, fence)
-VALUES (:page_id, :record, :now, :fence + 1)
-ON CONFLICT (id) DO UPDATE SET record = :record, touched = :now, fence = :fence + 1
-WHERE pages.fence = :fence
+UPDATE pages SET record = :record, touched = :now, fence = :fence + 1
+WHERE id = :page_id AND fence = :fence
+"""
+
+# A page's first save (fence 0): makes its row, or fills one a version 2 file left.
+_CREATE = """
+INSERT INTO pages (id, record, touched, fence) VALUES (:page_id, :record, :now, 1)
+ON CONFLICT (id) DO UPDATE SET record = :record, touched = :now, fence = 1
+WHERE pages.fence = 0
 """
 
 # Keeps the page's memberships alive, except those that expired already.
@@ -448,7 +453,8 @@ class SQLiteStore(Store):
         page_ttl = checked_page_ttl(page_ttl)
         # Absolute, so that a later chdir cannot point a connection at another file.
         self._file = os.path.abspath(self.path)
-        self._lease_path = f"{self._file}-lease"
+        # Beside the file SQLite opens, whatever symlinks lead there.
+        self._lease_path = f"{os.path.realpath(self._file)}-lease"
         self._private = False  # the file's mode is checked once, at the first connection
         self.page_ttl = page_ttl
         self.timeout = timeout
@@ -626,11 +632,12 @@ class SQLiteStore(Store):
         return {"now": now, "cutoff": now - self.page_ttl, "due": now - self.page_ttl / 100}
 
     def _save_record(self, db: _Connection, params: dict[str, t.Any], touch: bool) -> None:
-        """Write the record and move the fence on; touching the row makes it if need be.
+        """Write the record and move the fence on (a page's first save makes its row).
 
         :raise LeaseLost: the fence moved on since the lease was taken.
         """
-        if self._execute(db, _SAVE_AND_TOUCH if touch else _SAVE, params).rowcount != 1:
+        sql = _CREATE if not params["fence"] else _SAVE_AND_TOUCH if touch else _SAVE
+        if self._execute(db, sql, params).rowcount != 1:
             raise LeaseLost(params["page_id"])
 
     def _update_memberships(
