@@ -131,8 +131,7 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     in_body = "b" in query
     if in_body:
         query.update(_body_parameters(post, query))
-    for key, text in query.items():
-        _refuse_surrogates(f"The parameter {key!r}", text)
+    _refuse_surrogates_in_query(query)
     if not query.get("p"):
         raise EventRejected("The event request has no page token (parameter 'p').")
     seq = _number(query, "s", low=1)
@@ -182,6 +181,13 @@ def _refuse_surrogates(where: str, text: str) -> None:
         )
 
 
+def _refuse_surrogates_in_query(query: dict[str, str]) -> None:
+    if _SURROGATE.search("".join(query.values())) is None:  # the usual case, in one scan
+        return
+    for key, text in query.items():
+        _refuse_surrogates(f"The parameter {key!r}", text)
+
+
 def _refuse_surrogates_in_form(
     form: MultiDict[str, str], files: MultiDict[str, FileStorage]
 ) -> None:
@@ -218,6 +224,8 @@ def _query_values(query: str) -> dict[str, str]:
     """The query string's parameters, read as ``parse_qsl`` reads them (in a third of its
     time), each at most once."""
     pairs = [part.partition("=") for part in query.split("&") if part]
+    if "%" not in query and "+" not in query:  # the usual case: nothing to unquote
+        return _single_values([(key, value) for key, _, value in pairs])
     return _single_values([(_unquote(key), _unquote(value)) for key, _, value in pairs])
 
 
@@ -242,11 +250,12 @@ def _number(query: dict[str, str], key: str, *, low: int, default: int | None = 
         raise EventRejected(
             f"The parameter {key!r} is missing; it must be a whole number from {low} to 2**53."
         )
-    if not _DECIMAL.match(text) or not low <= int(text) <= MAX_SEQ:
+    number = int(text) if _DECIMAL.match(text) else -1
+    if not low <= number <= MAX_SEQ:
         raise EventRejected(
             f"The parameter {key!r} must be a whole number from {low} to 2**53, not {text[:80]!r}."
         )
-    return int(text)
+    return number
 
 
 def _match(query: dict[str, str], key: str, pattern: re.Pattern[str], what: str) -> str | None:
