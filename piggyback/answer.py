@@ -42,6 +42,7 @@ from .handles import EXPIRE
 from .handles import Sender
 from .handles import SKIP
 from .hooks import guard
+from .jsonwriter import writer
 from .lease import DEFAULT_LEASE
 from .lease import DEFAULT_WAIT
 from .lease import Lease
@@ -80,6 +81,8 @@ _ALL = 2**62
 #: The sequence number an ended page's record keeps: above any an event may carry, so
 #: no handler of the page can ever run again (see :meth:`~piggyback.PageHandle.expire`).
 ENDED_SEQ = MAX_SEQ + 1
+#: Writes ``page.state`` as ``json.dumps(state, allow_nan=False)`` does, to measure it.
+_STATE_JSON = writer(json.JSONEncoder(allow_nan=False))
 
 
 @dataclass
@@ -291,7 +294,7 @@ class Answerer:
             if ran.refusal is not None:
                 return ran
             # The state must be JSON, and small: fail here, where the handler is named.
-            limits.check_state(json.dumps(page.state, allow_nan=False))
+            limits.check_state(_STATE_JSON(page.state))
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))

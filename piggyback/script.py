@@ -12,6 +12,8 @@ import json
 import re
 import typing as t
 
+from .jsonwriter import writer
+
 # Characters that would let data end the script element (``</script>``), start an HTML
 # comment (``<!--``), or end a JavaScript string literal in older engines (U+2028/9).
 _SCRIPT_ESCAPES = {
@@ -35,7 +37,7 @@ DOCUMENT_SUFFIX = "</script>"
 
 
 # One encoder for every literal: building one per call costs more than the encoding.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_WRITE = writer(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
 def literal(value: t.Any) -> str:
@@ -52,7 +54,7 @@ def literal(value: t.Any) -> str:
     :raise TypeError: the value has no JSON form.
     """
     try:
-        text = _ENCODER.encode(value)
+        text = _WRITE(value)
     except (TypeError, ValueError, RecursionError) as error:
         raise TypeError(f"{value!r} cannot be written as a JavaScript literal: {error}") from None
     if _UNSAFE.search(text) is None:
