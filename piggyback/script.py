@@ -34,6 +34,7 @@ DOCUMENT_PREFIX = '<!doctype html><meta charset="utf-8"><script>'
 CALL_PREFIX = "parent.piggyback.receive("
 CALL_SUFFIX = ")"
 DOCUMENT_SUFFIX = "</script>"
+_DOCUMENT_START, _DOCUMENT_END = DOCUMENT_PREFIX.encode(), DOCUMENT_SUFFIX.encode()
 
 
 # One encoder for every literal: building one per call costs more than the encoding.
@@ -74,10 +75,9 @@ def answer_document(reply: dict[str, t.Any]) -> tuple[bytes, str]:
     The document has exactly one script, so the CSP allows it by its hash; the same
     reply always gives the same bytes.
     """
-    script = CALL_PREFIX + literal(reply) + CALL_SUFFIX
-    digest = hashlib.sha256(script.encode()).digest()
-    source = "'sha256-" + base64.b64encode(digest).decode() + "'"
-    return (DOCUMENT_PREFIX + script + DOCUMENT_SUFFIX).encode(), source
+    script = (CALL_PREFIX + literal(reply) + CALL_SUFFIX).encode()
+    source = "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+    return _DOCUMENT_START + script + _DOCUMENT_END, source
 
 
 def read_answer_document(document: str | bytes) -> dict[str, t.Any]:
