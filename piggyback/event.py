@@ -182,7 +182,8 @@ def _refuse_surrogates(where: str, text: str) -> None:
 
 
 def _refuse_surrogates_in_query(query: dict[str, str]) -> None:
-    if _SURROGATE.search("".join(query.values())) is None:  # the usual case, in one scan
+    text = "".join(query.values())
+    if text.isascii() or _SURROGATE.search(text) is None:  # the usual cases, in one scan
         return
     for key, text in query.items():
         _refuse_surrogates(f"The parameter {key!r}", text)

@@ -26,7 +26,8 @@ _SCRIPT_ESCAPES = {
 # A lone surrogate (half of a cut emoji) is a valid JavaScript string but has no UTF-8
 # form: written as a \u escape, it reaches the page as it was and the document encodes.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Any character that needs one of the two: most texts have none, found in one scan.
+# Any character that needs one of the two. Most texts are ASCII, where only three of
+# them can be, found faster by str's own search than by a regex.
 _UNSAFE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
 #: What the answer document's script says before and after the reply (protocol.md).
@@ -37,7 +38,7 @@ DOCUMENT_SUFFIX = "</script>"
 _DOCUMENT_START, _DOCUMENT_END = DOCUMENT_PREFIX.encode(), DOCUMENT_SUFFIX.encode()
 
 
-# One encoder for every literal: building one per call costs more than the encoding.
+# One writer for every literal, made once (see piggyback.jsonwriter).
 _WRITE = writer(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
@@ -58,10 +59,16 @@ def literal(value: t.Any) -> str:
         text = _WRITE(value)
     except (TypeError, ValueError, RecursionError) as error:
         raise TypeError(f"{value!r} cannot be written as a JavaScript literal: {error}") from None
-    if _UNSAFE.search(text) is None:
+    if _is_safe(text):
         return text
     text = text.translate(_SCRIPT_ESCAPES)
     return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _is_safe(text: str) -> bool:
+    if text.isascii():
+        return "<" not in text and ">" not in text and "&" not in text
+    return _UNSAFE.search(text) is None
 
 
 def _escape_surrogate(match: re.Match[str]) -> str:
