@@ -373,13 +373,15 @@ def _ended(record: PageRecord | None) -> bool:
 
 def _expiring(mail: Mail) -> bool:
     """Whether ``expire()`` was sent to the page, or to one of its groups."""
-    return any(EXPIRE in commands for commands in _waiting(mail))
+    return _count(mail) > 0 and any(EXPIRE in commands for commands in _waiting(mail))
 
 
 def _for_page(mail: Mail, page_id: str) -> Mail:
     """``mail`` as the page receives it: a group message that leaves the page out is
     empty (still read, so that the page's cursor moves past it), and no message keeps
     its marker (:data:`~piggyback.handles.SKIP`)."""
+    if not mail.groups:  # most pages are in none
+        return mail
     mail.groups = {
         group: [_skipping(message, page_id) for message in log]
         for group, log in mail.groups.items()
@@ -411,14 +413,15 @@ def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: in
 
 def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
-    if _count(mail) > MAX_WAITING:
+    count = _count(mail)
+    if count > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
     unacked = _unacked(record, ack)
     if unacked and limits.size([b.for_client() for b in unacked]) > limits.MAX_UNACKED_BYTES:
         return (
             f"This page did not acknowledge more than {limits.MAX_UNACKED_BYTES:,} bytes of answers"
         )
-    if _count(mail) and limits.size(_waiting(mail)) > limits.MAX_MAIL_BYTES:
+    if count and limits.size(_waiting(mail)) > limits.MAX_MAIL_BYTES:
         return f"More than {limits.MAX_MAIL_BYTES:,} bytes of commands waited for this page"
     return None
 
