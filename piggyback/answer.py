@@ -286,8 +286,8 @@ class Answerer:
         """Run the handler; keep its effects in ``changes`` and return its outcome when
         it succeeded; else keep none, and return its outcome if the app refused the
         event, or why it failed."""
-        sends = Changes(record=changes.record)
-        token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
+        sender = Sender(page, frozenset(mail.groups))
+        token = current_sender.set(sender)
         try:
             ran = self.runner(guard(self.hooks, handler), page, event)
             ran = checked_outcome(read_outcome(ran, event))
@@ -309,7 +309,7 @@ class Answerer:
         finally:
             current_sender.reset(token)
         changes.record.state = page.state
-        changes.pushes, changes.publishes = sends.pushes, sends.publishes
+        changes.pushes, changes.publishes = sender.pushes, sender.publishes
         changes.joins, changes.leaves = joins, leaves
         return ran
 
