@@ -255,10 +255,10 @@ class Answerer:
 
     def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
         """Deliver the mail and run the handler; commit it all, or nothing if refused."""
-        page = Page(held.page_id, state=record.state)  # the store's fresh copy
+        seq, page = asked.seq, Page(held.page_id, state=record.state)  # the store's fresh copy
         asked.event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=asked.seq, state=record.state))
-        batch = Batch(asked.seq, _deliver(mail, changes))
+        changes = Changes(record=PageRecord(seq=seq, state=record.state))
+        batch = Batch(seq, _deliver(mail, changes))
         if asked.handler is not None:
             ran = self._call(asked.handler, page, asked.event, changes, mail)
             if isinstance(ran, str):
@@ -271,7 +271,7 @@ class Answerer:
                 _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
         changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
-        reply = Reply(asked.seq, changes.record.batches, poll=batch.poll, token=asked.token)
+        reply = Reply(seq, changes.record.batches, poll=batch.poll, token=asked.token)
         result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
