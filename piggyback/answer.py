@@ -255,9 +255,10 @@ class Answerer:
 
     def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
         """Deliver the mail and run the handler; commit it all, or nothing if refused."""
-        seq, page = asked.seq, Page(held.page_id, state=record.state)  # the store's fresh copy
+        # Classes are called with positional arguments here: keywords cost more.
+        seq, page = asked.seq, Page(held.page_id, record.state)  # the store's fresh copy
         asked.event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=seq, state=record.state))
+        changes = Changes(PageRecord(seq, record.state))
         batch = Batch(seq, _deliver(mail, changes))
         if asked.handler is not None:
             ran = self._call(asked.handler, page, asked.event, changes, mail)
@@ -271,7 +272,7 @@ class Answerer:
                 _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
         changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
-        reply = Reply(seq, changes.record.batches, poll=batch.poll, token=asked.token)
+        reply = Reply(seq, changes.record.batches, batch.poll, asked.token)
         result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
@@ -321,7 +322,7 @@ _UNKNOWN = "The server no longer knows this page; reload it."
 
 def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
     document, source = answer_document(reply.for_client())
-    return Result(reply, document, source, headers=list(headers or []))
+    return Result(reply, document, source, 200, list(headers or []))
 
 
 def refused(seq: int | None, refusal: EventRejected, headers: list[Header] | None = None) -> Result:

@@ -157,7 +157,8 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
         seq=seq,
         _request=post,
     )
-    return EventRequest(token=query["p"], ack=ack, event=event, deploy=query.get("d"))
+    token, deploy = query["p"], query.get("d")
+    return EventRequest(token, ack, event, deploy)  # a class called with keywords costs more
 
 
 def plain_seq(environ: WSGIEnvironment) -> int | None:
