@@ -42,6 +42,7 @@ from .handles import EXPIRE
 from .handles import Sender
 from .handles import SKIP
 from .hooks import guard
+from .jsonwriter import writer
 from .lease import DEFAULT_LEASE
 from .lease import DEFAULT_WAIT
 from .lease import Lease
@@ -80,6 +81,8 @@ _ALL = 2**62
 #: The sequence number an ended page's record keeps: above any an event may carry, so
 #: no handler of the page can ever run again (see :meth:`~piggyback.PageHandle.expire`).
 ENDED_SEQ = MAX_SEQ + 1
+#: Writes ``page.state`` as ``json.dumps(state, allow_nan=False)`` does, to measure it.
+_STATE_JSON = writer(json.JSONEncoder(allow_nan=False))
 
 
 @dataclass
@@ -252,10 +255,11 @@ class Answerer:
 
     def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
         """Deliver the mail and run the handler; commit it all, or nothing if refused."""
-        page = Page(held.page_id, state=record.state)  # the store's fresh copy
+        # Classes are called with positional arguments here: keywords cost more.
+        seq, page = asked.seq, Page(held.page_id, record.state)  # the store's fresh copy
         asked.event.environ["piggyback.page"] = page
-        changes = Changes(record=PageRecord(seq=asked.seq, state=record.state))
-        batch = Batch(asked.seq, _deliver(mail, changes))
+        changes = Changes(PageRecord(seq, record.state))
+        batch = Batch(seq, _deliver(mail, changes))
         if asked.handler is not None:
             ran = self._call(asked.handler, page, asked.event, changes, mail)
             if isinstance(ran, str):
@@ -268,7 +272,7 @@ class Answerer:
                 _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
         changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
-        reply = Reply(asked.seq, changes.record.batches, poll=batch.poll, token=asked.token)
+        reply = Reply(seq, changes.record.batches, batch.poll, asked.token)
         result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
         return result
@@ -283,15 +287,16 @@ class Answerer:
         """Run the handler; keep its effects in ``changes`` and return its outcome when
         it succeeded; else keep none, and return its outcome if the app refused the
         event, or why it failed."""
-        sends = Changes(record=changes.record)
-        token = current_sender.set(Sender(sends, page, frozenset(mail.groups)))
+        sender = Sender(page, frozenset(mail.groups))
+        token = current_sender.set(sender)
         try:
             ran = self.runner(guard(self.hooks, handler), page, event)
             ran = checked_outcome(read_outcome(ran, event))
             if ran.refusal is not None:
                 return ran
             # The state must be JSON, and small: fail here, where the handler is named.
-            limits.check_state(json.dumps(page.state, allow_nan=False))
+            if page.state != {}:  # many handlers keep none: nothing to measure
+                limits.check_state(_STATE_JSON(page.state))
             joins, leaves = page.group_changes()
             if joins:
                 limits.check_memberships(len((mail.groups.keys() | set(joins)) - set(leaves)))
@@ -306,7 +311,7 @@ class Answerer:
         finally:
             current_sender.reset(token)
         changes.record.state = page.state
-        changes.pushes, changes.publishes = sends.pushes, sends.publishes
+        changes.pushes, changes.publishes = sender.pushes, sender.publishes
         changes.joins, changes.leaves = joins, leaves
         return ran
 
@@ -317,7 +322,7 @@ _UNKNOWN = "The server no longer knows this page; reload it."
 
 def _answered(reply: Reply, headers: list[Header] | None = None) -> Result:
     document, source = answer_document(reply.for_client())
-    return Result(reply, document, source, headers=list(headers or []))
+    return Result(reply, document, source, 200, list(headers or []))
 
 
 def refused(seq: int | None, refusal: EventRejected, headers: list[Header] | None = None) -> Result:
@@ -370,13 +375,15 @@ def _ended(record: PageRecord | None) -> bool:
 
 def _expiring(mail: Mail) -> bool:
     """Whether ``expire()`` was sent to the page, or to one of its groups."""
-    return any(EXPIRE in commands for commands in _waiting(mail))
+    return _count(mail) > 0 and any(EXPIRE in commands for commands in _waiting(mail))
 
 
 def _for_page(mail: Mail, page_id: str) -> Mail:
     """``mail`` as the page receives it: a group message that leaves the page out is
     empty (still read, so that the page's cursor moves past it), and no message keeps
     its marker (:data:`~piggyback.handles.SKIP`)."""
+    if not mail.groups:  # most pages are in none
+        return mail
     mail.groups = {
         group: [_skipping(message, page_id) for message in log]
         for group, log in mail.groups.items()
@@ -408,14 +415,15 @@ def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: in
 
 def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
-    if _count(mail) > MAX_WAITING:
+    count = _count(mail)
+    if count > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
     unacked = _unacked(record, ack)
     if unacked and limits.size([b.for_client() for b in unacked]) > limits.MAX_UNACKED_BYTES:
         return (
             f"This page did not acknowledge more than {limits.MAX_UNACKED_BYTES:,} bytes of answers"
         )
-    if _count(mail) and limits.size(_waiting(mail)) > limits.MAX_MAIL_BYTES:
+    if count and limits.size(_waiting(mail)) > limits.MAX_MAIL_BYTES:
         return f"More than {limits.MAX_MAIL_BYTES:,} bytes of commands waited for this page"
     return None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import typing as t
 from dataclasses import dataclass
+from dataclasses import field
 
 from . import limits
 from .commands import Command
@@ -22,7 +23,6 @@ from .page import _group_name
 
 if t.TYPE_CHECKING:
     from .page import Page
-    from .stores.base import Changes
     from .stores.base import Store
 
 #: What :meth:`PageHandle.expire` and :meth:`GroupHandle.expire` queue. The answering
@@ -42,14 +42,16 @@ MAX_EXCLUDE_CHARS = 200
 class Sender:
     """The event whose handler is running in this context: where its sends go.
 
-    :param changes: what the event commits; the handler's sends are added to it.
     :param page: the sending page.
     :param groups: the page's groups when its event began.
+    :param pushes: the handler's sends to pages, committed with its event.
+    :param publishes: the handler's sends to groups, committed with its event.
     """
 
-    changes: Changes
     page: Page
     groups: t.Collection[str]
+    pushes: list[tuple[str, list[Command]]] = field(default_factory=list)
+    publishes: list[tuple[str, list[Command]]] = field(default_factory=list)
 
     def is_member(self, group: str) -> bool:
         """Whether the page is in ``group`` now, after its joins and leaves so far."""
@@ -83,7 +85,7 @@ class PageHandle(Commands):
         limits.check_command(command, limits.MAX_MESSAGE_BYTES, "out-of-band command")
         sender = current_sender.get()
         if sender is not None:
-            sender.changes.pushes.append((self.id, [command]))
+            sender.pushes.append((self.id, [command]))
         else:
             self.store.push(self.id, [command])
 
@@ -146,7 +148,7 @@ class GroupHandle(Commands):
         if sender is None:
             self.store.publish(self.name, message)
         else:
-            sender.changes.publishes.append((self.name, message))
+            sender.publishes.append((self.name, message))
 
     def expire(self) -> None:
         """End every page in the group now, e.g. every page of a user at logout:

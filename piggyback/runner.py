@@ -78,6 +78,9 @@ def _is_cookie_header(header: t.Any) -> bool:
 
 
 _BREAKS = re.compile("[\r\n\x00]")
+# Outcomes are frozen, so every handler that returns nothing can share one (making one
+# costs more than a microsecond).
+_NOTHING_RETURNED = Outcome()
 
 
 def run_directly(handler: Handler, page: Page, event: Event) -> Outcome:
@@ -91,6 +94,8 @@ def read_outcome(returned: t.Any, event: Event) -> Outcome:
     status stands for (:func:`~piggyback.hooks.outcome_of`); anything else the
     handler's result.
     """
+    if returned is None:  # most handlers return nothing
+        return _NOTHING_RETURNED
     if isinstance(returned, Outcome):
         return returned
     if not isinstance(returned, Response):
