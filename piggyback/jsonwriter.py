@@ -29,17 +29,20 @@ def writer(encoder: json.JSONEncoder) -> Writer:
         if encoder.ensure_ascii
         else json.encoder.encode_basestring
     )
-    made = _make_encoder(
-        None,
-        encoder.default,
-        strings,
-        None,
-        encoder.key_separator,
-        encoder.item_separator,
-        encoder.sort_keys,
-        encoder.skipkeys,
-        encoder.allow_nan,
-    )
+    try:
+        made = _make_encoder(
+            None,
+            encoder.default,
+            strings,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:  # another Python's accelerator, called otherwise
+        return encoder.encode
 
     def write(value: t.Any) -> str:
         try:

@@ -58,3 +58,14 @@ def test_too_deep_a_value_raises_recursion_error() -> None:
         deep = [deep]
     with pytest.raises(RecursionError):
         writer(ENCODERS[0])(deep)
+
+
+def test_an_accelerator_called_otherwise_leaves_the_encoder_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def other_signature(*args: t.Any) -> t.Any:
+        raise TypeError("c_make_encoder() takes other arguments")
+
+    monkeypatch.setattr("piggyback.jsonwriter._make_encoder", other_signature)
+    encoder = ENCODERS[0]
+    assert writer(encoder) == encoder.encode
