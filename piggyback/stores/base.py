@@ -46,6 +46,7 @@ from ..commands import checked_commands as checked_commands
 from ..commands import Command as Command
 from ..exceptions import LeaseLost as LeaseLost
 from ..exceptions import LockLost as LockLost
+from ..jsonwriter import writer
 from ..limits import MAX_WAITING
 from ..reply import Batch
 
@@ -68,7 +69,7 @@ TRIMMED_PER_SEND = 10
 READ_LIMIT = MAX_WAITING + 1
 
 # ``json.dumps`` with any option builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_WRITE = writer(json.JSONEncoder(separators=(",", ":")))
 
 
 @dataclass
@@ -231,14 +232,14 @@ def sweep_interval(page_ttl: float) -> float:
 
 def dumps(value: t.Any) -> str:
     """Compact JSON text."""
-    return _ENCODER.encode(value)
+    return _WRITE(value)
 
 
 def dump_record(record: PageRecord) -> str:
     """A record as JSON text, for :func:`load_record`."""
     # Not dataclasses.asdict: it deep-copies everything before the encoder walks it.
     batches = [batch.stored() for batch in record.batches]
-    return _ENCODER.encode({"seq": record.seq, "state": record.state, "batches": batches})
+    return _WRITE({"seq": record.seq, "state": record.state, "batches": batches})
 
 
 def load_record(text: str | bytes) -> PageRecord:
@@ -252,7 +253,7 @@ def load_record(text: str | bytes) -> PageRecord:
     if type(seq) is not int or not isinstance(state, dict) or not isinstance(stored, list):
         return PageRecord(damaged=True)
     batches = [Batch.from_stored(b) for b in stored]
-    if None in batches:
+    if any(batch is None for batch in batches):
         return PageRecord(damaged=True)
     return PageRecord(seq=seq, state=state, batches=t.cast(list[Batch], batches))
 
