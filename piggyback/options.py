@@ -118,7 +118,8 @@ class Options:
     :param page_ttl: seconds an unused page lives, for a store piggyback opens (from a
         URL or the default); a store object has its own. Default: a day.
     :param lease: seconds one event may hold its page before another takes over its
-        lease; shorter than ``page_ttl``.
+        lease (with the SQLite store, one in the holder's own process: another process
+        waits until the holder lets go or its process ends); shorter than ``page_ttl``.
     :param lease_wait: seconds an event waits for its busy page's lease before
         answering busy.
     :param lock_wait: deprecated: the old name of ``lease_wait``.

@@ -137,8 +137,10 @@ class Store(abc.ABC):
         """Take the page's lease for ``lease`` seconds.
 
         :return: an owner token for :meth:`save` and :meth:`unlock`, or ``None`` when a
-            live owner holds it. A lease whose owner died or ran out is taken over;
-            until then, its owner still holds it, even past its time.
+            live owner holds it. A lease whose owner died or ran out is taken over
+            (a store may let only the owner's own process take over one that ran
+            out, as the SQLite store does); until then, its owner still holds it,
+            even past its time.
         """
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
