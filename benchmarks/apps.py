@@ -8,7 +8,7 @@
   (unset: the default SQLite file in the server's working directory).
 - ``flask_app``: a bare Flask route returning the same answer bytes.
 - ``store_floor``: not piggyback, the floor of its default store: an event does only the
-  SQLite store's two statements (a poll its one read) and writes the answer document.
+  SQLite store's begin and save (a poll its one read) and writes the answer document.
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
