@@ -423,3 +423,34 @@ def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PermissionError, match=r"lock file .* is a symlink"):
         SQLiteStore(tmp_path / "store.sqlite3").lock("p", 60)
     assert victim.read_text() == "keep me\n"
+
+
+def _lock_files_open() -> int:
+    """How many of this process's descriptors are SQLite lock files."""
+    return sum(
+        os.readlink(f"/proc/self/fd/{fd}").endswith(".sqlite3-lease")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_closing_a_store_closes_its_lock_file(tmp_path: Path) -> None:
+    before = _lock_files_open()
+    for n in range(20):  # a test suite's stores, one file each
+        store = SQLiteStore(tmp_path / f"{n}" / "store.sqlite3")
+        _commit(store, PageRecord(seq=1))
+        store.close()
+    assert _lock_files_open() == before
+    assert store.lock("p", 60) is not None  # opened again on use
+
+
+def test_closing_a_store_keeps_the_leases_it_holds(path: str, processes: list[_Process]) -> None:
+    store = SQLiteStore(path)
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.close()  # closing the lock file now would drop the lease
+    assert _probe(processes, path) == "busy"
+    store.save("p", owner, Changes(record=PageRecord(seq=1)))
+    store.close()
+    assert _probe(processes, path) == "held"

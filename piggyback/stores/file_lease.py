@@ -68,8 +68,11 @@ class LeaseFile:
         self._held: dict[str, Held] = {}
 
     def take(self, page_id: str, owner: str, now: float, expires: float) -> Held | None:
-        """Take the page's lease until ``expires``, or ``None`` while a holder keeps it."""
+        """Take the page's lease until ``expires``, or ``None`` while a holder keeps it
+        (or this file was closed meanwhile: the caller's next try opens it again)."""
         with self._mutex:
+            if self._fd < 0:
+                return None
             held = self._held.get(page_id)
             if held is not None:
                 if held.expires > now:
@@ -97,6 +100,16 @@ class LeaseFile:
                 return
             del self._held[page_id]
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, held.offset)
+
+    def close(self) -> bool:
+        """Close the file unless this process holds a lease on it (closing a descriptor
+        drops the process's locks on its file); whether it did."""
+        with self._mutex:
+            if self._held or self._fd < 0:
+                return False
+            os.close(self._fd)
+            self._fd = -1
+            return True
 
     def _lock(self, offset: int) -> bool:
         try:
@@ -137,14 +150,22 @@ _OPEN: dict[str, LeaseFile] = {}
 def lease_file(path: str) -> LeaseFile:
     """This process's :class:`LeaseFile` for ``path``, shared by every store on it."""
     found = _OPEN.get(path)
-    if found is not None and found.pid == os.getpid():
+    if found is not None and found.pid == os.getpid() and found._fd >= 0:
         return found
     with _FILES:
         found = _OPEN.get(path)
-        if found is None or found.pid != os.getpid():
+        if found is None or found.pid != os.getpid() or found._fd < 0:
             # A forked child holds none of the locks of the descriptor it inherited,
             # so it may close it; the parent's stays open in the parent.
-            if found is not None:
+            if found is not None and found._fd >= 0:
                 os.close(found._fd)
             found = _OPEN[path] = LeaseFile(path)
         return found
+
+
+def close_lease_file(path: str) -> None:
+    """Close this process's lock file for ``path``, unless it holds a lease on it."""
+    with _FILES:
+        found = _OPEN.get(path)
+        if found is not None and found.pid == os.getpid() and found.close():
+            del _OPEN[path]

@@ -72,6 +72,7 @@ from .base import PageRecord
 from .base import READ_LIMIT
 from .base import Store
 from .base import sweep_interval
+from .file_lease import close_lease_file
 from .file_lease import Held
 from .file_lease import lease_file
 from .file_lease import LeaseFile
@@ -578,10 +579,12 @@ class SQLiteStore(Store):
             )
 
     def close(self) -> None:
-        """Close this process's connections; each thread opens a new one on next use."""
+        """Close this process's connections, and its lock file unless it holds a lease
+        on it; each thread opens them again on next use."""
         for db in list(self._connections):
             if db.pid == os.getpid():
                 db.close()
+        close_lease_file(self._lease_path)
 
     def _take(self, page_id: str, lease: float) -> tuple[str, str | None, float, int] | None:
         """Take the lease: the owner, the record, when it was written, whether mail
