@@ -67,6 +67,11 @@ class LeaseFile:
         self._mutex = threading.Lock()
         self._held: dict[str, Held] = {}
 
+    @property
+    def usable(self) -> bool:
+        """Open, and opened by this process (a forked child opens its own)."""
+        return self._fd >= 0 and self.pid == os.getpid()
+
     def take(self, page_id: str, owner: str, now: float, expires: float) -> Held | None:
         """Take the page's lease until ``expires``, or ``None`` while a holder keeps it
         (or this file was closed meanwhile: the caller's next try opens it again)."""
@@ -150,11 +155,11 @@ _OPEN: dict[str, LeaseFile] = {}
 def lease_file(path: str) -> LeaseFile:
     """This process's :class:`LeaseFile` for ``path``, shared by every store on it."""
     found = _OPEN.get(path)
-    if found is not None and found.pid == os.getpid() and found._fd >= 0:
+    if found is not None and found.usable:
         return found
     with _FILES:
         found = _OPEN.get(path)
-        if found is None or found.pid != os.getpid() or found._fd < 0:
+        if found is None or not found.usable:
             # A forked child holds none of the locks of the descriptor it inherited,
             # so it may close it; the parent's stays open in the parent.
             if found is not None and found._fd >= 0:
@@ -167,5 +172,5 @@ def close_lease_file(path: str) -> None:
     """Close this process's lock file for ``path``, unless it holds a lease on it."""
     with _FILES:
         found = _OPEN.get(path)
-        if found is not None and found.pid == os.getpid() and found.close():
+        if found is not None and found.usable and found.close():
             del _OPEN[path]

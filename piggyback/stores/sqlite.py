@@ -484,10 +484,7 @@ class SQLiteStore(Store):
 
     def lock(self, page_id: str, lease: float) -> str | None:
         taken = self._take(page_id, lease)
-        if taken is None:
-            return None
-        owner, _, _, _ = taken
-        return owner
+        return None if taken is None else taken[0]
 
     def begin(self, page_id: str, lease: float) -> tuple[str, PageRecord | None, Mail] | None:
         taken = self._take(page_id, lease)
