@@ -215,7 +215,7 @@ def _body_parameters(request: Request | None, query: dict[str, str]) -> dict[str
         raise EventRejected(f"The body of a b=1 event carries only v and g, not {_safe(name)!r}.")
     both = sorted(set(body) & set(query))
     if both:
-        raise EventRejected(f"The parameter {both[0]!r} appears more than once.")
+        raise _repeated(both[0])
     if "v" in body:  # form encoding turned the control's LF line breaks into CRLF
         body["v"] = body["v"].replace("\r\n", "\n")
     return body

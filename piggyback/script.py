@@ -27,8 +27,8 @@ _SCRIPT_ESCAPES = {
 # form: written as a \u escape, it reaches the page as it was and the document encodes.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Any character that needs one of the two. Most texts are ASCII, where only three of
-# them can be, found faster by str's own search than by a regex.
-_UNSAFE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+# them can be, found faster by str's own search than by a regex (see _is_safe).
+_UNSAFE = re.compile("[" + re.escape("".join(map(chr, _SCRIPT_ESCAPES))) + "\ud800-\udfff]")
 
 #: What the answer document's script says before and after the reply (protocol.md).
 DOCUMENT_PREFIX = '<!doctype html><meta charset="utf-8"><script>'

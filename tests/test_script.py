@@ -12,6 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
+from piggyback.script import _SCRIPT_ESCAPES
 from piggyback.script import answer_document
 from piggyback.script import CALL_PREFIX
 from piggyback.script import CALL_SUFFIX
@@ -326,3 +327,11 @@ def test_read_answer_document_refuses_a_reply_nested_too_deeply() -> None:
         str(info.value)
         == f"Not an answer document: its reply is nested too deeply: {carried!r:.200}."
     )
+
+
+@pytest.mark.parametrize("character", [chr(c) for c in _SCRIPT_ESCAPES])
+@pytest.mark.parametrize("around", ["ab", "é"], ids=["ascii", "not-ascii"])
+def test_literal_escapes_every_character_of_the_table(character: str, around: str) -> None:
+    """The fast checks before the table (str search for ASCII, a regex otherwise) let no
+    character of it through."""
+    assert character not in literal(around + character + around)
