@@ -454,3 +454,18 @@ def test_closing_a_store_keeps_the_leases_it_holds(path: str, processes: list[_P
     store.save("p", owner, Changes(record=PageRecord(seq=1)))
     store.close()
     assert _probe(processes, path) == "held"
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "store.sqlite3-lease")
+    with pytest.raises(PermissionError, match=r"lock file .* is not a regular file"):
+        SQLiteStore(tmp_path / "store.sqlite3").lock("p", 60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_lock_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    lock_file = tmp_path / "store.sqlite3-lease"
+    lock_file.touch(mode=0o600)
+    os.chown(lock_file, 12345, -1)
+    with pytest.raises(PermissionError, match=r"lock file .* belongs to another user"):
+        SQLiteStore(tmp_path / "store.sqlite3").lock("p", 60)
