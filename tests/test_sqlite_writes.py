@@ -20,6 +20,19 @@ from .test_stores import _event
 from .test_stores import A
 
 
+def test_sqlite_a_new_file_has_small_pages_and_an_old_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    with sqlite3.connect(tmp_path / "old.sqlite3") as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE t (x)")
+    for name, size in (("new.sqlite3", sqlite_store.PAGE_SIZE), ("old.sqlite3", 4096)):
+        store = SQLiteStore(tmp_path / name)
+        _event(store, "p")
+        assert store._db().execute("PRAGMA page_size").fetchone() == (size,)
+        assert store.load("p")[0] is not None
+
+
 def test_sqlite_checkpoints_the_log_itself_so_it_stays_short(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1381,10 +1381,21 @@ def test_damaged_data_is_reported_not_raised(store: Store) -> None:
         pytest.param('{"seq": true, "state": {}, "batches": []}', id="seq-not-a-number"),
         pytest.param('{"seq": 1, "state": {}, "batches": [{"seq": 1}]}', id="batch-no-commands"),
         pytest.param(b"\xff", id="not-utf-8"),
+        pytest.param('{"seq": 1, "state": {}, "batches": []}{}', id="two-values"),
+        pytest.param('{"seq": 1, "state": {}, "batches": []', id="cut-short"),
+        pytest.param(" ", id="space"),
     ],
 )
 def test_load_record_never_raises(text: str | bytes) -> None:
     assert load_record(text) == PageRecord(damaged=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"seq":3,"state":{"n":1},"batches":[]}', b'{"seq": 3, "state": {"n": 1}, "batches": []}'],
+)
+def test_load_record_reads_text_and_utf_8_bytes(text: str | bytes) -> None:
+    assert load_record(text) == PageRecord(seq=3, state={"n": 1})
 
 
 # Redis

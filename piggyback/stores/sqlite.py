@@ -249,6 +249,10 @@ _LIMIT = {"limit": READ_LIMIT}
 CHECKPOINT_EVERY = 1000
 #: Pages in the log past which SQLite checkpoints after every commit: a backstop only.
 AUTOCHECKPOINT_PAGES = 10_000
+#: The page size of a new file. Every save writes the pages it changed to the log
+#: whole, and a page's record is a few hundred bytes: smaller pages write less (4 KiB,
+#: SQLite's default, cost 7% more instructions per event). A file keeps its size.
+PAGE_SIZE = 1024
 #: The size the write-ahead log is cut back to when it starts over.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -782,6 +786,7 @@ class SQLiteStore(Store):
             factory=_Connection,
         )
         _OPENED.add(db)
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only a new file's changes
         self._use_wal(db)
         # In WAL mode NORMAL can lose the last commits on power loss, never corrupt.
         db.execute("PRAGMA synchronous = NORMAL")
