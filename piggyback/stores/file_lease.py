@@ -43,7 +43,7 @@ def _offset(page_id: str) -> int:
     return int.from_bytes(digest.digest(), "little") >> 2
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """A lease this process holds."""
 
