@@ -128,6 +128,7 @@ class Piggyback:
         self._script = ClientScript(options.mount)
         self._deploy = DeployName(self._script.version, self.registry)
         self._mount = options.mount  # read by every request
+        self._event_path = options.mount + "/event"  # most requests under the mount
         self._endpoint = EventEndpoint(
             signer=self._signer,
             registry=self.registry,
@@ -257,6 +258,8 @@ class Piggyback:
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> t.Iterable[bytes]:
         path, mount = environ.get("PATH_INFO", ""), self._mount
+        if path == self._event_path:  # first: it spares an event the slicing below
+            return self._endpoint(environ, start_response)
         if not path.startswith(mount) or path[len(mount) : len(mount) + 1] not in ("/", ""):
             return self._renderer(environ, start_response)  # the app's, with a new page
         name = path[len(mount) + 1 :]
