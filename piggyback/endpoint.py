@@ -165,9 +165,8 @@ class EventEndpoint:
         incoming = self._read(environ, post)
         signer = self.signer()
         browser = "" if self.browsers is None else self.browsers.read(environ)
-        page_id = self._verify(signer, incoming.token, browser)
+        page_id, young = self._verify(signer, incoming.token, browser)
         handler = self._find_handler(incoming)
-        young = signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
         return self.answerer.respond(
             page_id, incoming.event, handler, ack=incoming.ack, token=token, young=young
@@ -191,10 +190,11 @@ class EventEndpoint:
                 "The event's body ended before its Content-Length; nothing ran."
             ) from None
 
-    def _verify(self, signer: TokenSigner, token: str, browser: str) -> str:
-        """The page id of a genuine token of this browser; a missing cookie is named."""
+    def _verify(self, signer: TokenSigner, token: str, browser: str) -> tuple[str, bool]:
+        """The page id of a genuine token of this browser, and whether the token is
+        young (:meth:`~piggyback.tokens.TokenSigner.check`); a missing cookie is named."""
         try:
-            return signer.verify(token, browser=browser)
+            return signer.check(token, browser=browser)
         except BadSignature:
             if self.browsers is None or browser:
                 raise
