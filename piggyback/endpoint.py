@@ -174,8 +174,11 @@ class EventEndpoint:
 
     def _read(self, environ: WSGIEnvironment, post: Request | None) -> EventRequest:
         """Every field of the request, its body read whole or refused."""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if post is not None and chunked and get_content_length(environ) is None:
+        if (
+            post is not None
+            and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+            and get_content_length(environ) is None
+        ):
             raise EventRejected(
                 "An event's body needs a Content-Length; a chunked body is refused.", status=411
             )
