@@ -235,10 +235,10 @@ class Answerer:
         if record is None:
             if ack > 0:
                 return refused(seq, PageExpired(_UNKNOWN))
-            return _answered(Reply(seq, token=token))
+            return _answered(Reply(seq, [], None, token))  # positional: keywords cost more
         if seq <= record.seq or record.damaged:
             return None
-        return _answered(Reply(seq, _unacked(record, ack), token=token))
+        return _answered(Reply(seq, _unacked(record, ack), None, token))
 
     def _end(
         self, held: Lease, record: PageRecord | None, mail: Mail, seq: int, why: str = ""
