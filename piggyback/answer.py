@@ -120,10 +120,8 @@ class _Asked:
     ack: int
     #: The page's token for the client's next request.
     token: str
-
-    @property
-    def seq(self) -> int:
-        return self.event.seq
+    #: The event's sequence number (a field, not a property: it is read often).
+    seq: int
 
 
 @dataclass
@@ -166,7 +164,7 @@ class Answerer:
 
         .. versionadded:: 0.1
         """
-        asked = _Asked(event, handler, ack, token)
+        asked = _Asked(event, handler, ack, token, event.seq)
         if handler is None and young:
             result = self._read_poll(page_id, asked)
             if result is not None:
