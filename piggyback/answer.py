@@ -53,11 +53,10 @@ from .page import Page
 from .reply import Batch
 from .reply import Header
 from .reply import Reply
-from .runner import checked_outcome
 from .runner import Outcome
-from .runner import read_outcome
 from .runner import run_directly
 from .runner import Runner
+from .runner import runner_outcome
 from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LeaseLost
@@ -289,7 +288,7 @@ class Answerer:
         token = current_sender.set(sender)
         try:
             ran = self.runner(guard(self.hooks, handler), page, event)
-            ran = checked_outcome(read_outcome(ran, event))
+            ran = runner_outcome(ran, event)
             if ran.refusal is not None:
                 return ran
             # The state must be JSON, and small: fail here, where the handler is named.
