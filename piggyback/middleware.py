@@ -130,7 +130,7 @@ class Piggyback:
         self._mount = options.mount  # read by every request
         self._event_path = options.mount + "/event"  # most requests under the mount
         self._endpoint = EventEndpoint(
-            signer=self._signer,
+            signer=self._signer.__call__,  # bound: a vectorcall, as _answer_event below
             registry=self.registry,
             answerer=self.answerer,
             browsers=self.browsers,
