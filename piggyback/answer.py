@@ -53,11 +53,10 @@ from .page import Page
 from .reply import Batch
 from .reply import Header
 from .reply import Reply
-from .runner import checked_outcome
 from .runner import Outcome
-from .runner import read_outcome
 from .runner import run_directly
 from .runner import Runner
+from .runner import runner_outcome
 from .script import answer_document
 from .stores.base import Changes
 from .stores.base import LeaseLost
@@ -120,10 +119,8 @@ class _Asked:
     ack: int
     #: The page's token for the client's next request.
     token: str
-
-    @property
-    def seq(self) -> int:
-        return self.event.seq
+    #: The event's sequence number (a field, not a property: it is read often).
+    seq: int
 
 
 @dataclass
@@ -166,7 +163,7 @@ class Answerer:
 
         .. versionadded:: 0.1
         """
-        asked = _Asked(event, handler, ack, token)
+        asked = _Asked(event, handler, ack, token, event.seq)
         if handler is None and young:
             result = self._read_poll(page_id, asked)
             if result is not None:
@@ -235,10 +232,10 @@ class Answerer:
         if record is None:
             if ack > 0:
                 return refused(seq, PageExpired(_UNKNOWN))
-            return _answered(Reply(seq, token=token))
+            return _answered(Reply(seq, [], None, token))  # positional: keywords cost more
         if seq <= record.seq or record.damaged:
             return None
-        return _answered(Reply(seq, _unacked(record, ack), token=token))
+        return _answered(Reply(seq, _unacked(record, ack), None, token))
 
     def _end(
         self, held: Lease, record: PageRecord | None, mail: Mail, seq: int, why: str = ""
@@ -291,7 +288,7 @@ class Answerer:
         token = current_sender.set(sender)
         try:
             ran = self.runner(guard(self.hooks, handler), page, event)
-            ran = checked_outcome(read_outcome(ran, event))
+            ran = runner_outcome(ran, event)
             if ran.refusal is not None:
                 return ran
             # The state must be JSON, and small: fail here, where the handler is named.
@@ -375,7 +372,9 @@ def _ended(record: PageRecord | None) -> bool:
 
 def _expiring(mail: Mail) -> bool:
     """Whether ``expire()`` was sent to the page, or to one of its groups."""
-    return _count(mail) > 0 and any(EXPIRE in commands for commands in _waiting(mail))
+    if not (mail.inbox or mail.groups):  # most events: nothing waits
+        return False
+    return any(EXPIRE in commands for commands in _waiting(mail))
 
 
 def _for_page(mail: Mail, page_id: str) -> Mail:
@@ -415,7 +414,7 @@ def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: in
 
 def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
-    count = _count(mail)
+    count = _count(mail) if mail.inbox or mail.groups else 0  # usually nothing waits
     if count > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
     unacked = _unacked(record, ack)

@@ -165,9 +165,8 @@ class EventEndpoint:
         incoming = self._read(environ, post)
         signer = self.signer()
         browser = "" if self.browsers is None else self.browsers.read(environ)
-        page_id = self._verify(signer, incoming.token, browser)
+        page_id, young = self._verify(signer, incoming.token, browser)
         handler = self._find_handler(incoming)
-        young = signer.is_young(incoming.token)
         token = incoming.token if young else signer.sign(page_id, browser=browser)
         return self.answerer.respond(
             page_id, incoming.event, handler, ack=incoming.ack, token=token, young=young
@@ -175,8 +174,11 @@ class EventEndpoint:
 
     def _read(self, environ: WSGIEnvironment, post: Request | None) -> EventRequest:
         """Every field of the request, its body read whole or refused."""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if post is not None and chunked and get_content_length(environ) is None:
+        if (
+            post is not None
+            and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+            and get_content_length(environ) is None
+        ):
             raise EventRejected(
                 "An event's body needs a Content-Length; a chunked body is refused.", status=411
             )
@@ -191,10 +193,11 @@ class EventEndpoint:
                 "The event's body ended before its Content-Length; nothing ran."
             ) from None
 
-    def _verify(self, signer: TokenSigner, token: str, browser: str) -> str:
-        """The page id of a genuine token of this browser; a missing cookie is named."""
+    def _verify(self, signer: TokenSigner, token: str, browser: str) -> tuple[str, bool]:
+        """The page id of a genuine token of this browser, and whether the token is
+        young (:meth:`~piggyback.tokens.TokenSigner.check`); a missing cookie is named."""
         try:
-            return signer.verify(token, browser=browser)
+            return signer.check(token, browser=browser)
         except BadSignature:
             if self.browsers is None or browser:
                 raise

@@ -145,20 +145,12 @@ def read_event_request(environ: WSGIEnvironment, post: Request | None = None) ->
     if post is not None and not in_body:
         form, files = post.form, post.files
         _refuse_surrogates_in_form(form, files)
-    event = Event(
-        name=name,
-        handler=handler,
-        target=query.get("t") or None,
-        args=args,
-        value=query.get("v"),
-        environ=environ,
-        form=form,
-        files=files,
-        seq=seq,
-        _request=post,
-    )
+    # Classes are called with positional arguments here: keywords cost more.
+    # Event(name, handler, target, args, value, environ, form, files, host_request, seq, _request)
+    target, value = query.get("t") or None, query.get("v")
+    event = Event(name, handler, target, args, value, environ, form, files, None, seq, post)
     token, deploy = query["p"], query.get("d")
-    return EventRequest(token, ack, event, deploy)  # a class called with keywords costs more
+    return EventRequest(token, ack, event, deploy)
 
 
 def plain_seq(environ: WSGIEnvironment) -> int | None:

@@ -76,7 +76,8 @@ class TooMuchOutput(PiggybackError, ValueError):
 
 def size(value: t.Any) -> int:
     """The bytes ``value`` takes in an answer document."""
-    return len(literal(value).encode())
+    text = literal(value)
+    return len(text) if text.isascii() else len(text.encode())  # ASCII: a byte a character
 
 
 def check_command(command: t.Any, limit: int = MAX_COMMAND_BYTES, what: str = "command") -> int:

@@ -65,6 +65,14 @@ def checked_outcome(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def runner_outcome(returned: t.Any, event: Event) -> Outcome:
+    """What a runner returned, read (:func:`read_outcome`) and checked
+    (:func:`checked_outcome`) in one call."""
+    if returned is _NOTHING_RETURNED:  # the usual one, fine as it is
+        return returned
+    return checked_outcome(read_outcome(returned, event))
+
+
 def _is_cookie_header(header: t.Any) -> bool:
     if not isinstance(header, tuple) or len(header) != 2:
         return False
