@@ -545,7 +545,8 @@ class SQLiteStore(Store):
         record = dump_record(changes.record)
         touch = not held.fence or held.touched < self._due(now)
         if not _moves_mail(changes):
-            # The usual event: one statement, its own transaction.
+            # The usual event: one statement, its own transaction (and the writer lock
+            # taken as _writing() takes it, without the cost of its generator).
             lock = self._lock_writer()
             try:
                 db = self._writer()
