@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import re
@@ -1174,6 +1175,32 @@ def test_sqlite_forked_child_takes_locks_of_its_own(tmp_path: Path) -> None:
     assert held.get(timeout=60) is True
     child.join(60)
     assert child.exitcode == 0
+    assert _holds_a_lock(os.getpid(), path)  # the parent kept its own
+    assert store.load("p")[1].inbox == [(1, A), (2, B)]
+
+
+def test_sqlite_child_forked_by_c_code_takes_locks_of_its_own(tmp_path: Path) -> None:
+    """A server written in C (uWSGI, without --lazy-apps) forks its workers without
+    Python's fork hooks: the store tells its own connections from the parent's anyway."""
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    store.push("p", A)  # the parent has a connection open when it forks
+    read, write = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # libc's fork, holding the GIL: no hooks run
+    if pid == 0:  # the child: report, and leave without running anything of pytest's
+        code = 1
+        try:
+            store.push("p", B)
+            code = 0 if _holds_a_lock(os.getpid(), path) else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"\x00"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
     assert _holds_a_lock(os.getpid(), path)  # the parent kept its own
     assert store.load("p")[1].inbox == [(1, A), (2, B)]
 

@@ -33,8 +33,6 @@ import stat
 import threading
 from dataclasses import dataclass
 
-from . import process
-
 
 def _offset(page_id: str) -> int:
     """Where the page's lock is in the file: 62 bits of a hash, so pages never share
@@ -64,7 +62,7 @@ class LeaseFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.pid = process.pid
+        self.pid = os.getpid()
         self._fd = _open_private(path)
         self._mutex = threading.Lock()
         self._held: dict[str, Held] = {}
@@ -72,7 +70,7 @@ class LeaseFile:
     @property
     def usable(self) -> bool:
         """Open, and opened by this process (a forked child opens its own)."""
-        return self._fd >= 0 and self.pid == process.pid
+        return self._fd >= 0 and self.pid == os.getpid()
 
     def take(self, page_id: str, owner: str, now: float, expires: float) -> Held | None:
         """Take the page's lease until ``expires``, or ``None`` while a holder keeps it

@@ -58,7 +58,6 @@ import time
 import typing as t
 import weakref
 
-from . import process
 from .base import add_message
 from .base import Changes
 from .base import checked_page_ttl
@@ -311,7 +310,7 @@ class _Connection(sqlite3.Connection):
     """A connection that knows the process that opened it and whether it is closed."""
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        self.pid = process.pid
+        self.pid = os.getpid()
         self.closed = False
         super().__init__(*args, **kwargs)
 
@@ -342,7 +341,7 @@ _WRITER_LOCKS: dict[tuple[int, str], threading.Lock] = {}
 def _writer_lock(path: str) -> threading.Lock:
     """This process's writer lock for the file (a forked child makes its own: one
     inherited could be held by a thread that does not exist in the child)."""
-    key = (process.pid, path)
+    key = (os.getpid(), path)
     found = _WRITER_LOCKS.get(key)
     if found is None:
         with _FILES:
@@ -592,7 +591,7 @@ class SQLiteStore(Store):
         """Close this process's connections, and its lock file unless it holds a lease
         on it; each thread opens them again on next use."""
         for db in list(self._connections):
-            if db.pid == process.pid:
+            if db.pid == os.getpid():
                 db.close()
         close_lease_file(self._lease_path)
 
@@ -766,7 +765,7 @@ class SQLiteStore(Store):
     def _db(self) -> _Connection:
         """This thread's connection, opened in this process."""
         db: _Connection | None = getattr(self._local, "db", None)
-        if db is not None and db.pid == process.pid and not db.closed:
+        if db is not None and db.pid == os.getpid() and not db.closed:
             return db
         db = self._local.db = self._connect()
         self._connections.add(db)
