@@ -83,7 +83,7 @@ class TokenSigner:
             raise PageExpired("The page expired; reload it to go on.")
         if age < -_CLOCK_SKEW:
             raise BadToken("The page token was issued in the future.")
-        return page_id, age < self.max_age / 10
+        return page_id, self._is_young(age)
 
     def _check_signature(self, token: str, browser: str) -> tuple[str, int]:
         """The page id and issue time of a genuine token, remembered for next time."""
@@ -111,7 +111,10 @@ class TokenSigner:
         is young was written to the store recently, so its data cannot expire yet.
         """
         issued = int(token.split(".")[1], 36)
-        return (time.time() if now is None else now) - issued < self.max_age / 10
+        return self._is_young((time.time() if now is None else now) - issued)
+
+    def _is_young(self, age: float) -> bool:
+        return age < self.max_age / 10
 
     def _signature(self, payload: str) -> str:
         mac = self._mac.copy()
