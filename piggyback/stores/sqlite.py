@@ -218,10 +218,11 @@ UPDATE pages SET record = ?2, touched = ?4, fence = ?3 + 1
 WHERE id = ?1 AND fence = ?3
 """
 
-# A page's first save (fence ?3 is 0): makes its row, or fills one a version 2 file left.
+# A page's first save (its fence is 0), touching it at ?3: makes its row, or fills one a
+# version 2 file left.
 _CREATE = """
-INSERT INTO pages (id, record, touched, fence) VALUES (?1, ?2, ?4, ?3 + 1)
-ON CONFLICT (id) DO UPDATE SET record = ?2, touched = ?4, fence = 1
+INSERT INTO pages (id, record, touched, fence) VALUES (?1, ?2, ?3, 1)
+ON CONFLICT (id) DO UPDATE SET record = ?2, touched = ?3, fence = 1
 WHERE pages.fence = 0
 """
 
@@ -656,7 +657,7 @@ class SQLiteStore(Store):
         :raise LeaseLost: the fence moved on since the lease was taken.
         """
         if not fence:
-            saved = self._execute(db, _CREATE, (page_id, record, fence, now))
+            saved = self._execute(db, _CREATE, (page_id, record, now))
         elif touch:
             saved = self._execute(db, _SAVE_AND_TOUCH, (page_id, record, fence, now))
         else:
