@@ -400,6 +400,8 @@ def _skipping(message: Message, page_id: str) -> Message:
 
 
 def _count(mail: Mail) -> int:
+    if not mail.groups:  # most pages are in none
+        return len(mail.inbox)
     return len(mail.inbox) + sum(map(len, mail.groups.values()))
 
 
@@ -414,7 +416,7 @@ def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: in
 
 def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
-    count = _count(mail) if mail.inbox or mail.groups else 0  # usually nothing waits
+    count = _count(mail)
     if count > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
     unacked = _unacked(record, ack)
