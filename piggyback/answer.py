@@ -163,14 +163,13 @@ class Answerer:
 
         .. versionadded:: 0.1
         """
-        asked = _Asked(event, handler, ack, token, event.seq)
         if handler is None and young:
-            result = self._read_poll(page_id, asked)
+            result = self._read_poll(page_id, event.seq, ack, token)
             if result is not None:
                 return result
         try:
             with self._take(page_id) as held:
-                return self._answer(held, asked)
+                return self._answer(held, _Asked(event, handler, ack, token, event.seq))
         except LeaseLost:
             return refused(event.seq, PageBusy("The page's request took too long; try again."))
         except PageBusy as busy:
@@ -218,14 +217,13 @@ class Answerer:
             return _replay(asked, unacked)
         return self._run(held, record, mail, asked, unacked)
 
-    def _read_poll(self, page_id: str, asked: _Asked) -> Result | None:
+    def _read_poll(self, page_id: str, seq: int, ack: int, token: str) -> Result | None:
         """Answer a poll that finds nothing waiting, or ``None`` if it needs the lease.
 
         Nothing is stored for the poll's sequence number: a retry is simply read again,
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
-        seq, ack, token = asked.seq, asked.ack, asked.token
         if _ended(record):
             return refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
