@@ -334,6 +334,7 @@ class ResponseCatcher:
         return self._start(status, headers, exc_info)
 
     def _start(self, status: str, headers: Headers, exc_info: t.Any) -> t.Callable[[bytes], object]:
+        """The real ``start_response``, with the cookie of a browser id given out meanwhile."""
         if self._browsers is not None:
             headers = self._browsers.with_cookie(headers, self._environ)
         return self._start_response(status, headers, exc_info)

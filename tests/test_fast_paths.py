@@ -6,9 +6,11 @@ import json
 import typing as t
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from piggyback import Page
 from piggyback import Piggyback
+from piggyback.event import read_event_request
 from piggyback.exceptions import BadToken
 from piggyback.exceptions import PageExpired
 from piggyback.inject import is_html
@@ -139,3 +141,14 @@ def test_a_non_html_answer_sets_the_new_browser_cookie_and_keeps_the_page(
     ]
     with client.http.open("/", method=method) as response:  # the browser has its id now
         assert [name for name, _ in response.headers.to_wsgi_list()] == ["Content-Type"]
+
+
+@pytest.mark.parametrize("escaped", ["%ED%A0%80", "%ED%BF%BF", "%F0%9F", "%80"])
+def test_an_ascii_query_string_never_reads_as_a_lone_surrogate(escaped: str) -> None:
+    # read_event_request skips its surrogate scan for ASCII query strings: unquoting
+    # reads the UTF-8 form of a lone surrogate (or any broken UTF-8) as U+FFFD.
+    environ = EnvironBuilder(path="/_pb/event").get_environ()
+    environ["QUERY_STRING"] = f"p=tok&s=1&v=a{escaped}"
+    value = read_event_request(environ).event.value
+    assert value is not None and "\ufffd" in value
+    assert not any("\ud800" <= c <= "\udfff" for c in value)
