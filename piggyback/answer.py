@@ -163,14 +163,13 @@ class Answerer:
 
         .. versionadded:: 0.1
         """
-        asked = _Asked(event, handler, ack, token, event.seq)
         if handler is None and young:
-            result = self._read_poll(page_id, asked)
+            result = self._read_poll(page_id, event.seq, ack, token)
             if result is not None:
                 return result
         try:
             with self._take(page_id) as held:
-                return self._answer(held, asked)
+                return self._answer(held, _Asked(event, handler, ack, token, event.seq))
         except LeaseLost:
             return refused(event.seq, PageBusy("The page's request took too long; try again."))
         except PageBusy as busy:
@@ -210,21 +209,21 @@ class Answerer:
             if asked.ack > 0:
                 return refused(seq, PageExpired(_UNKNOWN))
             record = PageRecord()
-        why = _why_expired(held.page_id, record, mail, seq, asked.ack)
+        unacked = _unacked(record, asked.ack)
+        why = _why_expired(held.page_id, record, mail, seq, unacked)
         if why is not None:
             return self._end(held, record, mail, seq, why)
         if seq <= record.seq:
-            return _replay(record, asked)
-        return self._run(held, record, mail, asked)
+            return _replay(asked, unacked)
+        return self._run(held, record, mail, asked, unacked)
 
-    def _read_poll(self, page_id: str, asked: _Asked) -> Result | None:
+    def _read_poll(self, page_id: str, seq: int, ack: int, token: str) -> Result | None:
         """Answer a poll that finds nothing waiting, or ``None`` if it needs the lease.
 
         Nothing is stored for the poll's sequence number: a retry is simply read again,
         and the next event commits as usual (gaps are allowed).
         """
         record, mail = self.store.load(page_id)
-        seq, ack, token = asked.seq, asked.ack, asked.token
         if _ended(record):
             return refused(seq, PageExpired(_ENDED))
         if mail.inbox or any(mail.groups.values()) or mail.damaged:
@@ -250,8 +249,13 @@ class Answerer:
             logger.info("Page %s ended: %s.", held.page_id, why or "the app ended it")
         return refused(seq, PageExpired(f"{why}; reload it." if why else _ENDED))
 
-    def _run(self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked) -> Result:
-        """Deliver the mail and run the handler; commit it all, or nothing if refused."""
+    def _run(
+        self, held: Lease, record: PageRecord, mail: Mail, asked: _Asked, unacked: list[Batch]
+    ) -> Result:
+        """Deliver the mail and run the handler; commit it all, or nothing if refused.
+
+        :param unacked: the record's batches the client has not acknowledged.
+        """
         # Classes are called with positional arguments here: keywords cost more.
         seq, page = asked.seq, Page(held.page_id, record.state)  # the store's fresh copy
         asked.event.environ["piggyback.page"] = page
@@ -264,11 +268,11 @@ class Answerer:
                 # The handler may have changed the state it was given in place.
                 changes.record.state = self._stored_state(held.page_id)
             elif ran.refusal is not None:  # nothing is committed
-                return _not_run(record, asked, ran.refusal, list(ran.headers))
+                return _not_run(asked, unacked, ran.refusal, list(ran.headers))
             else:
                 _add_run(batch, page, ran, asked.event)
         batch.poll = page.poll_interval
-        changes.record.batches = [*_unacked(record, asked.ack)[-(MAX_UNACKED - 1) :], batch]
+        changes.record.batches = [*unacked[-(MAX_UNACKED - 1) :], batch]
         reply = Reply(seq, changes.record.batches, batch.poll, asked.token)
         result = _answered(reply, batch.headers)  # what cannot be written is not stored
         held.save(changes)
@@ -287,7 +291,8 @@ class Answerer:
         sender = Sender(page, frozenset(mail.groups))
         token = current_sender.set(sender)
         try:
-            ran = self.runner(guard(self.hooks, handler), page, event)
+            guarded = guard(self.hooks, handler) if self.hooks else handler  # most have none
+            ran = self.runner(guarded, page, event)
             ran = runner_outcome(ran, event)
             if ran.refusal is not None:
                 return ran
@@ -340,19 +345,20 @@ def _add_run(batch: Batch, page: Page, ran: Outcome, event: Event) -> None:
 
 
 def _not_run(
-    record: PageRecord, asked: _Asked, refusal: EventRejected, headers: list[Header]
+    asked: _Asked, unacked: list[Batch], refusal: EventRejected, headers: list[Header]
 ) -> Result:
     """The answer to an event the app refused to run: a redirect sends the page
     elsewhere (not stored, so a retry asks again); anything else is a refusal."""
     if not isinstance(refusal, EventRedirected):
         return refused(asked.seq, refusal, headers)
-    batches = [*_unacked(record, asked.ack), Batch(asked.seq, [refusal.command])]
+    batches = [*unacked, Batch(asked.seq, [refusal.command])]
     return _answered(Reply(asked.seq, batches, token=asked.token), headers)
 
 
-def _replay(record: PageRecord, asked: _Asked) -> Result:
-    """The stored answer again, for a retry; its headers only to the same requester."""
-    seq, batches = asked.seq, _unacked(record, asked.ack)
+def _replay(asked: _Asked, batches: list[Batch]) -> Result:
+    """The stored answer again, for a retry (``batches``: the unacknowledged ones); its
+    headers only to the same requester."""
+    seq = asked.seq
     own = next((b for b in batches if b.seq == seq), None)
     if own is None:  # the page's own sequence numbers are none of the sender's business
         why = f"The event {seq} was answered already, and its answer is no longer kept."
@@ -405,21 +411,23 @@ def _count(mail: Mail) -> int:
     return len(mail.inbox) + sum(map(len, mail.groups.values()))
 
 
-def _why_expired(page_id: str, record: PageRecord, mail: Mail, seq: int, ack: int) -> str | None:
+def _why_expired(
+    page_id: str, record: PageRecord, mail: Mail, seq: int, unacked: list[Batch]
+) -> str | None:
     """Why the page must be told it expired (damaged, or too far behind to be answered
-    in bounds), or ``None``."""
+    in bounds), or ``None``; ``unacked``: the record's batches the client has not
+    acknowledged."""
     if record.damaged or mail.damaged:
         logger.error("Page %s has damaged data in the store; it is told it expired.", page_id)
         return "This page's stored data is damaged"
-    return None if seq <= record.seq else _too_far_behind(record, mail, ack)
+    return None if seq <= record.seq else _too_far_behind(unacked, mail)
 
 
-def _too_far_behind(record: PageRecord, mail: Mail, ack: int) -> str | None:
+def _too_far_behind(unacked: list[Batch], mail: Mail) -> str | None:
     """Why answering the page would go over a limit, or ``None`` if it would not."""
     count = _count(mail)
     if count > MAX_WAITING:
         return f"More than {MAX_WAITING} commands waited for this page"
-    unacked = _unacked(record, ack)
     if unacked and limits.size([b.for_client() for b in unacked]) > limits.MAX_UNACKED_BYTES:
         return (
             f"This page did not acknowledge more than {limits.MAX_UNACKED_BYTES:,} bytes of answers"

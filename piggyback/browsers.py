@@ -20,8 +20,9 @@ import secrets
 import typing as t
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
+
+Headers = list[tuple[str, str]]
 
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")
 #: What a cookie name may be: 1 to 64 letters, digits, ``_`` or ``-``.
@@ -51,7 +52,9 @@ class BrowserCookie:
         new: str | None = environ.get(_NEW)
         if new is not None:
             return new
-        header: str = environ.get("HTTP_COOKIE", "")
+        header: str | None = environ.get("HTTP_COOKIE")
+        if not header:
+            return ""
         name = self._name(environ)
         if name not in header:
             return ""
@@ -69,7 +72,7 @@ class BrowserCookie:
             browser = environ[_NEW] = secrets.token_urlsafe(16)
         return browser
 
-    def headers(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
+    def headers(self, environ: WSGIEnvironment) -> Headers:
         """The ``Set-Cookie`` header for a new id given out by :meth:`for_page`, if any."""
         new = environ.get(_NEW)
         if new is None:
@@ -78,14 +81,12 @@ class BrowserCookie:
         cookie = f"{self._name(environ)}={new}; Path=/; Max-Age={MAX_AGE}; HttpOnly; SameSite=Lax"
         return [("Set-Cookie", cookie + "; Secure" if secure else cookie)]
 
-    def setting(self, start_response: StartResponse, environ: WSGIEnvironment) -> StartResponse:
-        """``start_response``, adding the cookie of a new id that the page being
-        rendered gave out (:meth:`headers`), as it is called."""
-
-        def start(status: str, headers: list[tuple[str, str]], *args: t.Any) -> t.Any:
-            return start_response(status, [*headers, *self.headers(environ)], *args)
-
-        return t.cast("StartResponse", start)
+    def with_cookie(self, headers: Headers, environ: WSGIEnvironment) -> Headers:
+        """``headers`` and the cookie of a new id that the page being rendered gave out
+        (:meth:`headers`), as its response starts; ``headers`` itself when there is none."""
+        if _NEW not in environ:  # most responses: no page's first token was made
+            return headers
+        return [*headers, *self.headers(environ)]
 
     def _name(self, environ: WSGIEnvironment) -> str:
         return f"__Host-{self.name}" if environ.get("wsgi.url_scheme") == "https" else self.name

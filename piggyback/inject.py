@@ -29,6 +29,8 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
+    from .browsers import BrowserCookie
+
 Headers = list[tuple[str, str]]
 
 #: HTML bodies larger than this are passed through without the client tag.
@@ -107,16 +109,15 @@ def _script_directive(policy: str) -> str | None:
 
 def is_html(status: str, headers: Headers) -> bool:
     """Whether the response is uncompressed HTML with a body."""
-    if status[:3] in ("204", "304") or status[:1] == "1":
-        return False
     html = False
     for name, value in headers:  # every response passes here: no dict, no copies
         lowered = name.lower()
         if lowered == "content-type":
-            html = value.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+            html = value.partition(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
         elif lowered == "content-encoding" and value.lower() != "identity":
             return False
-    return html
+    # The status last: most responses are not HTML, and need no look at it.
+    return html and not (status[:3] in ("204", "304") or status[:1] == "1")
 
 
 @dataclass
@@ -279,10 +280,22 @@ class ResponseCatcher:
     Once the app has returned (``open`` is false), a late ``start_response`` from a
     streaming app passes straight through: such a body is never edited. An error
     response (``exc_info``) replaces a held-back one, which is then never sent.
+
+    :param start_response: the server's.
+    :param environ: the request's environ.
+    :param browsers: adds the cookie of a browser id that the page gave out while it
+        rendered, to whatever response starts; ``None`` when tokens are not bound.
     """
 
-    def __init__(self, start_response: StartResponse) -> None:
+    def __init__(
+        self,
+        start_response: StartResponse,
+        environ: WSGIEnvironment,
+        browsers: BrowserCookie | None,
+    ) -> None:
         self._start_response = start_response
+        self._environ = environ
+        self._browsers = browsers
         self.open = True
         self.released = False
         self.caught: tuple[str, Headers, t.Any] | None = None
@@ -299,7 +312,7 @@ class ResponseCatcher:
         if self.open and exc_info is None and is_html(status, headers):
             self.caught = (status, headers, exc_info)
             return self.written.append
-        return self._start_response(status, headers, exc_info)
+        return self._start(status, headers, exc_info)
 
     def content_length(self) -> int | None:
         assert self.caught is not None
@@ -318,4 +331,10 @@ class ResponseCatcher:
         if body is not None:
             headers = [(n, v) for n, v in headers if n.lower() not in _REPLACED_HEADERS]
             headers += [("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        return self._start(status, headers, exc_info)
+
+    def _start(self, status: str, headers: Headers, exc_info: t.Any) -> t.Callable[[bytes], object]:
+        """The real ``start_response``, with the cookie of a browser id given out meanwhile."""
+        if self._browsers is not None:
+            headers = self._browsers.with_cookie(headers, self._environ)
         return self._start_response(status, headers, exc_info)

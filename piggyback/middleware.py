@@ -149,6 +149,7 @@ class Piggyback:
             deploy=self._deploy,
             keep=self.answerer.keep,
         )
+        self._render_page = self._renderer.__call__  # bound, as _answer_event above
 
     @property
     def mount(self) -> str:
@@ -263,7 +264,7 @@ class Piggyback:
         if path == self._event_path:  # first: it spares an event the slicing below
             return self._answer_event(environ, start_response)
         if not path.startswith(mount) or path[len(mount) : len(mount) + 1] not in ("/", ""):
-            return self._renderer(environ, start_response)  # the app's, with a new page
+            return self._render_page(environ, start_response)  # the app's, with a new page
         name = path[len(mount) + 1 :]
         if name == "piggyback.js":
             return self._script.serve(environ, start_response)

@@ -42,6 +42,8 @@ logger = logging.getLogger("piggyback")
 
 #: Commits what a page queued while it rendered.
 Keep = t.Callable[[Page], None]
+# A tuple, not ``list | tuple``: that union would be made anew by every response.
+_IN_MEMORY = (list, tuple)
 
 
 class PageRenderer:
@@ -79,12 +81,15 @@ class PageRenderer:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> t.Iterable[bytes]:
-        page = start_page(environ)
-        if self.browsers is not None:  # a page's first token may give the browser an id
-            start_response = self.browsers.setting(start_response, environ)
+        page = environ["piggyback.page"] = Page()  # the new page, while the app renders
+        catcher = ResponseCatcher(start_response, environ, self.browsers)
         if not self.options.inject or environ.get("REQUEST_METHOD") == "HEAD":
-            return self._pass(self.app(environ, start_response), page, environ)
-        return self._render(environ, start_response, page)
+            catcher.open = False  # nothing held back: every response passes as it starts
+        body = self.app(environ, catcher)
+        catcher.open = False
+        if catcher.caught is None:
+            return kept_when_done(body, page, environ, self.keep)
+        return self._render(body, catcher, page, environ)
 
     def script_tag(self, environ: WSGIEnvironment, nonce: str | None = None) -> Markup:
         """The client's ``<script>`` tag for the page being rendered, with its token."""
@@ -104,21 +109,20 @@ class PageRenderer:
         )
 
     def _render(
-        self, environ: WSGIEnvironment, start_response: StartResponse, page: Page
+        self,
+        body: t.Iterable[bytes],
+        catcher: ResponseCatcher,
+        page: Page,
+        environ: WSGIEnvironment,
     ) -> t.Iterable[bytes]:
-        """The app's answer, its HTML with the client's tag when it can be edited."""
-        catcher = ResponseCatcher(start_response)
-        body = self.app(environ, catcher)
-        catcher.open = False
-        if catcher.caught is None:
-            return self._pass(body, page, environ)
+        """The app's HTML answer, with the client's tag when it can be edited."""
         body, why = held_body(body, catcher, environ)
         if why is not None:
             logger.debug("No client tag in the page at %r: %s.", environ.get("PATH_INFO"), why)
             write = catcher.release()
             for chunk in catcher.written:
                 write(chunk)
-            return self._pass(body, page, environ)
+            return kept_when_done(body, page, environ, self.keep)
         try:
             html = b"".join([*catcher.written, *body])
         finally:
@@ -140,24 +144,13 @@ class PageRenderer:
         tag = self.script_tag(environ, csp_nonce(catcher.caught[1])).encode()
         return html[: found.body_end] + tag + html[found.body_end :]
 
-    def _pass(
-        self, body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment
-    ) -> t.Iterable[bytes]:
-        return kept_when_done(body, page, environ, self.keep)
-
-
-def start_page(environ: WSGIEnvironment) -> Page:
-    """The new page of a request the app renders, put in ``environ["piggyback.page"]``."""
-    page = environ["piggyback.page"] = Page()
-    return page
-
 
 def kept_when_done(
     body: t.Iterable[bytes], page: Page, environ: WSGIEnvironment, keep: Keep
 ) -> t.Iterable[bytes]:
     """``body``, untouched; what ``page`` queued is kept now, or once a streamed body is
     closed (the app may still queue while it streams)."""
-    if isinstance(body, list | tuple) or is_file(body, environ):
+    if isinstance(body, _IN_MEMORY) or is_file(body, environ):
         keep(page)
         return body
     return ClosingIterator(body, lambda: keep(page))
