@@ -17,6 +17,7 @@ from __future__ import annotations
 import html as _html
 import itertools
 import re
+import sys
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -54,9 +55,53 @@ _TOKEN = re.compile(
     """,
     re.DOTALL | re.VERBOSE,
 )
+# Most of a page is tokens that change nothing scan_page looks for: text, comments,
+# bogus comments, and tags other than </body> and the start tags of <script>,
+# <plaintext> and the raw-text elements. This matches a run of them in one go, in C, so
+# that scan_page reads only the others in Python. It cuts tokens where _TOKEN does (a
+# "</body>" in a comment or an attribute value goes with its token), and stops before
+# a token that the guard in front of each one turns away. A tag with no ">" runs to the
+# end of the page, where _TOKEN's reading stops too. So an iteration never fails once it
+# has consumed something, and nothing is ever matched twice. Before Python 3.11.5 a
+# possessive repeat of a group can match wrongly (gh-106052): there the run is a greedy
+# repeat instead, slower, bounded to keep the engine's backtracking stack small (a
+# stopped run only costs scan_page one more turn).
+_RUN_REPEAT = b"*+" if sys.version_info >= (3, 11, 5) else b"{0,1000}"
+_BORING_RUN = re.compile(
+    rb"""
+    [^<]*+
+    (?:
+        (?! < (?: /(?i:body)                        # the guard: not </body>, nor a start tag
+                | S(?i:cript|tyle)   | s(?i:cript|tyle)     # that _TOKEN must read; each
+                | T(?i:extarea|itle) | t(?i:extarea|itle)   # first letter in both cases,
+                | N(?i:o(?:embed|frames|script)) | n(?i:o(?:embed|frames|script))
+                | I(?i:frame)        | i(?i:frame)          # so that the engine skips an
+                | X(?i:mp)           | x(?i:mp)             # alternative by its first byte
+                | P(?i:laintext)     | p(?i:laintext)
+              ) [\s/>] )
+        < (?: [A-Za-z] [^"'>]*+ >                   # a tag without quotes ends at its ">"
+            | / [A-Za-z] [^"'>]*+ >
+            | /? [A-Za-z] [^\s/>]*+                 # any other tag: its name, attributes
+                [\s/]*+ (?: [^\s/>][^\s/>=]*+          # (as _TOKEN reads them) and ">"
+                          (?: \s*+ = \s*+ (?: "[^"]*+" | '[^']*+' | [^\s>]*+ ) | )
+                          [\s/]*+ )*+ >?
+            | !--(?: -?> | .*?(?: --!?> | \Z) )     # a comment, as _TOKEN reads it
+            | / (?: [^A-Za-z>][^>]*+ >? | > )       # a bogus comment: "</ x>", "</>",
+            | [!?][^>]*+ >?                         # "<!x>", "<?x>"
+            |                                       # a "<" that starts nothing: text
+          )
+        [^<]*+
+    )"""
+    + _RUN_REPEAT,
+    re.DOTALL | re.VERBOSE,
+)
 _ATTRIBUTE = re.compile(rb"""([^\s/>][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
-# Elements whose content is text up to their own end tag (``<script>`` has more rules).
-_RAW_TEXT = frozenset(b"style xmp iframe noembed noframes noscript textarea title".split())
+# Elements whose content is text up to their own end tag (``<script>`` has more rules),
+# each with the search for that end tag.
+_RAW_TEXT_END = {
+    name: re.compile(rb"</" + name + rb"[\s/>]", re.I)
+    for name in b"style xmp iframe noembed noframes noscript textarea title".split()
+}
 # What moves a <script>'s text between its states: "<!--" escapes, a "<script" inside
 # an escape double-escapes (where "</script>" does not end it), "-->" ends both.
 _SCRIPT_TEXT = re.compile(rb"<!--(?P<closed>-?>)?|-->|<(?P<end>/)?script(?=[\s/>])", re.I)
@@ -139,7 +184,9 @@ def scan_page(html: bytes, script_path: str = "") -> PageScan:
     """
     found = PageScan()
     at = 0
-    while (start := html.find(b"<", at)) >= 0:
+    while skipped := _BORING_RUN.match(html, at):  # it always matches, if only ""
+        if (start := skipped.end()) == len(html):
+            break
         token = _TOKEN.match(html, start)
         if token is None:  # a "<" that starts nothing is text
             at = start + 1
@@ -155,8 +202,8 @@ def scan_page(html: bytes, script_path: str = "") -> PageScan:
             if script_path and _loads(token["attributes"], script_path):
                 found.has_tag = True
             at = _script_end(html, at)
-        elif name in _RAW_TEXT:
-            end = re.compile(rb"</" + name + rb"[\s/>]", re.I).search(html, at)
+        elif name in _RAW_TEXT_END:
+            end = _RAW_TEXT_END[name].search(html, at)
             at = end.start() if end else len(html)
         elif name == b"plaintext":
             break
