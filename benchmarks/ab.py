@@ -5,8 +5,9 @@
 ``OLD_TREE`` is a checkout of another commit (``git worktree add /tmp/old REV``). Each
 version serves the same apps under ``gunicorn -w 2`` (sync and gthread), and wrk runs
 the same loads against both, interleaved, as ``benchmarks.run`` does; it prints CPU per
-event and events/s for each, and new ÷ old. A change's cost or saving is read from one
-run, not from two runs on a machine whose speed moves.
+event and events/s for each, and new ÷ old (the median of the rounds' own ratios). A
+change's cost or saving is read from one run, not from two runs on a machine whose
+speed moves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +23,7 @@ from pathlib import Path
 from .apps import SECRET_KEY
 from .load import find_wrk
 from .load import Load
+from .load import Results
 from .load import Runner
 from .servers import free_port
 from .servers import ROOT
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for w in ("sync", "gthread")
             for kind, name, mode in LOADS
         ]
-        samples: dict[str, list[tuple[float, float]]] = {}
+        results = Results()
         for load in loads:
             runner.run(load, servers, 1)  # warm-up
         shuffler = random.Random(0)
@@ -85,17 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             shuffler.shuffle(loads)
             for load in loads:
                 sample = runner.run(load, servers, args.seconds)
-                samples.setdefault(load.key, []).append((sample.rate, sample.cpu_us))
+                results.samples.setdefault(load.key, []).append(sample)
     print("| workers | load | old CPU µs | new CPU µs | new ÷ old | old /s | new /s | new ÷ old |")
     print("|---|---|---|---|---|---|---|---|")
     for w in ("sync", "gthread"):
         for kind, name, _ in LOADS:
-            old, new = samples[f"old/{w}/{kind}/{name}"], samples[f"new/{w}/{kind}/{name}"]
-            old_cpu, new_cpu = (statistics.median(c for _, c in s) for s in (old, new))
-            old_rate, new_rate = (statistics.median(r for r, _ in s) for s in (old, new))
+            old, new = f"old/{w}/{kind}/{name}", f"new/{w}/{kind}/{name}"
+            cpu, rate = results.ratio(new, old, "cpu_us"), results.ratio(new, old, "rate")
             print(
-                f"| {w} | {kind} {name} | {old_cpu:.0f} | {new_cpu:.0f} | {new_cpu / old_cpu:.2f}x"
-                f" | {old_rate:,.0f} | {new_rate:,.0f} | {new_rate / old_rate:.2f}x |"
+                f"| {w} | {kind} {name} | {results.median(old, 'cpu_us'):.0f}"
+                f" | {results.median(new, 'cpu_us'):.0f} | {cpu:.2f}x"
+                f" | {results.median(old, 'rate'):,.0f} | {results.median(new, 'rate'):,.0f}"
+                f" | {rate:.2f}x |"
             )
     return 0
 

@@ -92,6 +92,22 @@ class Results:
     def median(self, key: str, attribute: str) -> float:
         return float(statistics.median(getattr(s, attribute) for s in self.samples[key]))
 
+    def ratio(self, key: str, baseline: str, attribute: str) -> float:
+        """``key``'s ``attribute`` ÷ ``baseline``'s, paired: the median of every round's
+        own ratio. Both loads of a round ran within a minute of each other, so the
+        machine's drift from round to round (10% and more) falls out of each ratio."""
+        return self.per_round(
+            lambda sample, base: getattr(sample, attribute) / getattr(base, attribute),
+            key,
+            baseline,
+        )
+
+    def per_round(self, figure: t.Callable[..., float], *keys: str) -> float:
+        """The median over the rounds of ``figure(*samples)``, the round's samples of
+        ``keys`` in order."""
+        rounds = zip(*(self.samples[key] for key in keys), strict=True)
+        return float(statistics.median(figure(*samples) for samples in rounds))
+
     def has(self, key: str) -> bool:
         return bool(self.samples.get(key))
 

@@ -2,7 +2,7 @@
 
 Benchmarks are not tests, and nothing here judges a figure: the smoke run checks that
 the one command starts its servers, drives them with wrk, stops them, and prints every
-section of its table with numbers in it.
+section of its table with numbers in it; and its ratios pair the loads of each round.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.load import Results
+from benchmarks.load import Sample
+
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
+needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="the benchmarks need wrk (apt-get install wrk)"
 )
 
@@ -30,6 +33,36 @@ def _row(table: str, *cells: str) -> list[str]:
     raise AssertionError(f"no row with {cells} in:\n{table}")
 
 
+def _sample(cpu_us: float, extra_us: float = 0.0) -> Sample:
+    return Sample(
+        requests=1000, seconds=1.0, cpu=cpu_us / 1000, extra_cpu=extra_us / 1000, p50_us=1, p99_us=1
+    )
+
+
+def test_a_ratio_is_the_median_of_each_rounds_own_ratio() -> None:
+    # The machine ran slow in round 2: the medians of the rows (250 ÷ 150) would hide
+    # that the load costs twice its baseline in two rounds out of three.
+    results = Results()
+    results.samples["load"] = [_sample(100), _sample(250), _sample(300)]
+    results.samples["base"] = [_sample(50), _sample(800), _sample(150)]
+    assert results.ratio("load", "base", "cpu_us") == pytest.approx(2.0)
+    assert results.ratio("base", "load", "cpu_us") == pytest.approx(0.5)
+    rows = results.median("load", "cpu_us") / results.median("base", "cpu_us")
+    assert rows == pytest.approx(250 / 150)
+
+
+def test_per_round_figures_see_each_rounds_samples_together() -> None:
+    results = Results()
+    results.samples["redis"] = [_sample(100, extra_us=50), _sample(300, extra_us=100)]
+    results.samples["sqlite"] = [_sample(100), _sample(400)]
+    figure = results.per_round(lambda r, s: (r.cpu_us + r.extra_us) / s.cpu_us, "redis", "sqlite")
+    assert figure == pytest.approx((1.5 + 1.0) / 2)
+    results.samples["short"] = [_sample(1)]
+    with pytest.raises(ValueError):  # a load missing from a round is a broken run
+        results.ratio("short", "sqlite", "cpu_us")
+
+
+@needs_wrk
 @pytest.mark.timeout(300)
 def test_quick_run_prints_every_section(tmp_path: Path) -> None:
     output = tmp_path / "table.md"
