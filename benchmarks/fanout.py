@@ -1,10 +1,11 @@
 """Out-of-band fan-out, in process, on the default SQLite store (no HTTP).
 
-For each group size: join that many pages, time ``live.group(name).send_js(...)``
-(the sender's cost, which must not grow with the group), then time each page's drain:
-one poll through :class:`piggyback.testing.Client`, which answers through the real
-middleware (so a drain includes werkzeug's test client; the empty poll of a page in
-no group, timed the same way, is the floor). Large groups drain a random sample.
+For each group size: join that many pages; time ``live.group(name).send_js(...)`` (the
+sender's cost, which must not grow with the group; the groups take turns), then time
+each page's drain: one poll through :class:`piggyback.testing.Client`, which answers
+through the real middleware (so a drain includes werkzeug's test client; the empty
+poll of a page in no group, timed the same way, is the floor). Large groups drain a
+random sample.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def measure(
     secret_key: str,
     progress: t.Callable[[str], None] = print,
 ) -> list[FanOut]:
-    """One fresh SQLite file; per size, ``sends`` group sends and ``sample`` drains."""
+    """One fresh SQLite file: a group of each size, then ``sends`` group sends to each,
+    the groups taking turns so that the machine's drift hits every size alike; then
+    ``sample`` drains per size."""
     results = []
     with tempfile.TemporaryDirectory(prefix="pb-fanout-") as directory:
         store = store_from_url(f"sqlite:///{Path(directory) / 'store.sqlite3'}")
@@ -72,27 +75,38 @@ def measure(
         client = Client(live)
         client.poll(TestPage(token=live.signer.sign(secrets.token_urlsafe(16))))  # warm up
         try:
-            for size in sizes:
-                results.append(_one_size(live, client, size, sends, sample))
+            joined = {size: _join(live, size) for size in sizes}
+            send_times: dict[int, list[float]] = {size: [] for size in sizes}
+            for number in range(sends):
+                for size in sizes:
+                    handle = live.group(f"group-{size}")
+                    started = time.perf_counter()
+                    handle.send_js(f"window.fanout = {number};")
+                    send_times[size].append(time.perf_counter() - started)
+            for size, (pages, join_seconds) in joined.items():
+                drains, empty = _drain(live, client, size, pages, sends, sample)
+                results.append(
+                    FanOut(size, join_seconds, send_times[size], drains, len(drains), empty)
+                )
                 progress(f"  fan-out to {size:,} pages done")
         finally:
             store.close()
     return results
 
 
-def _one_size(live: Piggyback, client: Client, size: int, sends: int, sample: int) -> FanOut:
-    group = f"group-{size}"
+def _join(live: Piggyback, size: int) -> tuple[list[str], float]:
+    """``size`` new pages in the group ``group-<size>``, and the seconds that took."""
     pages = [secrets.token_urlsafe(16) for _ in range(size)]
     started = time.perf_counter()
     for page_id in pages:
-        live.store.join(page_id, group)
-    join_seconds = time.perf_counter() - started
-    handle = live.group(group)
-    send_times = []
-    for number in range(sends):
-        started = time.perf_counter()
-        handle.send_js(f"window.fanout = {number};")
-        send_times.append(time.perf_counter() - started)
+        live.store.join(page_id, f"group-{size}")
+    return pages, time.perf_counter() - started
+
+
+def _drain(
+    live: Piggyback, client: Client, size: int, pages: list[str], sends: int, sample: int
+) -> tuple[list[float], list[float]]:
+    """The times of a sample of the pages' drains, each beside an empty poll's."""
     drains, empty = [], []
     for page_id in random.sample(pages, min(sample, size)):
         page = TestPage(token=live.signer.sign(page_id))
@@ -105,4 +119,4 @@ def _one_size(live: Piggyback, client: Client, size: int, sends: int, sample: in
         started = time.perf_counter()
         client.poll(loner)
         empty.append(time.perf_counter() - started)
-    return FanOut(size, join_seconds, send_times, drains, len(drains), empty)
+    return drains, empty

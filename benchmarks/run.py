@@ -530,10 +530,11 @@ def report_fanout(report: Report, results: list[fanout.FanOut], settings: Settin
     report.add(
         "### 4. Out-of-band fan-out (SQLite store, in process)",
         "",
-        f"{settings.fanout_sends} `live.group(g).send_js(...)` per size (median); then each"
-        f" drained page (all, or a random sample of {settings.fanout_sample}) polls once through"
-        " `piggyback.testing.Client` and must receive all of them. An empty poll of a page in"
-        " no group, timed the same way beside each drain, is the floor.",
+        f"{settings.fanout_sends} `live.group(g).send_js(...)` per size, the sizes taking"
+        " turns (median); then each drained page (all, or a random sample of"
+        f" {settings.fanout_sample}) polls once through `piggyback.testing.Client` and must"
+        " receive all of them. An empty poll of a page in no group, timed the same way beside"
+        " each drain, is the floor.",
         "",
     )
     base = results[0].send_us
