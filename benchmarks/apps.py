@@ -9,14 +9,18 @@
 - ``flask_app``: a bare Flask route returning the same answer bytes.
 - ``store_floor``: not piggyback, the floor of its default store: an event does only the
   SQLite store's begin and save (a poll its one read) and writes the answer document.
+- ``lease_floor``: a bound on every store that keeps a lease: an event takes and gives
+  back the page's kernel lease and writes the answer document, storing nothing.
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import time
 import typing as t
 from urllib.parse import parse_qs
 from urllib.parse import urlencode
@@ -36,7 +40,9 @@ from piggyback.reply import Reply
 from piggyback.script import answer_document
 from piggyback.stores.base import Changes
 from piggyback.stores.base import PageRecord
+from piggyback.stores.file_lease import lease_file
 from piggyback.stores.memory import MemoryStore
+from piggyback.stores.sqlite import SQLiteStore
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -259,10 +265,9 @@ def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
     """
     if environ.get("PATH_INFO") != "/_pb/event":
         return site(environ, start_response)
-    query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&"))
-    page_id, seq = query["p"].split(".", 1)[0], int(query["s"])
+    token, page_id, seq, is_event = _floor_query(environ)
     batches: list[Batch] = []
-    if "h" in query:
+    if is_event:
         batches = [Batch(seq, [["text", "count", "1"]])]
         begun = live.store.begin(page_id, 60.0)
         if begun is None:
@@ -271,7 +276,39 @@ def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
         live.store.save(page_id, begun[0], changes)
     else:
         live.store.load(page_id)
-    body, script_source = answer_document(Reply(seq, batches, token=query["p"]).for_client())
+    return _floor_answer(start_response, token, seq, batches)
+
+
+def lease_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """The least an event can cost in any store that keeps a lease: the page's kernel
+    lease, taken and given back as the SQLite store takes it, around the answer
+    document. Nothing is read or written: not a store, a bound on every store."""
+    if environ.get("PATH_INFO") != "/_pb/event":
+        return site(environ, start_response)
+    token, page_id, seq, is_event = _floor_query(environ)
+    batches = [Batch(seq, [["text", "count", "1"]])] if is_event else []
+    leases = lease_file(_lease_path())
+    now = time.time()
+    if leases.take(page_id, "floor", now, now + 60.0) is None:
+        raise RuntimeError(f"page {page_id} was busy: the load sent two events at once")
+    try:
+        return _floor_answer(start_response, token, seq, batches)
+    finally:
+        leases.release(page_id, "floor")
+
+
+def _floor_query(environ: WSGIEnvironment) -> tuple[str, str, int, bool]:
+    """The token, page id and sequence number of an event or poll, read without checks,
+    and whether it is an event."""
+    query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&"))
+    return query["p"], query["p"].split(".", 1)[0], int(query["s"]), "h" in query
+
+
+def _floor_answer(
+    start_response: StartResponse, token: str, seq: int, batches: list[Batch]
+) -> list[bytes]:
+    """The answer document with the endpoint's headers."""
+    body, script_source = answer_document(Reply(seq, batches, token=token).for_client())
     headers = [
         ("Content-Type", "text/html; charset=utf-8"),
         ("Content-Length", str(len(body))),
@@ -280,3 +317,11 @@ def store_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
     ]
     start_response("200 OK", headers)
     return [body]
+
+
+@functools.cache
+def _lease_path() -> str:
+    """The default store's lock file, in the directory its database makes."""
+    store = t.cast(SQLiteStore, live.store)
+    store.load("")  # makes the directory
+    return store._lease_path

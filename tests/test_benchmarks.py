@@ -88,8 +88,17 @@ def test_quick_run_prints_every_section(tmp_path: Path) -> None:
         events_per_second = float(sqlite[2].replace(",", ""))
         cpu_ratio = float(sqlite[5].rstrip("x"))
         assert events_per_second > 0 and cpu_ratio > 0
-        for floor in ("the SQLite store alone: its floor", "empty poll, the SQLite store alone"):
+        floors = (
+            "the SQLite store alone: its floor",
+            "empty poll, the SQLite store alone",
+            "the page's lease alone: any store's floor",
+        )
+        for floor in floors:
             assert float(_row(table, workers, floor)[5].rstrip("x")) > 0
+    for workers in ("sync", "gthread"):  # the bounds against Sijax need --peers
+        bound = _row(table, f"{workers}: empty poll, the SQLite store's floor")
+        assert bound[1:] == ["—", bound[2], "a bound, not piggyback"]
+        assert float(bound[2].rstrip("x")) > 0
     for target in ("SQLite CPU/event ÷ Flask-Sijax", "gthread ÷ sync", "Redis CPU/event"):
         assert target in table
     passed = _row(table, "sync", "pass-through JSON")
