@@ -11,6 +11,8 @@
   SQLite store's begin and save (a poll its one read) and writes the answer document.
 - ``lease_floor``: a bound on every store that keeps a lease: an event takes and gives
   back the page's kernel lease and writes the answer document, storing nothing.
+- ``record_file_floor``: a bound on a store of piggyback's own: the lease, and the
+  page's record read and written at a slot of a plain file (one ``pread``, one ``pwrite``).
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
@@ -39,8 +41,12 @@ from piggyback.reply import Batch
 from piggyback.reply import Reply
 from piggyback.script import answer_document
 from piggyback.stores.base import Changes
+from piggyback.stores.base import dump_record
+from piggyback.stores.base import load_record
 from piggyback.stores.base import PageRecord
+from piggyback.stores.file_lease import _offset
 from piggyback.stores.file_lease import lease_file
+from piggyback.stores.file_lease import LeaseFile
 from piggyback.stores.memory import MemoryStore
 from piggyback.stores.sqlite import SQLiteStore
 
@@ -287,14 +293,53 @@ def lease_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
         return site(environ, start_response)
     token, page_id, seq, is_event = _floor_query(environ)
     batches = [Batch(seq, [["text", "count", "1"]])] if is_event else []
-    leases = lease_file(_lease_path())
-    now = time.time()
-    if leases.take(page_id, "floor", now, now + 60.0) is None:
-        raise RuntimeError(f"page {page_id} was busy: the load sent two events at once")
+    leases = _take_lease(page_id)
     try:
         return _floor_answer(start_response, token, seq, batches)
     finally:
         leases.release(page_id, "floor")
+
+
+#: The size of a page's slot in ``record_file_floor``'s file.
+_SLOT = 1024
+
+
+def record_file_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """What an event's record could cost in a file of piggyback's own: the lease as in
+    ``lease_floor``, then the page's record read with one ``pread`` and written with one
+    ``pwrite``, at a slot hashed from its id. Not a store (no checksum, no collisions
+    handled, no mail, nothing expires): a bound on what such a store could reach."""
+    if environ.get("PATH_INFO") != "/_pb/event":
+        return site(environ, start_response)
+    token, page_id, seq, is_event = _floor_query(environ)
+    batches = [Batch(seq, [["text", "count", "1"]])] if is_event else []
+    leases = _take_lease(page_id)
+    try:
+        records, at = _records(os.getpid()), _offset(page_id) % 65536 * _SLOT
+        found = os.pread(records, _SLOT, at).rstrip(b"\0")
+        if found:
+            load_record(found.decode())
+        if is_event:
+            text = dump_record(PageRecord(seq=seq, batches=batches)).encode()
+            os.pwrite(records, text.ljust(_SLOT, b"\0")[:_SLOT], at)
+        return _floor_answer(start_response, token, seq, batches)
+    finally:
+        leases.release(page_id, "floor")
+
+
+@functools.cache
+def _records(pid: int) -> int:
+    """This process's descriptor of ``record_file_floor``'s file, in the server's cwd."""
+    return os.open("records.bin", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _take_lease(page_id: str) -> LeaseFile:
+    """Take the page's lease as the SQLite store does; give it back with ``release``."""
+    leases = lease_file(_lease_path())
+    now = time.time()
+    if leases.take(page_id, "floor", now, now + 60.0) is None:
+        raise RuntimeError(f"page {page_id} was busy: the load sent two events at once")
+    return leases
 
 
 def _floor_query(environ: WSGIEnvironment) -> tuple[str, str, int, bool]:
