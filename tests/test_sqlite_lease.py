@@ -12,6 +12,7 @@ never a sleep.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import subprocess
@@ -27,6 +28,7 @@ from piggyback.stores.base import Changes
 from piggyback.stores.base import LeaseLost
 from piggyback.stores.base import Mail
 from piggyback.stores.base import PageRecord
+from piggyback.stores.record_slots import place
 from piggyback.stores.sqlite import SQLiteStore
 
 from .servers import ROOT
@@ -375,7 +377,9 @@ def test_a_child_giving_back_its_parents_lease_frees_nothing(
 def test_a_holder_of_an_expired_page_writes_nothing_once_it_was_swept(path: str) -> None:
     clock = [time.time()]
     store = SQLiteStore(path, page_ttl=100, clock=lambda: clock[0])
-    _commit(store, PageRecord(seq=1))
+    owner = store.lock("p", 60)
+    assert owner is not None
+    store.save("p", owner, Changes(record=PageRecord(seq=1), joins=["g"]))  # in its row
     owner = store.lock("p", 10)
     assert owner is not None
     clock[0] += 600  # the page expires; a write sweeps its row away
@@ -383,6 +387,31 @@ def test_a_holder_of_an_expired_page_writes_nothing_once_it_was_swept(path: str)
     with pytest.raises(LeaseLost):
         store.save("p", owner, Changes(record=PageRecord(seq=2)))
     assert store.load("p") == (None, Mail())
+
+
+def _sharing_a_slot(page_id: str) -> str:
+    """Another page id whose record would live in the same slot of the record file."""
+    index = place(page_id).index
+    return next(f"q{n}" for n in itertools.count() if place(f"q{n}").index == index)
+
+
+def test_a_holder_of_an_expired_page_writes_nothing_once_its_slot_went_to_another(
+    path: str,
+) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, page_ttl=100, clock=lambda: clock[0])
+    _commit(store, PageRecord(seq=1))  # in its slot
+    owner = store.lock("p", 10)
+    assert owner is not None
+    clock[0] += 600  # the page expires; another page takes its slot
+    other = _sharing_a_slot("p")
+    taken = store.lock(other, 10)
+    assert taken is not None
+    store.save(other, taken, Changes(record=PageRecord(seq=7)))
+    with pytest.raises(LeaseLost):
+        store.save("p", owner, Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (None, Mail())
+    assert store.load(other) == (PageRecord(seq=7), Mail())
 
 
 def test_a_store_opened_through_a_symlink_shares_the_leases(

@@ -41,7 +41,10 @@ from piggyback.stores.base import Store
 from piggyback.stores.base import sweep_interval
 from piggyback.stores.base import SWEEPS_PER_TTL
 from piggyback.stores.memory import MemoryStore
+from piggyback.stores.record_slots import place
+from piggyback.stores.record_slots import Slot
 from piggyback.stores.redis import RedisStore
+from piggyback.stores.sqlite import _SCHEMA
 from piggyback.stores.sqlite import SQLiteStore
 
 from .redis_server import redis_server
@@ -729,6 +732,7 @@ def test_sqlite_makes_an_existing_file_and_piggyback_directory_private(
         "store.sqlite3": 0o600,
         "store.sqlite3-wal": 0o600,
         "store.sqlite3-shm": 0o600,
+        "store.sqlite3-records": 0o600,  # read for the page: made private, empty
     }
 
 
@@ -795,8 +799,8 @@ def test_sqlite_sweep_deletes_what_expired(tmp_path: Path) -> None:
     clock = Clock()
     store = SQLiteStore(path, page_ttl=100, clock=clock)
     for n in range(20):
-        store.join(f"p{n}", "g")
-        commit(store, f"p{n}", PageRecord(seq=1))
+        # A save that moves mail keeps the record in the page's row, not in a slot.
+        commit(store, f"p{n}", PageRecord(seq=1), joins=["g"])
         store.push(f"p{n}", A)
         store.publish("g", B)
     store.lock("crashed", 10)  # a lease is no row: the lock file holds it
@@ -872,18 +876,35 @@ def _statements(store: SQLiteStore, run: t.Callable[[], t.Any]) -> list[str]:
     return statements
 
 
-def test_sqlite_plain_event_is_one_statement_to_begin_and_one_to_save(
-    tmp_path: Path,
-) -> None:
+def test_sqlite_plain_event_reads_one_statement_and_writes_none(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.sqlite3")
     commit(store, "p", PageRecord(seq=1))
     taken: list[t.Any] = []
+    # Whether mail waits; the record is in the page's slot of the record file.
     assert _statements(store, lambda: taken.append(store.begin("p", 60))) == ["SELECT"]
     owner, record, mail = taken[0]
     assert (record, mail) == (PageRecord(seq=1), Mail())
     save = lambda: store.save("p", owner, Changes(record=PageRecord(seq=2)))  # noqa: E731
-    assert _statements(store, save) == ["UPDATE"]
+    assert _statements(store, save) == []
     assert _statements(store, lambda: store.load("p")) == ["SELECT"]
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+def test_sqlite_plain_event_of_a_page_in_the_database_is_one_statement_each_way(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    commit(store, "p", PageRecord(seq=1), joins=["g"])  # moves mail: the record's row
+    taken: list[t.Any] = []
+    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == [
+        "SELECT",
+        "SELECT",  # the page's membership: mail may wait
+    ]
+    owner, record, _ = taken[0]
+    assert record == PageRecord(seq=1)
+    save = lambda: store.save("p", owner, Changes(record=PageRecord(seq=2)))  # noqa: E731
+    assert _statements(store, save) == ["UPDATE"]
+    assert store.load("p") == (PageRecord(seq=2), Mail(groups={"g": []}))
 
 
 def test_sqlite_reads_mail_only_for_a_page_that_may_have_some(tmp_path: Path) -> None:
@@ -987,7 +1008,7 @@ def test_sqlite_migrates_a_version_1_file(tmp_path: Path) -> None:
     store.push("p", B)
     assert store.load("p")[1].inbox == [(1, A), (3, B)]
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "leases" not in tables
     assert "pages_v1" not in tables
@@ -1017,9 +1038,32 @@ def test_sqlite_migrates_a_version_2_file(tmp_path: Path) -> None:
     store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
     assert store.load("p")[0] == PageRecord(seq=3)
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(pages)")]
     assert columns == ["id", "record", "touched", "fence"]
+
+
+def test_sqlite_migrates_a_version_3_file_whose_records_stay_in_their_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(";".join(_SCHEMA) + ";PRAGMA user_version = 3")
+        db.execute(
+            'INSERT INTO pages VALUES (\'p\', \'{"seq":2,"state":{},"batches":[]}\', ?, 1)',
+            (time.time(),),
+        )
+        db.commit()
+    store = SQLiteStore(path)
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+    taken = store.begin("p", 60)
+    assert taken is not None
+    store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("SELECT record, fence FROM pages").fetchall() == [
+            ('{"seq":3,"state":{},"batches":[]}', 2)
+        ]
 
 
 def test_sqlite_refuses_a_file_of_a_newer_release(tmp_path: Path) -> None:
@@ -1374,6 +1418,10 @@ def _damage(store: Store, page_id: str) -> None:
     elif isinstance(store, SQLiteStore):
         db = store._db()
         db.execute("UPDATE pages SET record = '[1,' WHERE id = ?", (page_id,))
+        slot = store._slot_of(page_id)
+        if slot is not None:  # the record is in the record file
+            damaged = Slot(slot.digest, slot.fence, slot.touched, b"[1,")
+            store._records().write(place(page_id).index, damaged)
         db.execute("UPDATE messages SET commands = '{}' WHERE id = (SELECT max(id) FROM messages)")
     else:
         assert isinstance(store, RedisStore)

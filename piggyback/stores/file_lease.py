@@ -31,7 +31,14 @@ import hashlib
 import os
 import stat
 import threading
+import time
+import typing as t
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+#: Where the slots' locks of the record file (``record_slots.py``) start: past every
+#: page's, whose offsets are below 2**62.
+SLOT_LOCKS = 1 << 62
 
 
 def _offset(page_id: str) -> int:
@@ -55,6 +62,9 @@ class Held:
     fence: int = 0
     #: When the page's row was last touched, as the lease was taken; set by the store.
     touched: float = 0.0
+    #: The page's record, as the store read it from a slot of the record file; ``None``
+    #: when it is not in a slot. Set by the store.
+    slot_text: bytes | None = None
 
 
 class LeaseFile:
@@ -63,7 +73,7 @@ class LeaseFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = os.getpid()
-        self._fd = _open_private(path)
+        self._fd = open_private(path, "lock file")
         self._mutex = threading.Lock()
         self._held: dict[str, Held] = {}
 
@@ -106,6 +116,36 @@ class LeaseFile:
             del self._held[page_id]
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, held.offset)
 
+    def lock_slot(self, index: int, timeout: float) -> None:
+        """Take the lock of the record file's slot ``index``, against this process's
+        threads too, until :meth:`unlock_slot`. A slot's writer holds it for one read
+        and one write, so it is tried again every 50 µs, for ``timeout`` seconds.
+
+        :raise TimeoutError: another process held it all that time.
+        """
+        self._mutex.acquire()
+        deadline = 0.0
+        while not self._lock(SLOT_LOCKS + index):
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now > deadline:
+                self._mutex.release()
+                raise TimeoutError(f"a slot of {self.path!r} stayed locked {timeout} s")
+            time.sleep(0.00005)
+
+    def unlock_slot(self, index: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, SLOT_LOCKS + index)
+        self._mutex.release()
+
+    @contextmanager
+    def slot(self, index: int, timeout: float) -> t.Iterator[None]:
+        """:meth:`lock_slot` and :meth:`unlock_slot` around a block."""
+        self.lock_slot(index, timeout)
+        try:
+            yield
+        finally:
+            self.unlock_slot(index)
+
     def close(self) -> bool:
         """Close the file unless this process holds a lease on it (closing a descriptor
         drops the process's locks on its file); whether it did."""
@@ -126,14 +166,15 @@ class LeaseFile:
         return True
 
 
-def _open_private(path: str) -> int:
-    """The lock file, made if need be: a regular file of this user's, mode 0600."""
+def open_private(path: str, what: str) -> int:
+    """The store's ``what`` at ``path``, made if need be: a regular file of this
+    user's, mode 0600."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
-        raise PermissionError(f"the SQLite store's lock file {path!r} is a symlink") from e
+        raise PermissionError(f"the SQLite store's {what} {path!r} is a symlink") from e
     found = os.fstat(fd)
     problem = (
         "is not a regular file" if not stat.S_ISREG(found.st_mode)
@@ -142,7 +183,7 @@ def _open_private(path: str) -> int:
     )  # fmt: skip
     if problem:
         os.close(fd)  # this process holds no lock on it yet
-        raise PermissionError(f"the SQLite store's lock file {path!r} {problem}")
+        raise PermissionError(f"the SQLite store's {what} {path!r} {problem}")
     if stat.S_IMODE(found.st_mode) & 0o077:
         os.fchmod(fd, 0o600)
     return fd

@@ -1,13 +1,16 @@
 """The default store: one SQLite file shared by every process and thread on a machine.
 
 A page's lease is a kernel lock in a lock file beside the database
-(:mod:`piggyback.stores.file_lease`), never a database write, so an event's start (take
-the lease, read the record, see whether mail waits) is one read, from a WAL snapshot,
-and its end (write the record) is one write, with a short transaction only when the
-event also moves mail, memberships or sends. No transaction is open while a handler
-runs: the lease is what serializes a page's events, and each page's row carries a fence
-number, which every save checks and moves on and every take-over of a lease past its
-time moves on, so that a holder who lost its lease writes nothing. Connections are
+(:mod:`piggyback.stores.file_lease`), never a database write, and most pages' records
+live in slots of a record file beside it (:mod:`piggyback.stores.record_slots`). So an
+event's start (take the lease, read the record, see whether mail waits) is one read of
+the slot and one from a WAL snapshot, and its end is one write of the slot: no database
+write at all, unless the event moves mail, memberships or sends, or the page's record
+is in its row (its slot was taken, or it outgrew one); then it is one statement, or a
+short transaction. No transaction is open while a handler runs: the lease is what
+serializes a page's events, and each page's slot or row carries a fence number, which
+every save checks and moves on and every take-over of a lease past its time moves on,
+so that a holder who lost its lease writes nothing. Connections are
 opened lazily, one per process and thread (or greenlet, under gevent); one thread of a
 process writes at a time, and each store checkpoints the write-ahead log at its first
 write and after every :data:`CHECKPOINT_EVERY` more (SQLite's own checkpoints are a
@@ -27,7 +30,9 @@ What the store relies on:
   ``chmod``-ed by path. Nothing moves or deletes the file, its ``-wal`` or its
   ``-shm`` while the store is in use, and a backup goes through SQLite
   (``sqlite3 store.sqlite3 ".backup copy.sqlite3"`` or ``VACUUM INTO``): a plain copy
-  misses what is still in the ``-wal``.
+  misses what is still in the ``-wal``. The record file (``<file>-records``) is copied
+  beside it: a page in use during the copy may come back as it was a moment before,
+  or not at all.
 - Other processes (a CLI, a job worker, ``python -m examples.chat_bot``) may open the
   store with ``SQLiteStore(path)`` or ``store_from_url()``, use it and exit at any
   time, as often as they like: they are users of the file like the web workers, and
@@ -40,9 +45,11 @@ What the store relies on:
   leaves its child unable to use the store.
 
 Schema version 2 moved the leases onto the pages' rows; version 3 moved them into the
-lock file and gave each row a fence number. An older file is migrated on first use (its
+lock file and gave each row a fence number; version 4 keeps records in the record file,
+which releases before it would not read. An older file is migrated on first use (its
 pages, mail and secret are kept; leases held at that moment are dropped). The lock file
-(``<file>-lease``) must not be deleted while the store is in use either.
+(``<file>-lease``) and the record file must not be deleted while the store is in use
+either.
 """
 
 from __future__ import annotations
@@ -76,11 +83,16 @@ from .file_lease import close_lease_file
 from .file_lease import Held
 from .file_lease import lease_file
 from .file_lease import LeaseFile
+from .record_slots import CAPACITY
+from .record_slots import DAMAGED
+from .record_slots import place
+from .record_slots import RecordFile
+from .record_slots import Slot
 
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS secret (
@@ -133,6 +145,10 @@ _FROM_V2 = (
     *(f"ALTER TABLE pages DROP COLUMN {column}" for column in ("owner", "pid", "host", "expires")),
 )
 
+# Version 3 kept every record in the database; version 4 may keep some in the record
+# file, which an older release would not read.
+_FROM_V3: tuple[str, ...] = ()
+
 # The statements an event or a poll runs take their parameters by position (?1 is
 # the page id): binding by name costs a microsecond more per statement.
 
@@ -141,6 +157,18 @@ _FROM_V2 = (
 _MAY_HAVE_MAIL = """
     EXISTS (SELECT 1 FROM messages WHERE kind = 'page' AND name = ?1)
     OR EXISTS (SELECT 1 FROM memberships WHERE page_id = ?1)
+"""
+
+# Whether mail may wait for a page whose record is in a slot.
+_MAIL_WAITS = f"SELECT {_MAY_HAVE_MAIL}"
+
+# The fence of a page's row (none: the page has no row).
+_FENCE = "SELECT fence FROM pages WHERE id = ?"
+
+# A slot's record moves into the page's row for good, with its fence and time.
+_ADOPT = """
+INSERT INTO pages (id, record, touched, fence) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET record = ?2, touched = ?3, fence = ?4
 """
 
 # What an event reads under its lease: the record, when it was written, the fence, and
@@ -464,6 +492,7 @@ class SQLiteStore(Store):
         self._file = os.path.abspath(self.path)
         # Beside the file SQLite opens, whatever symlinks lead there.
         self._lease_path = f"{os.path.realpath(self._file)}-lease"
+        self._records_path = f"{os.path.realpath(self._file)}-records"
         self._private = False  # the file's mode is checked once, at the first connection
         self.page_ttl = page_ttl
         self.timeout = timeout
@@ -479,6 +508,7 @@ class SQLiteStore(Store):
         self._secret: bytes | None = None
         self._local = threading.local()
         self._lease_file: LeaseFile | None = None
+        self._record_file: RecordFile | None = None
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
     def secret(self) -> bytes:
@@ -516,6 +546,11 @@ class SQLiteStore(Store):
     def load(self, page_id: str) -> tuple[PageRecord | None, Mail]:
         cutoff = self._clock() - self.page_ttl
         db = self._db()
+        slot = self._slot_of(page_id)
+        if slot is not None:
+            (may_have_mail,) = self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()
+            mail = self._mail(db, page_id) if may_have_mail else Mail()
+            return self._unexpired(slot.text, slot.touched), mail
         text, may_have_mail = self._execute(db, _PEEK, (page_id, cutoff)).fetchone()
         if may_have_mail:  # the usual poll finds none: a quarter of the work
             params = {"page_id": page_id, "cutoff": cutoff, **_LIMIT}
@@ -544,7 +579,12 @@ class SQLiteStore(Store):
         now = self._clock()
         record = dump_record(changes.record)
         touch = not held.fence or held.touched < self._due(now)
-        if not _moves_mail(changes):
+        moves_mail = _moves_mail(changes)
+        if not moves_mail and self._saved_in_slot(page_id, held, record, now, touch):
+            return
+        if held.slot_text is not None:
+            self._adopt(page_id, held)
+        if not moves_mail:
             # The usual event: one statement, its own transaction (and the writer lock
             # taken as _writing() takes it, without the cost of its generator).
             lock = self._lock_writer()
@@ -594,6 +634,8 @@ class SQLiteStore(Store):
         for db in list(self._connections):
             if db.pid == os.getpid():
                 db.close()
+        if self._record_file is not None and self._record_file.usable:
+            self._record_file.close()
         close_lease_file(self._lease_path)
 
     def _take(self, page_id: str, lease: float) -> tuple[str, str | None, float, int] | None:
@@ -608,10 +650,9 @@ class SQLiteStore(Store):
             return None
         try:
             if held.took_over:
-                with self._writing() as writer:
-                    row = self._execute(writer, _TAKE_OVER, (page_id, now)).fetchone()
+                row = self._take_over(page_id, held, now)
             else:
-                row = self._execute(db, _READ, (page_id,)).fetchone()
+                row = self._read_held(db, page_id, held)
             text, touched, fence, may_have_mail = row
         except BaseException:
             leases.release(page_id, owner)
@@ -620,6 +661,113 @@ class SQLiteStore(Store):
         held.touched = touched or 0.0
         return owner, text, now if touched is None else touched, may_have_mail
 
+    # The record file (record_slots.py). A page's record is in a slot from its first
+    # save, if the slot is free, until the page moves mail or outgrows the slot; then
+    # it moves into the page's row for good. Its fence is where its record is.
+
+    def _slot_of(self, page_id: str) -> Slot | None:
+        """The page's slot, if it holds the page's record."""
+        where = place(page_id)
+        records = self._records()
+        found = records.read(where.index)
+        if found is DAMAGED:  # read during a write, or torn: read again after it
+            with self._leases().slot(where.index, self.timeout):
+                found = records.read_locked(where.index)
+        return found if found is not None and found.digest == where.digest else None
+
+    def _read_held(self, db: _Connection, page_id: str, held: Held) -> tuple[t.Any, ...]:
+        """What ``_READ`` reads, from the page's slot if its record is there."""
+        slot = self._slot_of(page_id)
+        if slot is None:
+            return tuple(self._execute(db, _READ, (page_id,)).fetchone())
+        held.slot_text = slot.text
+        return self._slot_row(db, page_id, slot)
+
+    def _take_over(self, page_id: str, held: Held, now: float) -> tuple[t.Any, ...]:
+        """Fence out the holder whose lease ran out, and read as ``_READ`` does.
+
+        Under the slot's lock, so that the holder fenced out cannot put the page's
+        first record in the slot meanwhile (see ``_claims``).
+        """
+        where = place(page_id)
+        records = self._records()
+        with self._leases().slot(where.index, self.timeout):
+            found = records.read_locked(where.index)
+            if found is None or found.digest != where.digest:
+                with self._writing() as writer:
+                    return tuple(self._execute(writer, _TAKE_OVER, (page_id, now)).fetchone())
+            slot = Slot(found.digest, found.fence + 1, found.touched, found.text)
+            records.write(where.index, slot)
+        held.slot_text = slot.text
+        return self._slot_row(self._db(), page_id, slot)
+
+    def _slot_row(self, db: _Connection, page_id: str, slot: Slot) -> tuple[t.Any, ...]:
+        (may_have_mail,) = self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()
+        return slot.text, slot.touched, slot.fence, may_have_mail
+
+    def _saved_in_slot(
+        self, page_id: str, held: Held, record: str, now: float, touch: bool
+    ) -> bool:
+        """Write the record in the page's slot, if it is there already or goes there
+        now (a page's first save, into a free slot), and fits.
+
+        :raise LeaseLost: the slot's fence moved on, or the slot went to another page.
+        """
+        text = record.encode()
+        if len(text) > CAPACITY or (held.slot_text is None and held.fence):
+            return False
+        where = place(page_id)
+        records, leases = self._records(), self._leases()
+        leases.lock_slot(where.index, self.timeout)
+        try:
+            if held.slot_text is not None:
+                if records.owner(where.index) != (where.digest, held.fence):
+                    raise LeaseLost(page_id)
+            elif not self._claims(page_id, records.read_locked(where.index), now):
+                return False
+            touched = now if touch else held.touched
+            records.write(where.index, Slot(where.digest, held.fence + 1, touched, text))
+        finally:
+            leases.unlock_slot(where.index)
+        if touch and held.fence:
+            with self._writing() as db:
+                self._execute(db, _TOUCH, self._times(page_id, now))
+        return True
+
+    def _claims(self, page_id: str, found: Slot | None, now: float) -> bool:
+        """Whether a new page may take a slot holding ``found``: one that holds no
+        live record, while the page has no row (a lease taken over made one)."""
+        if found is not None and found.touched >= now - self.page_ttl:
+            return False
+        return self._execute(self._db(), _FENCE, (page_id,)).fetchone() is None
+
+    def _adopt(self, page_id: str, held: Held) -> None:
+        """Move the record from the page's slot into its row, as it was when the lease
+        was taken: first copied, then the slot cleared, so that a crash between the
+        two leaves it readable.
+
+        :raise LeaseLost: the slot's fence moved on meanwhile.
+        """
+        assert held.slot_text is not None
+        text = held.slot_text.decode()
+        with self._writing() as db:
+            self._execute(db, _ADOPT, (page_id, text, held.touched, held.fence))
+        where = place(page_id)
+        records = self._records()
+        with self._leases().slot(where.index, self.timeout):
+            found = records.read_locked(where.index)
+            if found is None or found.digest != where.digest or found.fence != held.fence:
+                raise LeaseLost(page_id)
+            records.clear(where.index)
+        held.slot_text = None
+
+    def _records(self) -> RecordFile:
+        """This process's descriptor of the record file."""
+        found = self._record_file
+        if found is None or not found.usable:
+            found = self._record_file = RecordFile(self._records_path)
+        return found
+
     def _leases(self) -> LeaseFile:
         """This process's leases on the file's pages."""
         found = self._lease_file
@@ -627,7 +775,7 @@ class SQLiteStore(Store):
             found = self._lease_file = lease_file(self._lease_path)
         return found
 
-    def _unexpired(self, text: str | None, touched: float) -> PageRecord | None:
+    def _unexpired(self, text: str | bytes | None, touched: float) -> PageRecord | None:
         """The record on a page's row, unless it expired or the row has none yet."""
         if text is None or touched < self._clock() - self.page_ttl:
             return None
@@ -838,6 +986,8 @@ class SQLiteStore(Store):
             return _FROM_V1
         if version == 2:
             return _FROM_V2
+        if version == 3:
+            return _FROM_V3
         raise RuntimeError(
             f"{self.path!r} has schema version {version}, newer than this piggyback's"
             f" ({_SCHEMA_VERSION}): it was written by a newer release. Upgrade"

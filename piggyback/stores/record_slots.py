@@ -1,0 +1,136 @@
+"""Page records in slots of a plain file, beside the SQLite store's database.
+
+An event of a page that moves no mail reads its record with one ``pread`` and writes it
+with one ``pwrite``, at a slot hashed from the page id, instead of a SQLite transaction:
+a write transaction shared by processes costs an event more than all of piggyback's own
+code (see ``benchmarks/README.md``). The database stays the store's whole truth for
+everything else, and for every page whose record does not live in a slot: one that
+found its slot taken by another live page, that outgrew a slot, or that moved mail.
+
+A slot holds one page: a header (the page's 16-byte digest, its fence number, when it
+was last touched, the record's length and a CRC-32 of all of it) and the record's JSON.
+A slot is free while it holds nothing readable or a record that expired. Whoever
+writes a slot holds its lock (:meth:`~piggyback.stores.file_lease.LeaseFile.slot`);
+readers do not, and read again under the lock what they found damaged, since a read
+may overlap a write. A slot still damaged then (a write torn by a power loss) is free:
+the page it held is forgotten, as an expired one is.
+
+The file is sparse: :data:`SLOTS` slots of :data:`SLOT_SIZE` bytes take disk space
+only where pages were written. Nothing is synced: like the database's commits
+(``synchronous = NORMAL``), a write survives the process that made it, not a power loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .file_lease import open_private
+
+#: Slots in the file: pages beyond a few thousand at once start to share some, and
+#: every page but one of those that share a slot keeps its record in the database.
+SLOTS = 65536
+#: Bytes per slot; a record longer than :data:`CAPACITY` lives in the database.
+SLOT_SIZE = 2048
+
+# magic, the page's digest, fence, touched, the record's length, CRC-32 of the rest.
+_HEADER = struct.Struct("<4s16sqdII")
+_MAGIC = b"PBr1"
+_CHECKED = slice(4, _HEADER.size - 4)  # what the CRC covers, with the record after it
+#: The longest record a slot holds, in bytes of UTF-8.
+CAPACITY = SLOT_SIZE - _HEADER.size
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a page's record would live: its digest, and its slot's number."""
+
+    digest: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """What a slot holds."""
+
+    digest: bytes
+    fence: int
+    touched: float
+    text: bytes
+
+
+@functools.lru_cache(maxsize=4096)  # an event places its page twice
+def place(page_id: str) -> Place:
+    digest = hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return Place(digest, int.from_bytes(digest[:8], "little") % SLOTS)
+
+
+def encode(slot: Slot) -> bytes:
+    header = _HEADER.pack(_MAGIC, slot.digest, slot.fence, slot.touched, len(slot.text), 0)
+    crc = zlib.crc32(slot.text, zlib.crc32(header[_CHECKED]))
+    return header[:-4] + crc.to_bytes(4, "little") + slot.text
+
+
+#: What :func:`decode` finds in a slot that was written but does not check out: read
+#: during a write, or torn by a power loss. It holds no page.
+DAMAGED = Slot(b"", 0, 0.0, b"")
+
+
+def decode(data: bytes) -> Slot | None:
+    """The slot in ``data``: ``None`` if nothing was ever written there, or it was
+    cleared; :data:`DAMAGED` if it does not check out."""
+    if len(data) < _HEADER.size or data[:4] != _MAGIC:
+        return None
+    _, digest, fence, touched, length, crc = _HEADER.unpack_from(data)
+    text = data[_HEADER.size : _HEADER.size + length]
+    if len(text) != length or zlib.crc32(text, zlib.crc32(data[_CHECKED])) != crc:
+        return DAMAGED
+    return Slot(digest, fence, touched, text)
+
+
+class RecordFile:
+    """This process's descriptor of a store's record file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self._fd = open_private(path, "record file")
+
+    @property
+    def usable(self) -> bool:
+        """Open, and opened by this process."""
+        return self._fd >= 0 and self.pid == os.getpid()
+
+    def read(self, index: int) -> Slot | None:
+        """What slot ``index`` holds; see :func:`decode`."""
+        return decode(os.pread(self._fd, SLOT_SIZE, index * SLOT_SIZE))
+
+    def owner(self, index: int) -> tuple[bytes, int] | None:
+        """The digest and fence of the page slot ``index`` holds, unchecked: enough
+        for its writer, who holds its lock and overwrites it whole."""
+        data = os.pread(self._fd, _HEADER.size, index * SLOT_SIZE)
+        if len(data) < _HEADER.size or data[:4] != _MAGIC:
+            return None
+        _, digest, fence, _, _, _ = _HEADER.unpack(data)
+        return digest, fence
+
+    def read_locked(self, index: int) -> Slot | None:
+        """What slot ``index`` holds, read under its lock: damaged is free."""
+        found = self.read(index)
+        return None if found is DAMAGED else found
+
+    def write(self, index: int, slot: Slot) -> None:
+        os.pwrite(self._fd, encode(slot), index * SLOT_SIZE)
+
+    def clear(self, index: int) -> None:
+        os.pwrite(self._fd, bytes(_HEADER.size), index * SLOT_SIZE)
+
+    def close(self) -> None:
+        # Nothing locks this file: closing its descriptor drops no lock.
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
