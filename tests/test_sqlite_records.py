@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -55,8 +58,6 @@ def _in_slot(store: SQLiteStore, page_id: str) -> PageRecord | None:
 
 
 def _fields(text: bytes) -> dict[str, t.Any]:
-    import json
-
     data = json.loads(text)
     return {"seq": data["seq"], "state": data["state"]}
 
@@ -227,3 +228,134 @@ def test_the_record_file_is_private_and_never_a_symlink(tmp_path: Path) -> None:
     os.symlink(target, elsewhere / "store.sqlite3-records")
     with pytest.raises(PermissionError, match=r"record file .* is a symlink"):
         SQLiteStore(elsewhere / "store.sqlite3").load("p")
+
+
+# The mail flag: a page in its slot reads the database only once mail may wait.
+
+
+def test_mail_sent_during_an_event_keeps_its_flag_through_the_save(path: Path) -> None:
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    taken = store.begin("p", 60)
+    assert taken is not None and taken[2] == Mail()
+    store.push("p", A)  # while the event runs
+    store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail(inbox=[(1, A)]))
+    assert _begun_mail(store, "p") == Mail(inbox=[(1, A)])
+
+
+def _begun_mail(store: SQLiteStore, page_id: str) -> Mail:
+    taken = store.begin(page_id, 60)
+    assert taken is not None
+    store.unlock(page_id, taken[0])
+    return taken[2]
+
+
+def test_mail_sent_before_a_page_had_its_slot_flags_the_slot(path: Path) -> None:
+    store = SQLiteStore(path)
+    store.push("n", A)
+    store.join("m", "g")
+    store.publish("g", A)
+    for page_id in ("n", "m"):
+        taken = store.begin(page_id, 60)
+        assert taken is not None
+        store.save(page_id, taken[0], Changes(record=PageRecord(seq=1)))  # its claim
+        assert _in_slot(store, page_id) == PageRecord(seq=1)
+    assert store.load("n") == (PageRecord(seq=1), Mail(inbox=[(1, A)]))
+    assert store.load("m") == (PageRecord(seq=1), Mail(groups={"g": [(2, A)]}))
+
+
+def test_a_membership_and_a_handlers_send_flag_the_pages_slots(path: Path) -> None:
+    store = SQLiteStore(path)
+    for page_id in ("p", "q", "r"):
+        _save(store, page_id, PageRecord(seq=1))
+    store.join("p", "g")
+    store.publish("g", A)
+    _save(store, "r", PageRecord(seq=2), pushes=[("q", A)])
+    assert store.load("p") == (PageRecord(seq=1), Mail(groups={"g": [(1, A)]}))
+    assert store.load("q") == (PageRecord(seq=1), Mail(inbox=[(2, A)]))
+    assert store._slot_of("p").mail and store._slot_of("q").mail  # type: ignore[union-attr]
+    assert _in_slot(store, "r") is None  # its send moved it into its row
+
+
+def test_a_flag_set_by_another_store_on_the_file_is_seen(path: Path) -> None:
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    SQLiteStore(path).push("p", A)
+    assert store.load("p") == (PageRecord(seq=1), Mail(inbox=[(1, A)]))
+
+
+# Processes and threads at once on pages that share one slot: each event adds one to
+# its page's count, sometimes sends another page mail (which moves that page into its
+# row once delivered) or grows its record past a slot. Prints its events per page.
+_WORKER = """
+import json, random, sys, threading
+from piggyback.lease import lease
+from piggyback.stores.base import Changes, PageRecord
+from piggyback.stores.sqlite import SQLiteStore
+path, pages, events, seed = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
+store = SQLiteStore(path)
+done = {page: 0 for page in pages}
+counted = threading.Lock()
+
+def work(rng):
+    for _ in range(events):
+        page = rng.choice(pages)
+        with lease(store, page, wait=60) as held:
+            record = held.record or PageRecord()
+            n = record.state.get("n", 0) + 1
+            state = {"n": n, "pad": "x" * 3000} if rng.random() < 0.05 else {"n": n}
+            inbox = [number for number, _ in held.mail.inbox]
+            pushes = [(rng.choice(pages), [["text", "a", str(n)]])] if rng.random() < 0.1 else []
+            held.save(Changes(
+                record=PageRecord(seq=record.seq + 1, state=state),
+                inbox_upto=max(inbox, default=0), pushes=pushes,
+            ))
+        with counted:
+            done[page] += 1
+
+threads = [threading.Thread(target=work, args=(random.Random(f"{seed}{i}"),)) for i in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(done))
+"""
+
+
+def _colliding(count: int) -> list[str]:
+    """``count`` page ids whose records would all live in one slot."""
+    index = place("c0").index
+    found = ["c0"]
+    for n in itertools.count(1):
+        if place.__wrapped__(f"c{n}").index == index:
+            found.append(f"c{n}")
+            if len(found) == count:
+                return found
+    raise AssertionError("unreachable")
+
+
+def test_processes_and_threads_on_pages_sharing_a_slot_count_every_event(path: Path) -> None:
+    pages = _colliding(5)
+    SQLiteStore(path).secret()  # the file exists before the workers open it
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), ",".join(pages), "150", str(seed)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(3)
+    ]
+    totals = dict.fromkeys(pages, 0)
+    for worker in workers:
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0
+        for page, count in json.loads(out).items():
+            totals[page] += count
+    store = SQLiteStore(path)
+    for page in pages:
+        record, _ = store.load(page)
+        assert record is not None
+        assert (record.seq, record.state["n"]) == (totals[page], totals[page])
+    assert sum(totals.values()) == 3 * 2 * 150

@@ -20,6 +20,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,6 @@ from piggyback.stores.base import sweep_interval
 from piggyback.stores.base import SWEEPS_PER_TTL
 from piggyback.stores.memory import MemoryStore
 from piggyback.stores.record_slots import place
-from piggyback.stores.record_slots import Slot
 from piggyback.stores.redis import RedisStore
 from piggyback.stores.sqlite import _SCHEMA
 from piggyback.stores.sqlite import SQLiteStore
@@ -705,9 +705,8 @@ def test_sqlite_creates_a_private_wal_file_and_its_directory(tmp_path: Path) -> 
     store.push("p", A)
     assert _mode(path.parent) == 0o700
     modes = {p.name: _mode(p) for p in path.parent.iterdir()}
-    assert modes == {
-        name: 0o600 for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm")
-    }
+    files = ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm", "store.sqlite3-lease")
+    assert modes == {name: 0o600 for name in (*files, "store.sqlite3-records")}
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -732,7 +731,8 @@ def test_sqlite_makes_an_existing_file_and_piggyback_directory_private(
         "store.sqlite3": 0o600,
         "store.sqlite3-wal": 0o600,
         "store.sqlite3-shm": 0o600,
-        "store.sqlite3-records": 0o600,  # read for the page: made private, empty
+        "store.sqlite3-lease": 0o600,
+        "store.sqlite3-records": 0o600,
     }
 
 
@@ -876,18 +876,21 @@ def _statements(store: SQLiteStore, run: t.Callable[[], t.Any]) -> list[str]:
     return statements
 
 
-def test_sqlite_plain_event_reads_one_statement_and_writes_none(tmp_path: Path) -> None:
+def test_sqlite_plain_event_of_a_page_in_its_slot_runs_no_statement(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.sqlite3")
     commit(store, "p", PageRecord(seq=1))
     taken: list[t.Any] = []
-    # Whether mail waits; the record is in the page's slot of the record file.
-    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == ["SELECT"]
+    # The record is in the page's slot of the record file, whose flag says no mail.
+    assert _statements(store, lambda: taken.append(store.begin("p", 60))) == []
     owner, record, mail = taken[0]
     assert (record, mail) == (PageRecord(seq=1), Mail())
     save = lambda: store.save("p", owner, Changes(record=PageRecord(seq=2)))  # noqa: E731
     assert _statements(store, save) == []
-    assert _statements(store, lambda: store.load("p")) == ["SELECT"]
+    assert _statements(store, lambda: store.load("p")) == []
     assert store.load("p") == (PageRecord(seq=2), Mail())
+    store.push("p", A)  # flags the slot: now the page's reads look for mail
+    assert _statements(store, lambda: store.load("p")) == ["SELECT", "SELECT"]
+    assert store.load("p") == (PageRecord(seq=2), Mail(inbox=[(1, A)]))
 
 
 def test_sqlite_plain_event_of_a_page_in_the_database_is_one_statement_each_way(
@@ -1420,8 +1423,7 @@ def _damage(store: Store, page_id: str) -> None:
         db.execute("UPDATE pages SET record = '[1,' WHERE id = ?", (page_id,))
         slot = store._slot_of(page_id)
         if slot is not None:  # the record is in the record file
-            damaged = Slot(slot.digest, slot.fence, slot.touched, b"[1,")
-            store._records().write(place(page_id).index, damaged)
+            store._records().write(place(page_id).index, replace(slot, text=b"[1,"))
         db.execute("UPDATE messages SET commands = '{}' WHERE id = (SELECT max(id) FROM messages)")
     else:
         assert isinstance(store, RedisStore)

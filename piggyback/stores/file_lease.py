@@ -36,6 +36,9 @@ import typing as t
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+if t.TYPE_CHECKING:
+    from .record_slots import Slot
+
 #: Where the slots' locks of the record file (``record_slots.py``) start: past every
 #: page's, whose offsets are below 2**62.
 SLOT_LOCKS = 1 << 62
@@ -62,9 +65,9 @@ class Held:
     fence: int = 0
     #: When the page's row was last touched, as the lease was taken; set by the store.
     touched: float = 0.0
-    #: The page's record, as the store read it from a slot of the record file; ``None``
-    #: when it is not in a slot. Set by the store.
-    slot_text: bytes | None = None
+    #: The page's slot of the record file as the lease was taken, if it holds the
+    #: page's record. Set by the store.
+    slot: Slot | None = None
 
 
 class LeaseFile:

@@ -8,7 +8,10 @@ everything else, and for every page whose record does not live in a slot: one th
 found its slot taken by another live page, that outgrew a slot, or that moved mail.
 
 A slot holds one page: a header (the page's 16-byte digest, its fence number, when it
-was last touched, the record's length and a CRC-32 of all of it) and the record's JSON.
+was last touched, the record's length, a CRC-32 of all of it, and a mail flag) and the
+record's JSON. The flag says that mail may wait for the page, so that its events and
+polls read the database too: a send to the page or a membership sets it, before the
+send commits, and nothing clears it (a page whose mail moves moves into its row).
 A slot is free while it holds nothing readable or a record that expired. Whoever
 writes a slot holds its lock (:meth:`~piggyback.stores.file_lease.LeaseFile.slot`);
 readers do not, and read again under the lock what they found damaged, since a read
@@ -37,10 +40,12 @@ SLOTS = 65536
 #: Bytes per slot; a record longer than :data:`CAPACITY` lives in the database.
 SLOT_SIZE = 2048
 
-# magic, the page's digest, fence, touched, the record's length, CRC-32 of the rest.
-_HEADER = struct.Struct("<4s16sqdII")
+# magic, the page's digest, fence, touched, the record's length, CRC-32 of the rest but
+# the flag, which is set alone.
+_HEADER = struct.Struct("<4s16sqdII?")
 _MAGIC = b"PBr1"
-_CHECKED = slice(4, _HEADER.size - 4)  # what the CRC covers, with the record after it
+_CHECKED = slice(4, _HEADER.size - 5)  # what the CRC covers, with the record after it
+_FLAG = _HEADER.size - 1
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
 
@@ -61,6 +66,8 @@ class Slot:
     fence: int
     touched: float
     text: bytes
+    #: Mail may wait for the page.
+    mail: bool = False
 
 
 @functools.lru_cache(maxsize=4096)  # an event places its page twice
@@ -70,9 +77,9 @@ def place(page_id: str) -> Place:
 
 
 def encode(slot: Slot) -> bytes:
-    header = _HEADER.pack(_MAGIC, slot.digest, slot.fence, slot.touched, len(slot.text), 0)
-    crc = zlib.crc32(slot.text, zlib.crc32(header[_CHECKED]))
-    return header[:-4] + crc.to_bytes(4, "little") + slot.text
+    fields = (_MAGIC, slot.digest, slot.fence, slot.touched, len(slot.text))
+    crc = zlib.crc32(slot.text, zlib.crc32(_HEADER.pack(*fields, 0, False)[_CHECKED]))
+    return _HEADER.pack(*fields, crc, slot.mail) + slot.text
 
 
 #: What :func:`decode` finds in a slot that was written but does not check out: read
@@ -85,11 +92,11 @@ def decode(data: bytes) -> Slot | None:
     cleared; :data:`DAMAGED` if it does not check out."""
     if len(data) < _HEADER.size or data[:4] != _MAGIC:
         return None
-    _, digest, fence, touched, length, crc = _HEADER.unpack_from(data)
+    _, digest, fence, touched, length, crc, mail = _HEADER.unpack_from(data)
     text = data[_HEADER.size : _HEADER.size + length]
     if len(text) != length or zlib.crc32(text, zlib.crc32(data[_CHECKED])) != crc:
         return DAMAGED
-    return Slot(digest, fence, touched, text)
+    return Slot(digest, fence, touched, text, mail)
 
 
 class RecordFile:
@@ -109,14 +116,21 @@ class RecordFile:
         """What slot ``index`` holds; see :func:`decode`."""
         return decode(os.pread(self._fd, SLOT_SIZE, index * SLOT_SIZE))
 
-    def owner(self, index: int) -> tuple[bytes, int] | None:
-        """The digest and fence of the page slot ``index`` holds, unchecked: enough
-        for its writer, who holds its lock and overwrites it whole."""
+    def owner(self, index: int) -> tuple[bytes, int, bool] | None:
+        """The digest, fence and mail flag of the page slot ``index`` holds, unchecked:
+        enough for a writer, who holds its lock and overwrites it whole."""
         data = os.pread(self._fd, _HEADER.size, index * SLOT_SIZE)
         if len(data) < _HEADER.size or data[:4] != _MAGIC:
             return None
-        _, digest, fence, _, _, _ = _HEADER.unpack(data)
-        return digest, fence
+        _, digest, fence, _, _, _, mail = _HEADER.unpack(data)
+        return digest, fence, mail
+
+    def flag_mail(self, where: Place) -> None:
+        """Set the mail flag of ``where``'s page, if its slot holds it; the caller
+        holds the slot's lock."""
+        found = self.owner(where.index)
+        if found is not None and found[0] == where.digest and not found[2]:
+            os.pwrite(self._fd, b"\x01", where.index * SLOT_SIZE + _FLAG)
 
     def read_locked(self, index: int) -> Slot | None:
         """What slot ``index`` holds, read under its lock: damaged is free."""

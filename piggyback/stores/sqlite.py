@@ -4,10 +4,11 @@ A page's lease is a kernel lock in a lock file beside the database
 (:mod:`piggyback.stores.file_lease`), never a database write, and most pages' records
 live in slots of a record file beside it (:mod:`piggyback.stores.record_slots`). So an
 event's start (take the lease, read the record, see whether mail waits) is one read of
-the slot and one from a WAL snapshot, and its end is one write of the slot: no database
-write at all, unless the event moves mail, memberships or sends, or the page's record
-is in its row (its slot was taken, or it outgrew one); then it is one statement, or a
-short transaction. No transaction is open while a handler runs: the lease is what
+the slot, whose flag says whether mail may wait (then the database is read too), and its
+end is one write of the slot: the database is not used at all. An event that moves mail,
+memberships or sends, or whose page has its record in its row (its slot was taken, or
+it outgrew one), reads one row from a WAL snapshot and writes one statement, or a short
+transaction. No transaction is open while a handler runs: the lease is what
 serializes a page's events, and each page's slot or row carries a fence number, which
 every save checks and moves on and every take-over of a lease past its time moves on,
 so that a holder who lost its lease writes nothing. Connections are
@@ -64,6 +65,7 @@ import threading
 import time
 import typing as t
 import weakref
+from dataclasses import replace
 
 from .base import add_message
 from .base import Changes
@@ -162,8 +164,8 @@ _MAY_HAVE_MAIL = """
 # Whether mail may wait for a page whose record is in a slot.
 _MAIL_WAITS = f"SELECT {_MAY_HAVE_MAIL}"
 
-# The fence of a page's row (none: the page has no row).
-_FENCE = "SELECT fence FROM pages WHERE id = ?"
+# The fence of a page's row (NULL: the page has no row), and whether mail may wait.
+_CLAIM = f"SELECT (SELECT fence FROM pages WHERE id = ?1), {_MAY_HAVE_MAIL}"
 
 # A slot's record moves into the page's row for good, with its fence and time.
 _ADOPT = """
@@ -548,7 +550,7 @@ class SQLiteStore(Store):
         db = self._db()
         slot = self._slot_of(page_id)
         if slot is not None:
-            (may_have_mail,) = self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()
+            may_have_mail = self._slot_row(db, page_id, slot)[3]
             mail = self._mail(db, page_id) if may_have_mail else Mail()
             return self._unexpired(slot.text, slot.touched), mail
         text, may_have_mail = self._execute(db, _PEEK, (page_id, cutoff)).fetchone()
@@ -582,7 +584,7 @@ class SQLiteStore(Store):
         moves_mail = _moves_mail(changes)
         if not moves_mail and self._saved_in_slot(page_id, held, record, now, touch):
             return
-        if held.slot_text is not None:
+        if held.slot is not None:
             self._adopt(page_id, held)
         if not moves_mail:
             # The usual event: one statement, its own transaction (and the writer lock
@@ -600,6 +602,7 @@ class SQLiteStore(Store):
         sends += [("group", g, dumps(c), now) for g, c in changes.publishes]
         with self._writing() as db, self._transaction(db):
             self._save_record(db, page_id, record, held.fence, now, touch)
+            self._flag_mail(p for p, _ in changes.pushes)
             if changes.inbox_upto:
                 db.execute(
                     "DELETE FROM messages WHERE kind = 'page' AND name = ? AND id <= ?",
@@ -609,14 +612,20 @@ class SQLiteStore(Store):
             db.executemany(_APPEND, sends)
 
     def push(self, page_id: str, commands: list[Command]) -> None:
-        self._append("page", page_id, commands)
+        row = ("page", page_id, dumps(commands), self._clock())
+        with self._writing() as db, self._transaction(db):
+            self._flag_mail([page_id])
+            db.execute(_APPEND, row)
 
     def publish(self, group: str, commands: list[Command]) -> None:
-        self._append("group", group, commands)
+        row = ("group", group, dumps(commands), self._clock())
+        with self._writing() as db:
+            self._execute(db, _APPEND, row)
 
     def join(self, page_id: str, group: str) -> None:
         params = {**self._times(page_id, self._clock()), "group": group}
         with self._writing() as db, self._transaction(db):
+            self._flag_mail([page_id])
             db.execute(_TOUCH, params)
             db.execute(_JOIN, params)
 
@@ -663,7 +672,9 @@ class SQLiteStore(Store):
 
     # The record file (record_slots.py). A page's record is in a slot from its first
     # save, if the slot is free, until the page moves mail or outgrows the slot; then
-    # it moves into the page's row for good. Its fence is where its record is.
+    # it moves into the page's row for good. Its fence is where its record is. A
+    # slot's mail flag is set while the database's write lock is held, and a slot goes
+    # to a page under that lock too: whoever needs both takes the database's first.
 
     def _slot_of(self, page_id: str) -> Slot | None:
         """The page's slot, if it holds the page's record."""
@@ -680,29 +691,28 @@ class SQLiteStore(Store):
         slot = self._slot_of(page_id)
         if slot is None:
             return tuple(self._execute(db, _READ, (page_id,)).fetchone())
-        held.slot_text = slot.text
+        held.slot = slot
         return self._slot_row(db, page_id, slot)
 
     def _take_over(self, page_id: str, held: Held, now: float) -> tuple[t.Any, ...]:
         """Fence out the holder whose lease ran out, and read as ``_READ`` does.
 
         Under the slot's lock, so that the holder fenced out cannot put the page's
-        first record in the slot meanwhile (see ``_claims``).
+        first record in the slot meanwhile (see ``_claimed``).
         """
         where = place(page_id)
         records = self._records()
-        with self._leases().slot(where.index, self.timeout):
+        with self._writing() as writer, self._leases().slot(where.index, self.timeout):
             found = records.read_locked(where.index)
             if found is None or found.digest != where.digest:
-                with self._writing() as writer:
-                    return tuple(self._execute(writer, _TAKE_OVER, (page_id, now)).fetchone())
-            slot = Slot(found.digest, found.fence + 1, found.touched, found.text)
+                return tuple(self._execute(writer, _TAKE_OVER, (page_id, now)).fetchone())
+            slot = replace(found, fence=found.fence + 1)
             records.write(where.index, slot)
-        held.slot_text = slot.text
+        held.slot = slot
         return self._slot_row(self._db(), page_id, slot)
 
     def _slot_row(self, db: _Connection, page_id: str, slot: Slot) -> tuple[t.Any, ...]:
-        (may_have_mail,) = self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()
+        may_have_mail = slot.mail and self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()[0]
         return slot.text, slot.touched, slot.fence, may_have_mail
 
     def _saved_in_slot(
@@ -714,32 +724,54 @@ class SQLiteStore(Store):
         :raise LeaseLost: the slot's fence moved on, or the slot went to another page.
         """
         text = record.encode()
-        if len(text) > CAPACITY or (held.slot_text is None and held.fence):
+        if len(text) > CAPACITY or (held.slot is None and held.fence):
             return False
+        if held.slot is None:
+            return self._claimed(page_id, text, now)
         where = place(page_id)
         records, leases = self._records(), self._leases()
         leases.lock_slot(where.index, self.timeout)
         try:
-            if held.slot_text is not None:
-                if records.owner(where.index) != (where.digest, held.fence):
-                    raise LeaseLost(page_id)
-            elif not self._claims(page_id, records.read_locked(where.index), now):
-                return False
+            found = records.owner(where.index)
+            if found is None or found[:2] != (where.digest, held.fence):
+                raise LeaseLost(page_id)
             touched = now if touch else held.touched
-            records.write(where.index, Slot(where.digest, held.fence + 1, touched, text))
+            slot = Slot(where.digest, held.fence + 1, touched, text, found[2])
+            records.write(where.index, slot)
         finally:
             leases.unlock_slot(where.index)
-        if touch and held.fence:
+        if touch and slot.mail:  # the page may have memberships: keep them alive
             with self._writing() as db:
                 self._execute(db, _TOUCH, self._times(page_id, now))
         return True
 
-    def _claims(self, page_id: str, found: Slot | None, now: float) -> bool:
-        """Whether a new page may take a slot holding ``found``: one that holds no
-        live record, while the page has no row (a lease taken over made one)."""
-        if found is not None and found.touched >= now - self.page_ttl:
-            return False
-        return self._execute(self._db(), _FENCE, (page_id,)).fetchone() is None
+    def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
+        """Put a new page's first record in its slot, if the slot holds no live record
+        and the page has no row (a lease taken over made one); flagged if mail waits."""
+        where = place(page_id)
+        records = self._records()
+        with (
+            self._writing() as db,
+            self._transaction(db),
+            self._leases().slot(where.index, self.timeout),
+        ):
+            found = records.read_locked(where.index)
+            if found is not None and found.touched >= now - self.page_ttl:
+                return False
+            fence, may_have_mail = self._execute(db, _CLAIM, (page_id,)).fetchone()
+            if fence is not None:
+                return False
+            records.write(where.index, Slot(where.digest, 1, now, text, bool(may_have_mail)))
+        return True
+
+    def _flag_mail(self, page_ids: t.Iterable[str]) -> None:
+        """Set the mail flag of these pages' slots; the caller holds the database's
+        write lock, in the transaction that sends them mail or a membership."""
+        records, leases = self._records(), self._leases()
+        for page_id in page_ids:
+            where = place(page_id)
+            with leases.slot(where.index, self.timeout):
+                records.flag_mail(where)
 
     def _adopt(self, page_id: str, held: Held) -> None:
         """Move the record from the page's slot into its row, as it was when the lease
@@ -748,18 +780,18 @@ class SQLiteStore(Store):
 
         :raise LeaseLost: the slot's fence moved on meanwhile.
         """
-        assert held.slot_text is not None
-        text = held.slot_text.decode()
+        assert held.slot is not None
+        text = held.slot.text.decode()
         with self._writing() as db:
             self._execute(db, _ADOPT, (page_id, text, held.touched, held.fence))
         where = place(page_id)
         records = self._records()
         with self._leases().slot(where.index, self.timeout):
-            found = records.read_locked(where.index)
-            if found is None or found.digest != where.digest or found.fence != held.fence:
+            found = records.owner(where.index)
+            if found is None or found[:2] != (where.digest, held.fence):
                 raise LeaseLost(page_id)
             records.clear(where.index)
-        held.slot_text = None
+        held.slot = None
 
     def _records(self) -> RecordFile:
         """This process's descriptor of the record file."""
@@ -833,11 +865,6 @@ class SQLiteStore(Store):
             )
         if changes.joins:
             db.executemany(_JOIN, [{**params, "group": group} for group in changes.joins])
-
-    def _append(self, kind: str, name: str, commands: list[Command]) -> None:
-        row = (kind, name, dumps(commands), self._clock())
-        with self._writing() as db:
-            self._execute(db, _APPEND, row)
 
     def _execute(self, db: _Connection, sql: str, params: t.Any = ()) -> sqlite3.Cursor:
         """Run a statement that takes a lock, waiting while another connection has it.
