@@ -359,3 +359,23 @@ def test_processes_and_threads_on_pages_sharing_a_slot_count_every_event(path: P
         assert record is not None
         assert (record.seq, record.state["n"]) == (totals[page], totals[page])
     assert sum(totals.values()) == 3 * 2 * 150
+
+
+def _open_record_files() -> int:
+    return sum(
+        os.readlink(f"/proc/self/fd/{fd}").endswith("-records")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    )
+
+
+def test_a_closed_or_dropped_store_leaves_no_record_file_open(tmp_path: Path) -> None:
+    before = _open_record_files()
+    for n in range(50):
+        store = SQLiteStore(tmp_path / f"s{n}.sqlite3")
+        _save(store, "p", PageRecord(seq=1))
+        if n % 2:
+            store.close()
+            assert store.load("p") == (PageRecord(seq=1), Mail())  # opened again
+        del store
+    assert _open_record_files() == before

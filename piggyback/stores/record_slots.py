@@ -105,6 +105,7 @@ class RecordFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = os.getpid()
+        self._fd = -1
         self._fd = open_private(path, "record file")
 
     @property
@@ -143,8 +144,9 @@ class RecordFile:
     def clear(self, index: int) -> None:
         os.pwrite(self._fd, bytes(_HEADER.size), index * SLOT_SIZE)
 
-    def close(self) -> None:
-        # Nothing locks this file: closing its descriptor drops no lock.
+    def __del__(self) -> None:
+        # Closed only once nothing refers to it: a thread still reading or writing
+        # through it keeps it, so its descriptor's number cannot meanwhile go to
+        # another file. Nothing locks this file: closing it drops no lock.
         if self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1

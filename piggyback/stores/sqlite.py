@@ -643,8 +643,7 @@ class SQLiteStore(Store):
         for db in list(self._connections):
             if db.pid == os.getpid():
                 db.close()
-        if self._record_file is not None and self._record_file.usable:
-            self._record_file.close()
+        self._record_file = None  # closed once no thread uses it
         close_lease_file(self._lease_path)
 
     def _take(self, page_id: str, lease: float) -> tuple[str, str | None, float, int] | None:
