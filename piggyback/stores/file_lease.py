@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import stat
@@ -44,11 +45,16 @@ if t.TYPE_CHECKING:
 SLOT_LOCKS = 1 << 62
 
 
+@functools.lru_cache(maxsize=4096)  # an event's lease and its record's slot both need it
+def page_digest(page_id: str) -> bytes:
+    """128 bits of a hash of the page id, which no two pages share in practice (page
+    ids are random and signed: nobody chooses a collision)."""
+    return hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def _offset(page_id: str) -> int:
-    """Where the page's lock is in the file: 62 bits of a hash, so pages never share
-    one in practice (page ids are random and signed: nobody chooses a collision)."""
-    digest = hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 2
+    """Where the page's lock is in the file: 62 bits of its digest."""
+    return int.from_bytes(page_digest(page_id)[:8], "little") >> 2
 
 
 @dataclass(slots=True)

@@ -26,13 +26,13 @@ only where pages were written. Nothing is synced: like the database's commits
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import struct
 import zlib
 from dataclasses import dataclass
 
 from .file_lease import open_private
+from .file_lease import page_digest
 
 #: Slots in the file: pages beyond a few thousand at once start to share some, and
 #: every page but one of those that share a slot keeps its record in the database.
@@ -72,8 +72,8 @@ class Slot:
 
 @functools.lru_cache(maxsize=4096)  # an event places its page twice
 def place(page_id: str) -> Place:
-    digest = hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return Place(digest, int.from_bytes(digest[:8], "little") % SLOTS)
+    digest = page_digest(page_id)
+    return Place(digest, int.from_bytes(digest[8:], "little") % SLOTS)
 
 
 def encode(slot: Slot) -> bytes:
