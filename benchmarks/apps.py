@@ -11,8 +11,6 @@
   SQLite store's begin and save (a poll its one read) and writes the answer document.
 - ``lease_floor``: a bound on every store that keeps a lease: an event takes and gives
   back the page's kernel lease and writes the answer document, storing nothing.
-- ``record_file_floor``: a bound on a store of piggyback's own: the lease, and the
-  page's record read and written at a slot of a plain file (one ``pread``, one ``pwrite``).
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
@@ -41,10 +39,7 @@ from piggyback.reply import Batch
 from piggyback.reply import Reply
 from piggyback.script import answer_document
 from piggyback.stores.base import Changes
-from piggyback.stores.base import dump_record
-from piggyback.stores.base import load_record
 from piggyback.stores.base import PageRecord
-from piggyback.stores.file_lease import _offset
 from piggyback.stores.file_lease import lease_file
 from piggyback.stores.file_lease import LeaseFile
 from piggyback.stores.memory import MemoryStore
@@ -289,57 +284,15 @@ def lease_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
     """The least an event can cost in any store that keeps a lease: the page's kernel
     lease, taken and given back as the SQLite store takes it, around the answer
     document. Nothing is read or written: not a store, a bound on every store."""
-    return _leased_floor(environ, start_response, None)
-
-
-def record_file_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-    """What an event's record could cost in a file of piggyback's own: the lease as in
-    ``lease_floor``, then the page's record read with one ``pread`` and written with one
-    ``pwrite``, at a slot hashed from its id. Not a store (no checksum, no collisions
-    handled, no mail, nothing expires): a bound on what such a store could reach."""
-    return _leased_floor(environ, start_response, _record_in_file)
-
-
-#: Reads and writes a page's record under its lease: page id, seq, batches, is_event.
-RecordStep = t.Callable[[str, int, list[Batch], bool], None]
-
-
-def _leased_floor(
-    environ: WSGIEnvironment, start_response: StartResponse, record: RecordStep | None
-) -> list[bytes]:
-    """The answer document under the page's lease, with ``record``'s work if any."""
     if environ.get("PATH_INFO") != "/_pb/event":
         return site(environ, start_response)
     token, page_id, seq, is_event = _floor_query(environ)
     batches = [Batch(seq, [["text", "count", "1"]])] if is_event else []
     leases = _take_lease(page_id)
     try:
-        if record is not None:
-            record(page_id, seq, batches, is_event)
         return _floor_answer(start_response, token, seq, batches)
     finally:
         leases.release(page_id, "floor")
-
-
-#: The size of a page's slot in ``record_file_floor``'s file.
-_SLOT = 1024
-
-
-def _record_in_file(page_id: str, seq: int, batches: list[Batch], is_event: bool) -> None:
-    """Read the page's record from its slot and, for an event, write the next one."""
-    records, at = _records(os.getpid()), _offset(page_id) % 65536 * _SLOT
-    found = os.pread(records, _SLOT, at).rstrip(b"\0")
-    if found:
-        load_record(found.decode())
-    if is_event:
-        text = dump_record(PageRecord(seq=seq, batches=batches)).encode()
-        os.pwrite(records, text.ljust(_SLOT, b"\0")[:_SLOT], at)
-
-
-@functools.cache
-def _records(pid: int) -> int:
-    """This process's descriptor of ``record_file_floor``'s file, in the server's cwd."""
-    return os.open("records.bin", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def _take_lease(page_id: str) -> LeaseFile:

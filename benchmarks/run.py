@@ -104,7 +104,6 @@ def start_servers(
         ("sqlite", "benchmarks.apps:live", {}, []),  # the default store, in the cwd
         ("floor", "benchmarks.apps:store_floor", {}, []),
         ("lease", "benchmarks.apps:lease_floor", {}, []),
-        ("records", "benchmarks.apps:record_file_floor", {}, []),
     ]
     if redis is not None:
         apps.append(
@@ -137,7 +136,7 @@ def check_servers(servers: dict[str, Server], workdir: Path) -> None:
         status, body = http_get(f"{server.url}/_pb/event?p={tokens[0]}&s=1&a=0&h=bump&e=click&t=go")
         if status != 200 or b'["text","count","1"]' not in body:
             raise RuntimeError(f"{key} answered an event with {status}: {body[:300]!r}")
-        if key.startswith(("flask", "floor", "lease", "records")):
+        if key.startswith(("flask", "floor", "lease")):
             continue
         status, body = http_get(f"{server.url}/page")
         injected = b"/_pb/piggyback.js" in body
@@ -156,7 +155,6 @@ def loads(servers: dict[str, Server]) -> list[Load]:
             Load(f"{w}/event/sqlite", f"sqlite-{w}", "event"),
             Load(f"{w}/event/floor", f"floor-{w}", "event"),
             Load(f"{w}/event/lease", f"lease-{w}", "event"),
-            Load(f"{w}/event/records", f"records-{w}", "event"),
             Load(f"{w}/event/redis", f"redis-{w}", "event", extra="redis"),
             Load(f"{w}/event/sijax", f"sijax-{w}", "sijax", "/sijax"),
             Load(f"{w}/poll/sqlite", f"sqlite-{w}", "poll"),
@@ -322,7 +320,6 @@ def report_events(report: Report, results: Results, settings: Settings, sijax: p
         ("event/sqlite", "piggyback, SQLite store (default)"),
         ("event/floor", "the SQLite store alone: its floor³"),
         ("event/lease", "the page's lease alone: any store's floor⁴"),
-        ("event/records", "the lease and a record in a plain file⁵"),
         ("event/redis", "piggyback, Redis store²"),
         ("event/sijax", "Flask-Sijax"),
         ("poll/sqlite", "piggyback empty poll, SQLite"),
@@ -385,10 +382,6 @@ def report_events(report: Report, results: Results, settings: Settings, sijax: p
         " back the page's kernel lock, as the SQLite store takes it, around the same answer"
         " document, and reads and writes nothing (`benchmarks.apps.lease_floor`). From this"
         " row to the SQLite floor is what reading and writing the page's record costs.",
-        "⁵ Not a store: a bound on a store of piggyback's own. The lease as in ⁴, and the"
-        " page's record read and written with one `pread` and one `pwrite` at a slot of a"
-        " plain file (`benchmarks.apps.record_file_floor`): no checksum, no collisions"
-        " handled, no mail.",
     )
     if sijax.skipped:
         report.add(f"Flask-Sijax skipped: {sijax.skipped}")
@@ -409,7 +402,6 @@ def target_peers(report: Report, results: Results, w: str) -> None:
         report.target(f"{w}: SQLite events/s ÷ Flask-Sijax", "≥ 1.2x", rate, rate >= 1.2)
         bounds = (
             ("floor", "the SQLite store's floor³"),
-            ("records", "the lease and a record in a plain file⁵"),
             ("lease", "the lease alone⁴"),
         )
         for key, what in bounds:

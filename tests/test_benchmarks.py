@@ -92,7 +92,6 @@ def test_quick_run_prints_every_section(tmp_path: Path) -> None:
             "the SQLite store alone: its floor",
             "empty poll, the SQLite store alone",
             "the page's lease alone: any store's floor",
-            "the lease and a record in a plain file",
         )
         for floor in floors:
             assert float(_row(table, workers, floor)[5].rstrip("x")) > 0
