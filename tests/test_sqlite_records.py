@@ -167,6 +167,42 @@ def test_a_damaged_slot_is_free_and_its_page_forgotten(path: Path) -> None:
     assert store.load("p") == (PageRecord(seq=1), Mail())
 
 
+def _write_slot(path: Path, page_id: str, slot: Slot) -> None:
+    with open(f"{path}-records", "r+b") as file:
+        file.seek(place(page_id).index * SLOT_SIZE)
+        file.write(encode(slot))
+
+
+@pytest.mark.parametrize(
+    ("fence", "touched"),
+    [(0, 0.0), (2**63 - 1, 0.0), (-1, 0.0), (1, float("nan")), (1, float("inf"))],
+)
+def test_a_slot_no_store_wrote_is_free(path: Path, fence: int, touched: float) -> None:
+    # It checks out, but holds what no store writes: a fence that could not move on,
+    # a time no clock tells.
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    where = place("p")
+    _write_slot(path, "p", Slot(where.digest, fence, touched or time.time(), b'{"seq":1}'))
+    assert store.load("p") == (None, Mail())
+    _save(store, "p", PageRecord(seq=1))
+    _save(store, "p", PageRecord(seq=2))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
+@pytest.mark.parametrize("text", [b'{"seq":\xff}', b"[" * CAPACITY, b"{}"])
+def test_a_slot_holding_no_record_is_a_damaged_record(path: Path, text: bytes) -> None:
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    _write_slot(path, "p", Slot(place("p").digest, 2, time.time(), text))
+    assert store.load("p") == (PageRecord(damaged=True), Mail())
+    taken = store.begin("p", 60)
+    assert taken is not None and taken[1] == PageRecord(damaged=True)
+    # A send moves the damaged record into the page's row, and the save replaces it.
+    store.save("p", taken[0], Changes(record=PageRecord(seq=1), pushes=[("q", A)]))
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
 def test_garbage_in_the_record_file_is_no_record(path: Path) -> None:
     store = SQLiteStore(path)
     _save(store, "p", PageRecord(seq=1))
@@ -217,6 +253,83 @@ def test_a_new_page_taken_over_before_its_first_save_fences_its_holder_out(
     assert store.load("n") == (PageRecord(seq=1), Mail())
 
 
+def test_a_holder_fenced_out_while_moving_its_record_into_its_row_writes_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    _save(store, "p", PageRecord(seq=1))
+    stale = store.begin("p", 10)
+    assert stale is not None
+    adopt = store._adopt
+
+    def taken_over_first(page_id: str, held: t.Any) -> None:
+        # The stale holder passed its lease check; before it copies its slot into the
+        # row, a thread takes the lease over, moves the record and saves after it.
+        monkeypatch.setattr(store, "_adopt", adopt)
+        clock[0] += 60
+        _save(store, "p", PageRecord(seq=2), pushes=[("q", A)])
+        _save(store, "p", PageRecord(seq=3))
+        adopt(page_id, held)
+
+    monkeypatch.setattr(store, "_adopt", taken_over_first)
+    with pytest.raises(LeaseLost):
+        store.save("p", stale[0], Changes(record=PageRecord(seq=9), pushes=[("q", A)]))
+    assert store.load("p") == (PageRecord(seq=3), Mail())
+    assert store.load("q") == (None, Mail(inbox=[(1, A)]))  # the stale send is not sent
+    _save(store, "p", PageRecord(seq=4))
+    assert store.load("p") == (PageRecord(seq=4), Mail())
+
+
+# Holds the database's write lock, as a process's send does, then takes a slot's lock.
+_SENDER = """
+import sqlite3, sys
+from piggyback.stores.record_slots import place
+from piggyback.stores.sqlite import SQLiteStore
+path, page = sys.argv[1:]
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("writing", flush=True)
+sys.stdin.readline()
+try:
+    with SQLiteStore(path)._leases().slot(place(page).index, 2):
+        print("slot", flush=True)
+except TimeoutError:
+    print("timed out", flush=True)
+db.execute("COMMIT")
+"""
+
+
+def test_a_take_over_waits_for_a_writer_without_holding_its_slot(path: Path) -> None:
+    # Whoever needs the database's write lock and a slot's takes the database's first:
+    # a take-over holding the slot while it waits would stall a send for its timeout.
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    _save(store, "p", PageRecord(seq=1), pushes=[("q", A)])  # its record is in its row
+    thread = threading.Thread(target=lambda: store.lock("p", 10))
+    thread.start()
+    thread.join()
+    clock[0] += 60
+    command = [sys.executable, "-c", _SENDER, str(path), "p"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as sender:
+        assert sender.stdout is not None and sender.stdin is not None
+        assert sender.stdout.readline() == "writing\n"
+        taken: list[t.Any] = []
+        taking = threading.Thread(target=lambda: taken.append(store.begin("p", 60)))
+        taking.start()
+        time.sleep(0.3)  # the take-over waits for the sender's write
+        sender.stdin.write("\n")
+        sender.stdin.flush()
+        assert sender.stdout.readline() == "slot\n"
+        taking.join()
+    assert sender.returncode == 0
+    assert taken[0] is not None and taken[0][1] == PageRecord(seq=1)
+    store.save("p", taken[0][0], Changes(record=PageRecord(seq=2)))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
 def test_the_record_file_is_private_and_never_a_symlink(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     _save(SQLiteStore(path), "p", PageRecord(seq=1))
@@ -228,6 +341,12 @@ def test_the_record_file_is_private_and_never_a_symlink(tmp_path: Path) -> None:
     os.symlink(target, elsewhere / "store.sqlite3-records")
     with pytest.raises(PermissionError, match=r"record file .* is a symlink"):
         SQLiteStore(elsewhere / "store.sqlite3").load("p")
+
+
+def test_the_record_file_is_never_a_directory(path: Path) -> None:
+    os.makedirs(f"{path}-records")
+    with pytest.raises(PermissionError, match=r"record file .* is a directory"):
+        SQLiteStore(path).load("p")
 
 
 # The mail flag: a page in its slot reads the database only once mail may wait.
@@ -284,6 +403,33 @@ def test_a_flag_set_by_another_store_on_the_file_is_seen(path: Path) -> None:
     assert store.load("p") == (PageRecord(seq=1), Mail())
     SQLiteStore(path).push("p", A)
     assert store.load("p") == (PageRecord(seq=1), Mail(inbox=[(1, A)]))
+
+
+def test_a_save_that_cannot_keep_memberships_alive_writes_nothing(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    _save(store, "p", PageRecord(seq=1))
+    store.join("p", "g")
+    clock[0] += store.page_ttl / 50  # the page and its memberships are due a touch
+    taken = store.begin("p", 60)
+    assert taken is not None
+    execute = store._execute
+
+    def locked(db: t.Any, sql: str, params: t.Any = ()) -> t.Any:
+        if "UPDATE memberships SET touched" in sql:
+            raise sqlite3.OperationalError("database is locked")
+        return execute(db, sql, params)
+
+    monkeypatch.setattr(store, "_execute", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
+    store.unlock("p", taken[0])
+    monkeypatch.undo()
+    assert store.load("p") == (PageRecord(seq=1), Mail(groups={"g": []}))
+    _save(store, "p", PageRecord(seq=2))
+    assert store.load("p") == (PageRecord(seq=2), Mail(groups={"g": []}))
 
 
 # Processes and threads at once on pages that share one slot: each event adds one to

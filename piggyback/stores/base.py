@@ -275,6 +275,8 @@ def _parse(text: str | bytes) -> t.Any:
         value, end = _SCAN(text, 0)
     except StopIteration:
         raise ValueError("not a JSON value") from None
+    except RecursionError:  # written by no piggyback: damaged
+        raise ValueError("nested too deeply") from None
     if end != len(text):
         raise ValueError("more than one JSON value")
     return value

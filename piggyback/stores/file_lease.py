@@ -181,9 +181,10 @@ def open_private(path: str, what: str) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
-        if e.errno != errno.ELOOP:
+        problem = {errno.ELOOP: "a symlink", errno.EISDIR: "a directory"}.get(e.errno or 0)
+        if problem is None:
             raise
-        raise PermissionError(f"the SQLite store's {what} {path!r} is a symlink") from e
+        raise PermissionError(f"the SQLite store's {what} {path!r} is {problem}") from e
     found = os.fstat(fd)
     problem = (
         "is not a regular file" if not stat.S_ISREG(found.st_mode)

@@ -26,6 +26,7 @@ only where pages were written. Nothing is synced: like the database's commits
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 import zlib
@@ -46,6 +47,8 @@ _HEADER = struct.Struct("<4s16sqdII?")
 _MAGIC = b"PBr1"
 _CHECKED = slice(4, _HEADER.size - 5)  # what the CRC covers, with the record after it
 _FLAG = _HEADER.size - 1
+# Fences count events: far below this, which leaves room to count on.
+_FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
 
@@ -95,6 +98,8 @@ def decode(data: bytes) -> Slot | None:
     _, digest, fence, touched, length, crc, mail = _HEADER.unpack_from(data)
     text = data[_HEADER.size : _HEADER.size + length]
     if len(text) != length or zlib.crc32(text, zlib.crc32(data[_CHECKED])) != crc:
+        return DAMAGED
+    if not 0 < fence < _FENCE_LIMIT or not math.isfinite(touched):  # written by no store
         return DAMAGED
     return Slot(digest, fence, touched, text, mail)
 

@@ -696,15 +696,23 @@ class SQLiteStore(Store):
     def _take_over(self, page_id: str, held: Held, now: float) -> tuple[t.Any, ...]:
         """Fence out the holder whose lease ran out, and read as ``_READ`` does.
 
-        Under the slot's lock, so that the holder fenced out cannot put the page's
-        first record in the slot meanwhile (see ``_claimed``).
+        Under the database's write lock and then the slot's, so that the holder fenced
+        out cannot meanwhile put the page's first record in the slot (see ``_claimed``)
+        or move it into the row (see ``_adopt``).
         """
         where = place(page_id)
         records = self._records()
-        with self._writing() as writer, self._leases().slot(where.index, self.timeout):
+        with (
+            self._writing() as db,
+            self._transaction(db),
+            self._leases().slot(where.index, self.timeout),
+        ):
             found = records.read_locked(where.index)
             if found is None or found.digest != where.digest:
-                return tuple(self._execute(writer, _TAKE_OVER, (page_id, now)).fetchone())
+                taken = db.execute(_TAKE_OVER, (page_id, now))
+                row = tuple(taken.fetchone())
+                taken.close()  # done before the commit
+                return row
             slot = replace(found, fence=found.fence + 1)
             records.write(where.index, slot)
         held.slot = slot
@@ -727,6 +735,12 @@ class SQLiteStore(Store):
             return False
         if held.slot is None:
             return self._claimed(page_id, text, now)
+        if touch and held.slot.mail:
+            # The page may have memberships: keep them alive, first, so that a save that
+            # fails here has written nothing of its own. (One joined since the lease
+            # was taken was touched as it was made.)
+            with self._writing() as db:
+                self._execute(db, _TOUCH, self._times(page_id, now))
         where = place(page_id)
         records, leases = self._records(), self._leases()
         leases.lock_slot(where.index, self.timeout)
@@ -735,13 +749,9 @@ class SQLiteStore(Store):
             if found is None or found[:2] != (where.digest, held.fence):
                 raise LeaseLost(page_id)
             touched = now if touch else held.touched
-            slot = Slot(where.digest, held.fence + 1, touched, text, found[2])
-            records.write(where.index, slot)
+            records.write(where.index, Slot(where.digest, held.fence + 1, touched, text, found[2]))
         finally:
             leases.unlock_slot(where.index)
-        if touch and slot.mail:  # the page may have memberships: keep them alive
-            with self._writing() as db:
-                self._execute(db, _TOUCH, self._times(page_id, now))
         return True
 
     def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
@@ -777,19 +787,26 @@ class SQLiteStore(Store):
         was taken: first copied, then the slot cleared, so that a crash between the
         two leaves it readable.
 
-        :raise LeaseLost: the slot's fence moved on meanwhile.
+        :raise LeaseLost: the slot's fence moved on: nothing was written.
         """
         assert held.slot is not None
-        text = held.slot.text.decode()
-        with self._writing() as db:
-            self._execute(db, _ADOPT, (page_id, text, held.touched, held.fence))
+        # A damaged record stays damaged; the row holds text.
+        row = (page_id, held.slot.text.decode(errors="replace"), held.touched, held.fence)
         where = place(page_id)
         records = self._records()
-        with self._leases().slot(where.index, self.timeout):
-            found = records.owner(where.index)
-            if found is None or found[:2] != (where.digest, held.fence):
-                raise LeaseLost(page_id)
-            records.clear(where.index)
+        with self._writing() as db:
+            self._execute(db, "BEGIN IMMEDIATE")
+            try:
+                with self._leases().slot(where.index, self.timeout):
+                    found = records.owner(where.index)
+                    if found is None or found[:2] != (where.digest, held.fence):
+                        raise LeaseLost(page_id)
+                    db.execute(_ADOPT, row)
+                    db.execute("COMMIT")
+                    records.clear(where.index)
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
         held.slot = None
 
     def _records(self) -> RecordFile:
