@@ -253,6 +253,57 @@ def test_a_new_page_taken_over_before_its_first_save_fences_its_holder_out(
     assert store.load("n") == (PageRecord(seq=1), Mail())
 
 
+@pytest.mark.parametrize("stale_first", [False, True])
+def test_two_holders_of_a_new_page_never_both_save_it(path: Path, stale_first: bool) -> None:
+    # A take-over that failed gave the page's lock back while the holder it was taking
+    # over from was still saving: a second holder began the page, as new, meanwhile.
+    clock = [time.time()]
+    store = SQLiteStore(path, clock=lambda: clock[0])
+    stale = store.lock("n", 10)
+    assert stale is not None
+    held = store._leases().holder("n", stale)  # the stale holder, past its check
+    assert held is not None
+    store.unlock("n", stale)
+    clock[0] += 60
+    fresh = store.begin("n", 60)
+    assert fresh is not None and fresh[1] is None
+    saves = [
+        lambda: store._write("n", held, Changes(record=PageRecord(seq=1, state={"by": 1}))),
+        lambda: store.save("n", fresh[0], Changes(record=PageRecord(seq=1, state={"by": 2}))),
+    ]
+    first, second = saves if stale_first else saves[::-1]
+    first()
+    with pytest.raises(LeaseLost):
+        second()
+    winner = 1 if stale_first else 2
+    assert store.load("n") == (PageRecord(seq=1, state={"by": winner}), Mail())
+    assert _rows(path) == {}
+
+
+def test_a_slot_lock_wait_cut_short_leaves_the_leases_usable(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    leases = store._leases()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted(seconds: float) -> None:
+        raise Interrupted  # as a signal's handler raises, e.g. a request's timeout
+
+    with monkeypatch.context() as patch:
+        patch.setattr(leases, "_lock", lambda offset: False)  # another process holds it
+        patch.setattr("piggyback.stores.file_lease.time.sleep", interrupted)
+        with pytest.raises(Interrupted):
+            store.push("p", A)
+    assert leases._mutex.acquire(timeout=5)  # not left held: every lease would wait on it
+    leases._mutex.release()
+    _save(store, "p", PageRecord(seq=2))
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+
+
 def test_a_holder_fenced_out_while_moving_its_record_into_its_row_writes_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,14 +133,17 @@ class LeaseFile:
         :raise TimeoutError: another process held it all that time.
         """
         self._mutex.acquire()
-        deadline = 0.0
-        while not self._lock(SLOT_LOCKS + index):
-            now = time.monotonic()
-            deadline = deadline or now + timeout
-            if now > deadline:
-                self._mutex.release()
-                raise TimeoutError(f"a slot of {self.path!r} stayed locked {timeout} s")
-            time.sleep(0.00005)
+        try:
+            deadline = 0.0
+            while not self._lock(SLOT_LOCKS + index):
+                now = time.monotonic()
+                deadline = deadline or now + timeout
+                if now > deadline:
+                    raise TimeoutError(f"a slot of {self.path!r} stayed locked {timeout} s")
+                time.sleep(0.00005)
+        except BaseException:  # a timeout, or a signal's handler raised during the sleep
+            self._mutex.release()
+            raise
 
     def unlock_slot(self, index: int) -> None:
         fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, SLOT_LOCKS + index)

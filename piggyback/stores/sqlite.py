@@ -756,7 +756,10 @@ class SQLiteStore(Store):
 
     def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
         """Put a new page's first record in its slot, if the slot holds no live record
-        and the page has no row (a lease taken over made one); flagged if mail waits."""
+        and the page has no row (a lease taken over made one); flagged if mail waits.
+
+        :raise LeaseLost: the slot holds the page: another holder saved it meanwhile.
+        """
         where = place(page_id)
         records = self._records()
         with (
@@ -765,6 +768,8 @@ class SQLiteStore(Store):
             self._leases().slot(where.index, self.timeout),
         ):
             found = records.read_locked(where.index)
+            if found is not None and found.digest == where.digest:
+                raise LeaseLost(page_id)
             if found is not None and found.touched >= now - self.page_ttl:
                 return False
             fence, may_have_mail = self._execute(db, _CLAIM, (page_id,)).fetchone()
