@@ -48,9 +48,10 @@ What the store relies on:
 Schema version 2 moved the leases onto the pages' rows; version 3 moved them into the
 lock file and gave each row a fence number; version 4 keeps records in the record file,
 which releases before it would not read. An older file is migrated on first use (its
-pages, mail and secret are kept; leases held at that moment are dropped). The lock file
-(``<file>-lease``) and the record file must not be deleted while the store is in use
-either.
+pages, mail and secret are kept; leases held at that moment are dropped), so every
+process on the file runs one release: an older one still running would not read what
+the newer one writes where. The lock file (``<file>-lease``) and the record file must
+not be deleted while the store is in use either.
 """
 
 from __future__ import annotations
