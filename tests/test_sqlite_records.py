@@ -485,39 +485,57 @@ def test_a_save_that_cannot_keep_memberships_alive_writes_nothing(
 
 # Processes and threads at once on pages that share one slot: each event adds one to
 # its page's count, sometimes sends another page mail (which moves that page into its
-# row once delivered) or grows its record past a slot. Prints its events per page.
+# row once delivered) or grows its record past a slot. With short leases, some events
+# outlive theirs: another thread of the process may take the page over, and the late
+# save must then be refused. Prints, as JSON, each page's saved events, the messages
+# sent by saved events, those delivered to saved events, and how many saves were refused.
 _WORKER = """
-import json, random, sys, threading
+import json, random, sys, threading, time
 from piggyback.lease import lease
-from piggyback.stores.base import Changes, PageRecord
+from piggyback.stores.base import Changes, LeaseLost, PageRecord
 from piggyback.stores.sqlite import SQLiteStore
 path, pages, events, seed = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
+short = sys.argv[5] == "short"
 store = SQLiteStore(path)
-done = {page: 0 for page in pages}
+done, sent, delivered, lost = {page: 0 for page in pages}, [], [], []
 counted = threading.Lock()
 
-def work(rng):
-    for _ in range(events):
+def work(rng, name):
+    for number in range(events):
         page = rng.choice(pages)
-        with lease(store, page, wait=60) as held:
+        seconds = 0.02 if short and rng.random() < 0.3 else 60
+        with lease(store, page, seconds=seconds, wait=60) as held:
             record = held.record or PageRecord()
             n = record.state.get("n", 0) + 1
             state = {"n": n, "pad": "x" * 3000} if rng.random() < 0.05 else {"n": n}
             inbox = [number for number, _ in held.mail.inbox]
-            pushes = [(rng.choice(pages), [["text", "a", str(n)]])] if rng.random() < 0.1 else []
-            held.save(Changes(
-                record=PageRecord(seq=record.seq + 1, state=state),
-                inbox_upto=max(inbox, default=0), pushes=pushes,
-            ))
+            got = [commands[0][2] for _, commands in held.mail.inbox]
+            message = f"{name}.{number}"
+            pushes = [(rng.choice(pages), [["text", "a", message]])] if rng.random() < 0.1 else []
+            if seconds < 1 and rng.random() < 0.5:
+                time.sleep(0.04)  # past the lease
+            try:
+                held.save(Changes(
+                    record=PageRecord(seq=record.seq + 1, state=state),
+                    inbox_upto=max(inbox, default=0), pushes=pushes,
+                ))
+            except LeaseLost:
+                lost.append(page)
+                continue
         with counted:
             done[page] += 1
+            sent.extend(message for _ in pushes)
+            delivered.extend(got)
 
-threads = [threading.Thread(target=work, args=(random.Random(f"{seed}{i}"),)) for i in range(2)]
+threads = [
+    threading.Thread(target=work, args=(random.Random(f"{seed}{i}"), f"{seed}.{i}"))
+    for i in range(2)
+]
 for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
-print(json.dumps(done))
+print(json.dumps({"done": done, "sent": sent, "delivered": delivered, "lost": len(lost)}))
 """
 
 
@@ -533,29 +551,41 @@ def _colliding(count: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def test_processes_and_threads_on_pages_sharing_a_slot_count_every_event(path: Path) -> None:
+@pytest.mark.parametrize("leases", ["long", "short"])
+def test_processes_and_threads_on_pages_sharing_a_slot_count_every_event(
+    path: Path, leases: str
+) -> None:
     pages = _colliding(5)
     SQLiteStore(path).secret()  # the file exists before the workers open it
+    events = "150" if leases == "long" else "60"
+    command = [sys.executable, "-c", _WORKER, str(path), ",".join(pages), events]
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(path), ",".join(pages), "150", str(seed)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        subprocess.Popen([*command, str(seed), leases], stdout=subprocess.PIPE, text=True)
         for seed in range(3)
     ]
-    totals = dict.fromkeys(pages, 0)
+    totals, sent, delivered, lost = dict.fromkeys(pages, 0), [], [], 0
     for worker in workers:
         out, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0
-        for page, count in json.loads(out).items():
+        found = json.loads(out)
+        for page, count in found["done"].items():
             totals[page] += count
+        sent += found["sent"]
+        delivered += found["delivered"]
+        lost += found["lost"]
     store = SQLiteStore(path)
+    waiting = []
     for page in pages:
-        record, _ = store.load(page)
+        record, mail = store.load(page)
         assert record is not None
         assert (record.seq, record.state["n"]) == (totals[page], totals[page])
-    assert sum(totals.values()) == 3 * 2 * 150
+        waiting += [commands[0][2] for _, commands in mail.inbox]
+    # Every message a saved event sent was delivered to a saved event once, or waits.
+    assert sorted(delivered + waiting) == sorted(sent)
+    if leases == "long":
+        assert sum(totals.values()) == 3 * 2 * 150
+    else:  # events outlived their leases, and were taken over
+        assert lost > 0
 
 
 def _open_record_files() -> int:
