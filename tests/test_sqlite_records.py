@@ -46,6 +46,12 @@ def _save(store: SQLiteStore, page_id: str, record: PageRecord, **changes: t.Any
     store.save(page_id, taken[0], Changes(record=record, **changes))
 
 
+def _clocked(path: Path) -> tuple[SQLiteStore, list[float]]:
+    """A store whose clock reads ``clock[0]``, for a test to move on."""
+    clock = [time.time()]
+    return SQLiteStore(path, clock=lambda: clock[0]), clock
+
+
 def _rows(path: Path) -> dict[str, tuple[str, int]]:
     """page id -> (record, fence) of the pages table."""
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -238,8 +244,7 @@ def test_a_slot_read_during_its_write_is_read_again_after_it(path: Path) -> None
 def test_a_new_page_taken_over_before_its_first_save_fences_its_holder_out(
     path: Path,
 ) -> None:
-    clock = [time.time()]
-    store = SQLiteStore(path, clock=lambda: clock[0])
+    store, clock = _clocked(path)
     stale: list[t.Any] = []
     thread = threading.Thread(target=lambda: stale.append(store.lock("n", 10)))
     thread.start()
@@ -257,8 +262,7 @@ def test_a_new_page_taken_over_before_its_first_save_fences_its_holder_out(
 def test_two_holders_of_a_new_page_never_both_save_it(path: Path, stale_first: bool) -> None:
     # A take-over that failed gave the page's lock back while the holder it was taking
     # over from was still saving: a second holder began the page, as new, meanwhile.
-    clock = [time.time()]
-    store = SQLiteStore(path, clock=lambda: clock[0])
+    store, clock = _clocked(path)
     stale = store.lock("n", 10)
     assert stale is not None
     held = store._leases().holder("n", stale)  # the stale holder, past its check
@@ -307,8 +311,7 @@ def test_a_slot_lock_wait_cut_short_leaves_the_leases_usable(
 def test_a_holder_fenced_out_while_moving_its_record_into_its_row_writes_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = [time.time()]
-    store = SQLiteStore(path, clock=lambda: clock[0])
+    store, clock = _clocked(path)
     _save(store, "p", PageRecord(seq=1))
     stale = store.begin("p", 10)
     assert stale is not None
@@ -354,8 +357,7 @@ db.execute("COMMIT")
 def test_a_take_over_waits_for_a_writer_without_holding_its_slot(path: Path) -> None:
     # Whoever needs the database's write lock and a slot's takes the database's first:
     # a take-over holding the slot while it waits would stall a send for its timeout.
-    clock = [time.time()]
-    store = SQLiteStore(path, clock=lambda: clock[0])
+    store, clock = _clocked(path)
     _save(store, "p", PageRecord(seq=1), pushes=[("q", A)])  # its record is in its row
     thread = threading.Thread(target=lambda: store.lock("p", 10))
     thread.start()
@@ -459,8 +461,7 @@ def test_a_flag_set_by_another_store_on_the_file_is_seen(path: Path) -> None:
 def test_a_save_that_cannot_keep_memberships_alive_writes_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = [time.time()]
-    store = SQLiteStore(path, clock=lambda: clock[0])
+    store, clock = _clocked(path)
     _save(store, "p", PageRecord(seq=1))
     store.join("p", "g")
     clock[0] += store.page_ttl / 50  # the page and its memberships are due a touch
@@ -501,7 +502,7 @@ done, sent, delivered, lost = {page: 0 for page in pages}, [], [], []
 counted = threading.Lock()
 
 def work(rng, name):
-    for number in range(events):
+    for event in range(events):
         page = rng.choice(pages)
         seconds = 0.02 if short and rng.random() < 0.3 else 60
         with lease(store, page, seconds=seconds, wait=60) as held:
@@ -510,7 +511,7 @@ def work(rng, name):
             state = {"n": n, "pad": "x" * 3000} if rng.random() < 0.05 else {"n": n}
             inbox = [number for number, _ in held.mail.inbox]
             got = [commands[0][2] for _, commands in held.mail.inbox]
-            message = f"{name}.{number}"
+            message = f"{name}.{event}"
             pushes = [(rng.choice(pages), [["text", "a", message]])] if rng.random() < 0.1 else []
             if seconds < 1 and rng.random() < 0.5:
                 time.sleep(0.04)  # past the lease

@@ -801,6 +801,8 @@ class SQLiteStore(Store):
         where = place(page_id)
         records = self._records()
         with self._writing() as db:
+            # Not _transaction(): the row commits before the slot clears, both under
+            # the slot's lock.
             self._execute(db, "BEGIN IMMEDIATE")
             try:
                 with self._leases().slot(where.index, self.timeout):
