@@ -45,7 +45,9 @@ SLOT_SIZE = 2048
 # the flag, which is set alone.
 _HEADER = struct.Struct("<4s16sqdII?")
 _MAGIC = b"PBr1"
-_CHECKED = slice(4, _HEADER.size - 5)  # what the CRC covers, with the record after it
+# What the CRC covers, with the record after it: the digest to the length.
+_CHECKED_FIELDS = struct.Struct("<16sqdI")
+_CHECKED = slice(4, 4 + _CHECKED_FIELDS.size)
 _FLAG = _HEADER.size - 1
 # Fences count events: far below this, which leaves room to count on.
 _FENCE_LIMIT = 1 << 62
@@ -61,9 +63,9 @@ class Place:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: an event makes two, and frozen ones cost more
 class Slot:
-    """What a slot holds."""
+    """What a slot holds; never changed once made."""
 
     digest: bytes
     fence: int
@@ -80,9 +82,12 @@ def place(page_id: str) -> Place:
 
 
 def encode(slot: Slot) -> bytes:
-    fields = (_MAGIC, slot.digest, slot.fence, slot.touched, len(slot.text))
-    crc = zlib.crc32(slot.text, zlib.crc32(_HEADER.pack(*fields, 0, False)[_CHECKED]))
-    return _HEADER.pack(*fields, crc, slot.mail) + slot.text
+    return _encoded(slot.digest, slot.fence, slot.touched, slot.text, slot.mail)
+
+
+def _encoded(digest: bytes, fence: int, touched: float, text: bytes, mail: bool) -> bytes:
+    crc = zlib.crc32(text, zlib.crc32(_CHECKED_FIELDS.pack(digest, fence, touched, len(text))))
+    return _HEADER.pack(_MAGIC, digest, fence, touched, len(text), crc, mail) + text
 
 
 #: What :func:`decode` finds in a slot that was written but does not check out: read
@@ -130,6 +135,17 @@ class RecordFile:
             return None
         _, digest, fence, _, _, _, mail = _HEADER.unpack(data)
         return digest, fence, mail
+
+    def rewrite(self, where: Place, fence: int, touched: float, text: bytes) -> bool:
+        """Write the next record of ``where``'s page, at fence ``fence + 1``, if its slot
+        holds the page at ``fence``; its mail flag stays. The caller holds the slot's
+        lock. Whether it wrote."""
+        found = self.owner(where.index)
+        if found is None or found[0] != where.digest or found[1] != fence:
+            return False
+        data = _encoded(where.digest, fence + 1, touched, text, found[2])
+        os.pwrite(self._fd, data, where.index * SLOT_SIZE)
+        return True
 
     def flag_mail(self, where: Place) -> None:
         """Set the mail flag of ``where``'s page, if its slot holds it; the caller

@@ -742,17 +742,15 @@ class SQLiteStore(Store):
             # was taken was touched as it was made.)
             with self._writing() as db:
                 self._execute(db, _TOUCH, self._times(page_id, now))
-        where = place(page_id)
+        where, touched = place(page_id), now if touch else held.touched
         records, leases = self._records(), self._leases()
         leases.lock_slot(where.index, self.timeout)
         try:
-            found = records.owner(where.index)
-            if found is None or found[:2] != (where.digest, held.fence):
-                raise LeaseLost(page_id)
-            touched = now if touch else held.touched
-            records.write(where.index, Slot(where.digest, held.fence + 1, touched, text, found[2]))
+            written = records.rewrite(where, held.fence, touched, text)
         finally:
             leases.unlock_slot(where.index)
+        if not written:
+            raise LeaseLost(page_id)
         return True
 
     def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
