@@ -30,6 +30,7 @@ from piggyback.stores.record_slots import place
 from piggyback.stores.record_slots import RecordFile
 from piggyback.stores.record_slots import Slot
 from piggyback.stores.record_slots import SLOT_SIZE
+from piggyback.stores.record_slots import SLOTS
 from piggyback.stores.sqlite import SQLiteStore
 
 A = [["text", "a", "1"]]
@@ -435,6 +436,96 @@ def test_mail_sent_before_a_page_had_its_slot_flags_the_slot(path: Path) -> None
         assert _in_slot(store, page_id) == PageRecord(seq=1)
     assert store.load("n") == (PageRecord(seq=1), Mail(inbox=[(1, A)]))
     assert store.load("m") == (PageRecord(seq=1), Mail(groups={"g": [(2, A)]}))
+
+
+def _statements(store: SQLiteStore) -> list[str]:
+    """The SQL this thread's connection to ``store`` runs from now on."""
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)
+    return statements
+
+
+def test_a_page_with_nothing_in_the_database_is_read_without_it(path: Path) -> None:
+    store = SQLiteStore(path)
+    statements = _statements(store)
+    assert store.load("new") == (None, Mail())  # a page's polls before its first event
+    taken = store.begin("new", 60)
+    assert taken is not None and taken[1:] == (None, Mail())
+    store.unlock("new", taken[0])
+    assert statements == []
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda store: store.push("n", A),
+        lambda store: (store.join("n", "g"), store.publish("g", A)),
+        lambda store: _save(store, "other", PageRecord(seq=1), pushes=[("n", A)]),
+        lambda store: SQLiteStore(store.path).push("n", A),  # another store on the file
+    ],
+    ids=["push", "join", "a handler's send", "another store"],
+)
+def test_mail_for_a_page_with_no_record_is_read(
+    path: Path, send: t.Callable[[SQLiteStore], t.Any]
+) -> None:
+    store = SQLiteStore(path)
+    assert store.load("n") == (None, Mail())
+    send(store)
+    record, mail = store.load("n")
+    assert record is None and (mail.inbox or mail.groups["g"])
+    assert _begun_mail(store, "n") == mail
+
+
+def test_a_record_in_its_row_is_read_from_the_moment_it_leaves_its_slot(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(path)
+    _save(store, "p", PageRecord(seq=1))
+    taken = store.begin("p", 60)
+    assert taken is not None
+
+    def crash(*args: t.Any) -> None:
+        raise OSError("the process died here")
+
+    with monkeypatch.context() as patch:  # after the record moved into its row
+        patch.setattr(SQLiteStore, "_save_record", crash)
+        with pytest.raises(OSError, match="died here"):
+            store.save("p", taken[0], Changes(record=PageRecord(seq=2), joins=["g"]))
+    store.unlock("p", taken[0])
+    assert _in_slot(store, "p") is None
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_a_new_page_taken_over_and_never_saved_saves_later(path: Path) -> None:
+    store, clock = _clocked(path)
+    first = store.lock("n", 10)
+    assert first is not None
+    clock[0] += 60
+    taken = store.lock("n", 10)  # a take-over: it gives the page a row
+    assert taken is not None
+    store.unlock("n", taken)
+    _save(store, "n", PageRecord(seq=1))
+    assert store.load("n") == (PageRecord(seq=1), Mail())
+
+
+@pytest.mark.parametrize("pages_before", [False, True])
+def test_a_record_file_from_before_its_map_gets_one(path: Path, pages_before: bool) -> None:
+    store = SQLiteStore(path)
+    store.load("n")  # makes the files
+    if pages_before:
+        store.push("n", A)
+        _save(store, "long", PageRecord(seq=1, state={"text": "x" * CAPACITY}))
+    store.close()
+    records = Path(f"{path}-records")
+    with records.open("r+b") as file:  # as a release before the map left it
+        file.truncate(SLOTS * SLOT_SIZE)
+    store = SQLiteStore(path)
+    statements = _statements(store)
+    assert store.load("else") == (None, Mail())
+    assert bool(statements) == pages_before  # every slot may then have something
+    if pages_before:
+        assert store.load("n") == (None, Mail(inbox=[(1, A)]))
+        assert store.load("long")[0] == PageRecord(seq=1, state={"text": "x" * CAPACITY})
 
 
 def test_a_membership_and_a_handlers_send_flag_the_pages_slots(path: Path) -> None:

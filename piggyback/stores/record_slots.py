@@ -18,6 +18,14 @@ readers do not, and read again under the lock what they found damaged, since a r
 may overlap a write. A slot still damaged then (a write torn by a power loss) is free:
 the page it held is forgotten, as an expired one is.
 
+After the slots, the file keeps a map of one byte a slot: 0 while no page placed at
+that slot has anything in the database (a row, messages, memberships), 1 once one may.
+So a page whose record is not in its slot, which is every page before its first event,
+is known to have nothing in the database without reading it: a poll of such a page
+reads the file only. A byte is set before the database gains anything of such a page,
+and never cleared; the map is trusted only once its marker is written
+(:meth:`RecordFile.start_map`), which a file of a release before the map lacks.
+
 The file is sparse: :data:`SLOTS` slots of :data:`SLOT_SIZE` bytes take disk space
 only where pages were written. Nothing is synced: like the database's commits
 (``synchronous = NORMAL``), a write survives the process that made it, not a power loss.
@@ -53,6 +61,10 @@ _FLAG = _HEADER.size - 1
 _FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
+# The map, after the slots: its marker, then a byte a slot.
+_MAP_MARKER = b"PBmap1\0\0"
+_MAP_AT = SLOTS * SLOT_SIZE
+_MAP_BYTES_AT = _MAP_AT + len(_MAP_MARKER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,7 @@ class RecordFile:
         self.pid = os.getpid()
         self._fd = -1
         self._fd = open_private(path, "record file")
+        self._mapped = False  # once seen, the map stays
 
     @property
     def usable(self) -> bool:
@@ -146,6 +159,28 @@ class RecordFile:
         data = _encoded(where.digest, fence + 1, touched, text, found[2])
         os.pwrite(self._fd, data, where.index * SLOT_SIZE)
         return True
+
+    def has_map(self) -> bool:
+        """Whether the file keeps its map (see the module's documentation)."""
+        if not self._mapped:
+            self._mapped = os.pread(self._fd, len(_MAP_MARKER), _MAP_AT) == _MAP_MARKER
+        return self._mapped
+
+    def start_map(self, in_database: bool) -> None:
+        """Write the map, each byte 1 if ``in_database`` (anything may be there) and 0
+        if not, then its marker. The caller holds the database's write lock."""
+        os.pwrite(self._fd, bytes([in_database]) * SLOTS, _MAP_BYTES_AT)
+        os.pwrite(self._fd, _MAP_MARKER, _MAP_AT)
+        self._mapped = True
+
+    def in_database(self, index: int) -> bool:
+        """Whether a page placed at slot ``index`` may have anything in the database."""
+        return not self.has_map() or os.pread(self._fd, 1, _MAP_BYTES_AT + index) != b"\0"
+
+    def mark_in_database(self, index: int) -> None:
+        """Say that a page placed at slot ``index`` may have something in the database,
+        before it does; the caller holds the database's write lock."""
+        os.pwrite(self._fd, b"\x01", _MAP_BYTES_AT + index)
 
     def flag_mail(self, where: Place) -> None:
         """Set the mail flag of ``where``'s page, if its slot holds it; the caller

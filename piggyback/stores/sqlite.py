@@ -5,7 +5,9 @@ A page's lease is a kernel lock in a lock file beside the database
 live in slots of a record file beside it (:mod:`piggyback.stores.record_slots`). So an
 event's start (take the lease, read the record, see whether mail waits) is one read of
 the slot, whose flag says whether mail may wait (then the database is read too), and its
-end is one write of the slot: the database is not used at all. An event that moves mail,
+end is one write of the slot: the database is not used at all. A page whose record is
+not in a slot is looked up in the database only if the record file's map says it may
+have anything there, which no page has before its first event. An event that moves mail,
 memberships or sends, or whose page has its record in its row (its slot was taken, or
 it outgrew one), reads one row from a WAL snapshot and writes one statement, or a short
 transaction. No transaction is open while a handler runs: the lease is what
@@ -32,8 +34,8 @@ What the store relies on:
   ``-shm`` while the store is in use, and a backup goes through SQLite
   (``sqlite3 store.sqlite3 ".backup copy.sqlite3"`` or ``VACUUM INTO``): a plain copy
   misses what is still in the ``-wal``. The record file (``<file>-records``) is copied
-  beside it: a page in use during the copy may come back as it was a moment before,
-  or not at all.
+  beside it, after the backup (its map must know of every row the copy holds): a page
+  in use during the copy may come back as it was a moment before, or not at all.
 - Other processes (a CLI, a job worker, ``python -m examples.chat_bot``) may open the
   store with ``SQLiteStore(path)`` or ``store_from_url()``, use it and exit at any
   time, as often as they like: they are users of the file like the web workers, and
@@ -51,7 +53,9 @@ which releases before it would not read. An older file is migrated on first use 
 pages, mail and secret are kept; leases held at that moment are dropped), so every
 process on the file runs one release: an older one still running would not read what
 the newer one writes where. The lock file (``<file>-lease``) and the record file must
-not be deleted while the store is in use either.
+not be deleted while the store is in use either. A record file without its map (made
+by a release before the map) gets one at first use, which sends every page of a slot
+to the database if the database holds any page.
 """
 
 from __future__ import annotations
@@ -288,6 +292,15 @@ PAGE_SIZE = 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _APPEND = "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)"
+
+# Whether the database holds anything of any page (see _start_map).
+_HOLDS_PAGES = """
+SELECT EXISTS (SELECT 1 FROM pages) OR EXISTS (SELECT 1 FROM memberships)
+    OR EXISTS (SELECT 1 FROM messages WHERE kind = 'page')
+"""
+
+# What _READ reads for a page that has nothing in the database.
+_NOTHING_READ = (None, None, None, 0)
 
 _SWEEP = (
     "DELETE FROM pages WHERE touched < :cutoff",
@@ -554,6 +567,8 @@ class SQLiteStore(Store):
             may_have_mail = self._slot_row(db, page_id, slot)[3]
             mail = self._mail(db, page_id) if may_have_mail else Mail()
             return self._unexpired(slot.text, slot.touched), mail
+        if not self._in_database(page_id):
+            return None, Mail()
         text, may_have_mail = self._execute(db, _PEEK, (page_id, cutoff)).fetchone()
         if may_have_mail:  # the usual poll finds none: a quarter of the work
             params = {"page_id": page_id, "cutoff": cutoff, **_LIMIT}
@@ -690,6 +705,8 @@ class SQLiteStore(Store):
         """What ``_READ`` reads, from the page's slot if its record is there."""
         slot = self._slot_of(page_id)
         if slot is None:
+            if not self._in_database(page_id):
+                return _NOTHING_READ
             return tuple(self._execute(db, _READ, (page_id,)).fetchone())
         held.slot = slot
         return self._slot_row(db, page_id, slot)
@@ -710,6 +727,7 @@ class SQLiteStore(Store):
         ):
             found = records.read_locked(where.index)
             if found is None or found.digest != where.digest:
+                records.mark_in_database(where.index)
                 taken = db.execute(_TAKE_OVER, (page_id, now))
                 row = tuple(taken.fetchone())
                 taken.close()  # done before the commit
@@ -783,6 +801,7 @@ class SQLiteStore(Store):
         records, leases = self._records(), self._leases()
         for page_id in page_ids:
             where = place(page_id)
+            records.mark_in_database(where.index)
             with leases.slot(where.index, self.timeout):
                 records.flag_mail(where)
 
@@ -807,6 +826,7 @@ class SQLiteStore(Store):
                     found = records.owner(where.index)
                     if found is None or found[:2] != (where.digest, held.fence):
                         raise LeaseLost(page_id)
+                    records.mark_in_database(where.index)
                     db.execute(_ADOPT, row)
                     db.execute("COMMIT")
                     records.clear(where.index)
@@ -821,6 +841,22 @@ class SQLiteStore(Store):
         if found is None or not found.usable:
             found = self._record_file = RecordFile(self._records_path)
         return found
+
+    def _in_database(self, page_id: str) -> bool:
+        """Whether a page whose record is not in its slot may have anything in the
+        database: read after the slot, which a record leaves only once its row is
+        written."""
+        return self._records().in_database(place(page_id).index)
+
+    def _start_map(self, db: _Connection) -> None:
+        """Start the record file's map, if it has none yet: 1 everywhere if the
+        database holds anything of any page."""
+        records = self._records()
+        if records.has_map():
+            return
+        with self._transaction(db):
+            if not records.has_map():
+                records.start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
 
     def _leases(self) -> LeaseFile:
         """This process's leases on the file's pages."""
@@ -858,6 +894,7 @@ class SQLiteStore(Store):
 
         :raise LeaseLost: the fence moved on since the lease was taken.
         """
+        self._records().mark_in_database(place(page_id).index)
         if not fence:
             saved = self._execute(db, _CREATE, (page_id, record, now))
         elif touch:
@@ -995,6 +1032,7 @@ class SQLiteStore(Store):
         db.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._create_schema(db)
+        self._start_map(db)
         return db
 
     def _use_wal(self, db: _Connection) -> None:
