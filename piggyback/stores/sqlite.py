@@ -54,8 +54,8 @@ pages, mail and secret are kept; leases held at that moment are dropped), so eve
 process on the file runs one release: an older one still running would not read what
 the newer one writes where. The lock file (``<file>-lease``) and the record file must
 not be deleted while the store is in use either. A record file without its map (made
-by a release before the map) gets one at first use, which sends every page of a slot
-to the database if the database holds any page.
+by a release before the map) gets one at first use, with every slot marked if the
+database holds anything of any page.
 """
 
 from __future__ import annotations
