@@ -1011,7 +1011,7 @@ def test_sqlite_migrates_a_version_1_file(tmp_path: Path) -> None:
     store.push("p", B)
     assert store.load("p")[1].inbox == [(1, A), (3, B)]
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (5,)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "leases" not in tables
     assert "pages_v1" not in tables
@@ -1041,7 +1041,7 @@ def test_sqlite_migrates_a_version_2_file(tmp_path: Path) -> None:
     store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
     assert store.load("p")[0] == PageRecord(seq=3)
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (5,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(pages)")]
     assert columns == ["id", "record", "touched", "fence"]
 
@@ -1063,10 +1063,34 @@ def test_sqlite_migrates_a_version_3_file_whose_records_stay_in_their_rows(
     assert taken is not None
     store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (5,)
         assert db.execute("SELECT record, fence FROM pages").fetchall() == [
             ('{"seq":3,"state":{},"batches":[]}', 2)
         ]
+
+
+def test_sqlite_migrates_a_version_4_file_and_marks_its_pages_in_the_record_file(
+    tmp_path: Path,
+) -> None:
+    """A release before the record file's map wrote rows it never marked there."""
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(";".join(_SCHEMA) + ";PRAGMA user_version = 4")
+        db.execute(
+            'INSERT INTO pages VALUES (\'p\', \'{"seq":2,"state":{},"batches":[]}\', ?, 1)',
+            (time.time(),),
+        )
+        db.execute(
+            "INSERT INTO messages (kind, name, commands, created) VALUES"
+            " ('page', 'q', '[[\"t\"]]', ?)",
+            (time.time(),),
+        )
+        db.commit()
+    store = SQLiteStore(path)
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+    assert store.load("q") == (None, Mail(inbox=[(1, [["t"]])]))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (5,)
 
 
 def test_sqlite_refuses_a_file_of_a_newer_release(tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ What the store relies on:
 
 Schema version 2 moved the leases onto the pages' rows; version 3 moved them into the
 lock file and gave each row a fence number; version 4 keeps records in the record file,
-which releases before it would not read. An older file is migrated on first use (its
+which releases before it would not read; version 5 keeps the record file's map, which
+they would not keep. An older file is migrated on first use (its
 pages, mail and secret are kept; leases held at that moment are dropped), so every
 process on the file runs one release: an older one still running would not read what
 the newer one writes where. The lock file (``<file>-lease``) and the record file must
@@ -99,7 +100,7 @@ from .record_slots import Slot
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS secret (
@@ -155,6 +156,10 @@ _FROM_V2 = (
 # Version 3 kept every record in the database; version 4 may keep some in the record
 # file, which an older release would not read.
 _FROM_V3: tuple[str, ...] = ()
+
+# Version 5 keeps the record file's map, which an older release would write past: rows
+# it made unmarked would be hidden from this one (see record_slots.py).
+_FROM_V4: tuple[str, ...] = ()
 
 # The statements an event or a poll runs take their parameters by position (?1 is
 # the page id): binding by name costs a microsecond more per statement.
@@ -1075,6 +1080,8 @@ class SQLiteStore(Store):
             return _FROM_V2
         if version == 3:
             return _FROM_V3
+        if version == 4:
+            return _FROM_V4
         raise RuntimeError(
             f"{self.path!r} has schema version {version}, newer than this piggyback's"
             f" ({_SCHEMA_VERSION}): it was written by a newer release. Upgrade"
