@@ -1072,8 +1072,14 @@ def test_sqlite_migrates_a_version_3_file_whose_records_stay_in_their_rows(
 def test_sqlite_migrates_a_version_4_file_and_marks_its_pages_in_the_record_file(
     tmp_path: Path,
 ) -> None:
-    """A release before the record file's map wrote rows it never marked there."""
+    """A release before the record file's map wrote rows it never marked there; here
+    even beside a record file whose map says no page has any (a backup restored)."""
     path = tmp_path / "store.sqlite3"
+    empty = SQLiteStore(path)
+    assert empty.load("p") == (None, Mail())
+    empty.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(";".join(_SCHEMA) + ";PRAGMA user_version = 4")
         db.execute(

@@ -1065,6 +1065,8 @@ class SQLiteStore(Store):
                 return
             for statement in self._migration(version):
                 db.execute(statement)
+            if version:  # rows an older release wrote, which a map here may not know
+                self._records().start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _schema_version(self, db: _Connection) -> int:
