@@ -861,7 +861,12 @@ class SQLiteStore(Store):
             return
         with self._transaction(db):
             if not records.has_map():
-                records.start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
+                self._write_map(db)
+
+    def _write_map(self, db: _Connection) -> None:
+        """Write the record file's map from what the database holds; the caller is in
+        a write transaction."""
+        self._records().start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
 
     def _leases(self) -> LeaseFile:
         """This process's leases on the file's pages."""
@@ -899,8 +904,8 @@ class SQLiteStore(Store):
 
         :raise LeaseLost: the fence moved on since the lease was taken.
         """
-        self._records().mark_in_database(place(page_id).index)
-        if not fence:
+        if not fence:  # a row with a fence was marked as it was made (or migrated)
+            self._records().mark_in_database(place(page_id).index)
             saved = self._execute(db, _CREATE, (page_id, record, now))
         elif touch:
             saved = self._execute(db, _SAVE_AND_TOUCH, (page_id, record, fence, now))
@@ -1066,7 +1071,7 @@ class SQLiteStore(Store):
             for statement in self._migration(version):
                 db.execute(statement)
             if version:  # rows an older release wrote, which a map here may not know
-                self._records().start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
+                self._write_map(db)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _schema_version(self, db: _Connection) -> int:
