@@ -11,6 +11,9 @@
   SQLite store's begin and save (a poll its one read) and writes the answer document.
 - ``lease_floor``: a bound on every store that keeps a lease: an event takes and gives
   back the page's kernel lease and writes the answer document, storing nothing.
+- ``redis_floor``: a bound on every store on a Redis server that keeps a lease: an event
+  makes two round trips to the server (``PIGGYBACK_STORE``), one before its answer and
+  one after, and stores nothing.
 
 The Flask-Sijax peer lives in ``benchmarks/sijax_app.py``, imported only by its server.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import threading
 import time
 import typing as t
 from urllib.parse import parse_qs
@@ -293,6 +297,37 @@ def lease_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list
         return _floor_answer(start_response, token, seq, batches)
     finally:
         leases.release(page_id, "floor")
+
+
+def redis_floor(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """The least an event can cost in any store on a Redis server that keeps a lease:
+    one round trip before the answer (the lease, taken with the page's state) and one
+    after it (the save), each a ``PING`` on a redis-py connection of the thread's own.
+    Nothing is read or written: not a store, a bound on every Redis store."""
+    if environ.get("PATH_INFO") != "/_pb/event":
+        return site(environ, start_response)
+    token, _, seq, is_event = _floor_query(environ)
+    batches = [Batch(seq, [["text", "count", "1"]])] if is_event else []
+    _ping()
+    try:
+        return _floor_answer(start_response, token, seq, batches)
+    finally:
+        _ping()
+
+
+_redis_connections = threading.local()
+
+
+def _ping() -> None:
+    """One round trip to the Redis server, on this thread's connection."""
+    connection = getattr(_redis_connections, "connection", None)
+    if connection is None:
+        import redis
+
+        client = redis.Redis.from_url(os.environ["PIGGYBACK_STORE"])
+        connection = _redis_connections.connection = client.connection_pool.get_connection()
+    connection.send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    connection.read_response()
 
 
 def _take_lease(page_id: str) -> LeaseFile:

@@ -12,7 +12,10 @@ one. Per event it prints the workers' CPU (their own ``process_time``), the CPU 
 redis-server it started on 127.0.0.1 (``utime + stime`` from ``/proc``), their sum, and
 that sum over the SQLite store's worker CPU in the same round. Rounds alternate the
 stores; figures are medians. With ``--unix``, a second redis-server listening on a Unix
-socket only shows what TCP on the loopback costs. Timing only: nothing here is asserted.
+socket only shows what TCP on the loopback costs. Beside each server, a floor: an event of
+two ``PING`` round trips (the least a store on Redis with a lease makes, its begin and its
+save) on a redis-py connection, reading and writing nothing. Timing only: nothing here is
+asserted.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 import typing as t
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -54,20 +58,40 @@ def event(store: Store, page_id: str, send_to: str | None) -> None:
     store.save(page_id, owner, next_changes(record, mail, send_to))
 
 
+#: Put before a Redis URL: its events are the floor's two round trips, not the store's.
+FLOOR = "floor+"
+
+
+def round_trips(url: str) -> t.Callable[[str, str | None], None]:
+    """An event of the floor: two ``PING`` round trips on one redis-py connection."""
+    import redis
+
+    connection: t.Any = redis.Redis.from_url(url).connection_pool.get_connection()
+
+    def event(page_id: str, send_to: str | None) -> None:
+        for _ in range(2):
+            connection.send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+            connection.read_response()
+
+    return event
+
+
 def _worker(
     url: str, pages: list[str], events: int, mail: bool, barrier: Barrier, out: Connection
 ) -> None:
-    store = store_from_url(url)
+    store = None if url.startswith(FLOOR) else store_from_url(url)
+    run = round_trips(url.removeprefix(FLOOR)) if store is None else partial(event, store)
     following = {p: pages[(n + 1) % len(pages)] for n, p in enumerate(pages)}
     for page_id in pages:  # every page known, connections open, scripts loaded
-        event(store, page_id, None)
+        run(page_id, None)
     barrier.wait()
     start = time.process_time()
     for n in range(events):
         page_id = pages[n % len(pages)]
-        event(store, page_id, following[page_id] if mail else None)
+        run(page_id, following[page_id] if mail else None)
     out.send(time.process_time() - start)
-    store.close()
+    if store is not None:
+        store.close()
 
 
 def measure(
@@ -114,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.unix:
             unix_url, unix_pid = stack.enter_context(_unix_redis(Path(directory) / "unix"))
             servers.append(("Redis, Unix socket", f"{unix_url}?db=", unix_pid))
+        servers += [
+            (f"{name}: two round trips, the floor", FLOOR + url, pid) for name, url, pid in servers
+        ]
         for round_ in range(args.rounds):
             for load in LOADS:
                 sqlite = f"sqlite:///{directory}/store-{round_}-{load}.sqlite3"

@@ -95,10 +95,13 @@ def test_quick_run_prints_every_section(tmp_path: Path) -> None:
         )
         for floor in floors:
             assert float(_row(table, workers, floor)[5].rstrip("x")) > 0
+        redis_floor = _row(table, workers, "two round trips to Redis: its floor")
+        assert re.fullmatch(r"\d+ \(\+\d+ in redis-server\)", redis_floor[3]), redis_floor
     for workers in ("sync", "gthread"):  # the bounds against Sijax need --peers
-        bound = _row(table, f"{workers}: empty poll, the SQLite store's floor")
-        assert (bound[1], bound[3]) == ("—", "a bound, not piggyback")
-        assert float(bound[2].rstrip("x")) > 0
+        for name in ("empty poll, the SQLite store's floor", "two round trips to Redis"):
+            bound = _row(table, f"{workers}: {name}")
+            assert (bound[1], bound[3]) == ("—", "a bound, not piggyback")
+            assert float(bound[2].rstrip("x")) > 0
     for target in ("SQLite CPU/event ÷ Flask-Sijax", "gthread ÷ sync", "Redis CPU/event"):
         assert target in table
     passed = _row(table, "sync", "pass-through JSON")
