@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from piggyback.stores import sqlite as sqlite_store
 from piggyback.stores.base import Changes
 from piggyback.stores.base import LeaseLost
 from piggyback.stores.base import Mail
@@ -526,6 +527,110 @@ def test_a_record_file_from_before_its_map_gets_one(path: Path, pages_before: bo
     if pages_before:
         assert store.load("n") == (None, Mail(inbox=[(1, A)]))
         assert store.load("long")[0] == PageRecord(seq=1, state={"text": "x" * CAPACITY})
+
+
+def test_a_sweep_forgets_the_slots_of_the_pages_it_swept(path: Path) -> None:
+    store, clock = _clocked(path)
+    store.push("gone", A)
+    clock[0] += store.page_ttl / 2
+    store.push("n", A)
+    _save(store, "long", PageRecord(seq=1, state={"text": "x" * CAPACITY}))  # a row
+    clock[0] += store.page_ttl / 2 + 1  # "gone"'s message expired, the others did not
+    store.publish("g", A)  # a write: the sweep is due
+    statements = _statements(store)
+    assert store.load("gone") == (None, Mail())
+    assert statements == []
+    assert store.load("n") == (None, Mail(inbox=[(2, A)]))
+    assert store.load("long")[0] == PageRecord(seq=1, state={"text": "x" * CAPACITY})
+
+
+def test_a_sweep_leaves_the_map_when_the_pages_held_are_too_many_to_read(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "MAP_READ_LIMIT", 2)
+    store, clock = _clocked(path)
+    store.push("gone", A)
+    clock[0] += store.page_ttl / 2
+    for page_id in ("a", "b", "c"):
+        store.push(page_id, A)
+    clock[0] += store.page_ttl / 2 + 1
+    store.publish("g", A)  # "gone"'s message is swept, the three others are too many
+    statements = _statements(store)
+    assert store.load("gone") == (None, Mail())
+    assert statements  # its slot is still marked
+
+
+def test_clearing_the_map_keeps_a_page_sent_mail_after_it_read_the_database(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(path)
+    pages_held = store._pages_held
+
+    def meanwhile() -> list[int] | None:
+        held = pages_held()
+        SQLiteStore(path).push("late", A)  # after the read, before the map is written
+        return held
+
+    monkeypatch.setattr(store, "_pages_held", meanwhile)
+    store._clear_map()
+    assert store.load("late") == (None, Mail(inbox=[(1, A)]))
+
+
+def test_clearing_the_map_leaves_it_if_another_clearing_began_meanwhile(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    pages_held = first._pages_held
+
+    def meanwhile() -> list[int] | None:
+        held = pages_held()
+        second._clear_map()  # another process's clearing, all of it
+        second.push("late", A)  # marked in that clearing's generation
+        return held
+
+    monkeypatch.setattr(first, "_pages_held", meanwhile)
+    first._clear_map()
+    assert first.load("late") == (None, Mail(inbox=[(1, A)]))
+
+
+_SWEEPER = """
+import sys
+from piggyback.stores.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+store.load("x")
+print("ready", flush=True)
+store._clear_map()
+print("cleared", flush=True)
+"""
+
+
+def test_clearing_the_map_never_forgets_a_row_being_made(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row's mark and its making are one transaction: another process clearing the
+    # map in between would clear the row's slot, hiding it.
+    store = SQLiteStore(path)
+    _save(store, _sharing_a_slot("p"), PageRecord(seq=1))  # p's record goes in a row
+    mark = RecordFile.mark_in_database
+    sweepers: list[subprocess.Popen[str]] = []
+
+    def mark_then_sweep(records: RecordFile, index: int) -> None:
+        mark(records, index)
+        if sweepers:
+            return
+        command = [sys.executable, "-c", _SWEEPER, str(path)]
+        sweepers.append(sweeper := subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        assert sweeper.stdout is not None and sweeper.stdout.readline() == "ready\n"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sweeper.wait(0.5)  # what a clearing not kept out would have done by now
+
+    monkeypatch.setattr(RecordFile, "mark_in_database", mark_then_sweep)
+    _save(store, "p", PageRecord(seq=1))
+    assert sweepers
+    with sweepers[0] as sweeper:
+        assert sweeper.stdout is not None and sweeper.stdout.read() == "cleared\n"
+    assert sweeper.returncode == 0
+    assert SQLiteStore(path).load("p") == (PageRecord(seq=1), Mail())
 
 
 def test_a_membership_and_a_handlers_send_flag_the_pages_slots(path: Path) -> None:

@@ -843,9 +843,12 @@ def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
     clock.advance(20)
     store.push("p", A)  # and the sweep before it
     scans = []
+    # Clearing the record file's map reads every page that has anything, by design.
+    map_reads = [sql for sql in statements if sql.strip().startswith("SELECT id FROM pages")]
+    assert len(map_reads) == 1
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         for sql in statements:
-            if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
+            if sql.split()[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"} and sql not in map_reads:
                 plan = db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
                 # Scans of the few ids a LIMIT let through are fine; of a table, not.
                 scans += [d for *_, d in plan if re.match(_TABLE_SCAN, d)]

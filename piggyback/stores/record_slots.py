@@ -19,12 +19,22 @@ may overlap a write. A slot still damaged then (a write torn by a power loss) is
 the page it held is forgotten, as an expired one is.
 
 After the slots, the file keeps a map of one byte a slot: 0 while no page placed at
-that slot has anything in the database (a row, messages, memberships), 1 once one may.
+that slot has anything in the database (a row, messages, memberships), marked (not 0)
+once one may.
 So a page whose record is not in its slot, which is every page before its first event,
 is known to have nothing in the database without reading it: a poll of such a page
 reads the file only. A byte is set before the database gains anything of such a page,
-and never cleared; the map is trusted only once its marker is written
-(:meth:`RecordFile.start_map`), which a file of a release before the map lacks.
+in the same write transaction (so under the database's write lock). The map is trusted
+only once its marker is written (:meth:`RecordFile.start_map`), which a file of a
+release before the map lacks.
+
+The bytes of pages whose rows and mail expired are cleared now and then, without
+holding the write lock while the database is read. Under the lock, a new generation of
+marks begins: a byte is marked with its generation's number. Then the pages the
+database holds are read, which sees every row committed before. Then, under the lock
+again, the map keeps the bytes of those pages and those marked in the new generation,
+and clears the rest (:meth:`RecordFile.clear_map`). A row committed after the
+generation began was marked in it, so none is missed.
 
 The file is sparse: :data:`SLOTS` slots of :data:`SLOT_SIZE` bytes take disk space
 only where pages were written. Nothing is synced: like the database's commits
@@ -38,6 +48,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .file_lease import open_private
@@ -62,9 +73,11 @@ _FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
 # The map, after the slots: its marker, then a byte a slot.
-_MAP_MARKER = b"PBmap1\0\0"
+_MAP_MARKER = b"PBmap2\0"
 _MAP_AT = SLOTS * SLOT_SIZE
-_MAP_BYTES_AT = _MAP_AT + len(_MAP_MARKER)
+# The generation of marks (1 to 255), then the map's bytes.
+_GENERATION_AT = _MAP_AT + len(_MAP_MARKER)
+_MAP_BYTES_AT = _GENERATION_AT + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,12 @@ class Slot:
     text: bytes
     #: Mail may wait for the page.
     mail: bool = False
+
+
+@functools.cache
+def _only(generation: int) -> bytes:
+    """A table for ``bytes.translate`` that keeps ``generation`` and makes all else 0."""
+    return bytes(generation if value == generation else 0 for value in range(256))
 
 
 @functools.lru_cache(maxsize=4096)  # an event places its page twice
@@ -167,11 +186,37 @@ class RecordFile:
         return self._mapped
 
     def start_map(self, in_database: bool) -> None:
-        """Write the map, each byte 1 if ``in_database`` (anything may be there) and 0
-        if not, then its marker. The caller holds the database's write lock."""
+        """Write the map, every byte marked if ``in_database`` (anything may be there),
+        then its marker: it is trusted from then on. The caller holds the database's
+        write lock."""
         os.pwrite(self._fd, bytes([in_database]) * SLOTS, _MAP_BYTES_AT)
-        os.pwrite(self._fd, _MAP_MARKER, _MAP_AT)
+        os.pwrite(self._fd, _MAP_MARKER + b"\x01", _MAP_AT)
         self._mapped = True
+
+    def new_generation(self) -> int:
+        """Start a new generation of marks, for :meth:`clear_map`; the caller holds the
+        database's write lock."""
+        generation = self._generation()[0] % 255 + 1
+        os.pwrite(self._fd, bytes([generation]), _GENERATION_AT)
+        return generation
+
+    def clear_map(self, generation: int, marked: Iterable[int]) -> None:
+        """Clear every byte of the map but those of ``marked`` and those marked since
+        ``generation`` began, unless another generation has begun since: then it does
+        nothing. The caller holds the database's write lock."""
+        if self._generation()[0] != generation:
+            return
+        kept = os.pread(self._fd, SLOTS, _MAP_BYTES_AT).translate(_only(generation))
+        bytes_ = bytearray(kept)
+        for index in marked:
+            bytes_[index] = generation
+        os.pwrite(self._fd, bytes_, _MAP_BYTES_AT)
+
+    def marked(self) -> int:
+        """How many slots the map marks (all of them if there is no map)."""
+        if not self.has_map():
+            return SLOTS
+        return SLOTS - os.pread(self._fd, SLOTS, _MAP_BYTES_AT).count(0)
 
     def in_database(self, index: int) -> bool:
         """Whether a page placed at slot ``index`` may have anything in the database."""
@@ -180,7 +225,11 @@ class RecordFile:
     def mark_in_database(self, index: int) -> None:
         """Say that a page placed at slot ``index`` may have something in the database,
         before it does; the caller holds the database's write lock."""
-        os.pwrite(self._fd, b"\x01", _MAP_BYTES_AT + index)
+        os.pwrite(self._fd, self._generation(), _MAP_BYTES_AT + index)
+
+    def _generation(self) -> bytes:
+        """The generation of marks, as one byte (1 where the map has none yet)."""
+        return os.pread(self._fd, 1, _GENERATION_AT).strip(b"\0") or b"\x01"
 
     def flag_mail(self, where: Place) -> None:
         """Set the mail flag of ``where``'s page, if its slot holds it; the caller

@@ -56,12 +56,14 @@ process on the file runs one release: an older one still running would not read 
 the newer one writes where. The lock file (``<file>-lease``) and the record file must
 not be deleted while the store is in use either. A record file without its map (made
 by a release before the map) gets one at first use, with every slot marked if the
-database holds anything of any page.
+database holds anything of any page; sweeps then clear the slots of pages that have
+nothing in the database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import secrets
@@ -96,6 +98,9 @@ from .record_slots import DAMAGED
 from .record_slots import place
 from .record_slots import RecordFile
 from .record_slots import Slot
+from .record_slots import SLOTS
+
+logger = logging.getLogger("piggyback")
 
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
@@ -298,10 +303,20 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _APPEND = "INSERT INTO messages (kind, name, commands, created) VALUES (?, ?, ?, ?)"
 
+#: The most pages read to clear the record file's map (see ``_clear_map``), 0.2 s of
+#: CPU for 65,536; beyond, it stays as it is: nearly every slot is then in use.
+MAP_READ_LIMIT = 4 * SLOTS
+
 # Whether the database holds anything of any page (see _start_map).
 _HOLDS_PAGES = """
 SELECT EXISTS (SELECT 1 FROM pages) OR EXISTS (SELECT 1 FROM memberships)
     OR EXISTS (SELECT 1 FROM messages WHERE kind = 'page')
+"""
+
+# The pages that have anything in the database, up to a limit.
+_PAGES_HELD = """
+SELECT id FROM pages UNION SELECT page_id FROM memberships
+    UNION SELECT name FROM messages WHERE kind = 'page' LIMIT ?
 """
 
 # What _READ reads for a page that has nothing in the database.
@@ -521,6 +536,7 @@ class SQLiteStore(Store):
         # Frequent small sweeps keep each one's write transaction short.
         self._sweep_every = sweep_interval(page_ttl)
         self._next_sweep = 0.0
+        self._map_due = False  # see _after_writing
         # Counted per store, not per connection: a server that starts a thread (or a
         # greenlet) per request makes connections that never write 1,000 times. A new
         # store checkpoints at its first write: processes that each write a little (a
@@ -607,9 +623,10 @@ class SQLiteStore(Store):
             return
         if held.slot is not None:
             self._adopt(page_id, held)
-        if not moves_mail:
-            # The usual event: one statement, its own transaction (and the writer lock
-            # taken as _writing() takes it, without the cost of its generator).
+        if not moves_mail and held.fence:
+            # The usual event on a row: one statement, its own transaction (and the
+            # writer lock taken as _writing() takes it, without the cost of its
+            # generator). A row's making marks the map, in a transaction of its own.
             lock = self._lock_writer()
             try:
                 db = self._writer()
@@ -618,6 +635,7 @@ class SQLiteStore(Store):
                     self._execute(db, _TOUCH, self._times(page_id, now))
             finally:
                 lock.release()
+            self._after_writing()
             return
         sends = [("page", p, dumps(c), now) for p, c in changes.pushes]
         sends += [("group", g, dumps(c), now) for g, c in changes.publishes]
@@ -854,19 +872,39 @@ class SQLiteStore(Store):
         return self._records().in_database(place(page_id).index)
 
     def _start_map(self, db: _Connection) -> None:
-        """Start the record file's map, if it has none yet: 1 everywhere if the
-        database holds anything of any page."""
+        """Start the record file's map, if it has none yet."""
         records = self._records()
         if records.has_map():
             return
         with self._transaction(db):
             if not records.has_map():
-                self._write_map(db)
+                self._mark_all_if_held(db)
 
-    def _write_map(self, db: _Connection) -> None:
-        """Write the record file's map from what the database holds; the caller is in
-        a write transaction."""
+    def _mark_all_if_held(self, db: _Connection) -> None:
+        """Write the record file's map, every slot marked if the database holds
+        anything of any page; the caller is in a write transaction."""
         self._records().start_map(db.execute(_HOLDS_PAGES).fetchone()[0])
+
+    def _clear_map(self) -> None:
+        """Clear the record file's map of the pages that have nothing in the database
+        any more, holding the database's write lock only to start a generation of
+        marks and to write the map (see :mod:`~piggyback.stores.record_slots`)."""
+        records = self._records()
+        with self._writing() as db, self._transaction(db):
+            generation = records.new_generation()
+        marked = self._pages_held()
+        if marked is not None:
+            with self._writing() as db, self._transaction(db):
+                records.clear_map(generation, marked)
+
+    def _pages_held(self) -> list[int] | None:
+        """The slots of the pages that have anything in the database, in a read of its
+        own (which sees every row committed before it); none if there are more than
+        :data:`MAP_READ_LIMIT` pages."""
+        held = self._db().execute(_PAGES_HELD, (MAP_READ_LIMIT + 1,)).fetchall()
+        if len(held) > MAP_READ_LIMIT:
+            return None
+        return [place(page_id).index for (page_id,) in held]
 
     def _leases(self) -> LeaseFile:
         """This process's leases on the file's pages."""
@@ -967,6 +1005,7 @@ class SQLiteStore(Store):
             yield self._writer()
         finally:
             lock.release()
+        self._after_writing()
 
     def _lock_writer(self) -> threading.Lock:
         """Take this process's writer lock of the file and return it, to release: SQLite
@@ -989,11 +1028,27 @@ class SQLiteStore(Store):
             _checkpoint(db)
         now = self._clock()
         if now >= self._next_sweep:
+            # A store's first sweep leaves the map: a process that writes once (a CLI,
+            # a job) does not read every page.
+            self._map_due = bool(self._next_sweep)
             self._next_sweep = now + self._sweep_every
             with self._transaction(db):
                 for statement in _SWEEP:
                     db.execute(statement, {"cutoff": now - self.page_ttl})
         return db
+
+    def _after_writing(self) -> None:
+        """Clear the record file's map after a sweep, once this process's writer lock
+        is free: other threads write meanwhile. A write that was done stays done: if
+        the clearing fails, the map stays as it was, which is safe."""
+        if self._map_due:
+            self._map_due = False
+            try:
+                self._clear_map()
+            except (sqlite3.Error, OSError):
+                logger.warning(
+                    "The SQLite store %r kept its map as it was.", self.path, exc_info=True
+                )
 
     @contextlib.contextmanager
     def _transaction(self, db: _Connection) -> t.Iterator[None]:
@@ -1071,7 +1126,7 @@ class SQLiteStore(Store):
             for statement in self._migration(version):
                 db.execute(statement)
             if version:  # rows an older release wrote, which a map here may not know
-                self._write_map(db)
+                self._mark_all_if_held(db)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _schema_version(self, db: _Connection) -> int:
