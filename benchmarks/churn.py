@@ -3,8 +3,9 @@
 Drives the real event path in process (``piggyback.testing.Client``) against the
 default SQLite store with a simulated clock: each round opens new pages that join a
 group, fire events, and leave out-of-band commands behind undelivered; then time moves
-on by half the page TTL. Printed per round: the store's file size and its rows. Both
-must level off once pages start expiring.
+on by half the page TTL. Printed per round: the store's file size, its rows, and the
+share of the record file's slots that its map marks (those whose pages' polls read the
+database). All three must level off once pages start expiring.
 
     python -m benchmarks.churn [--rounds 12] [--pages 2000]
 """
@@ -20,6 +21,7 @@ import typing as t
 from pathlib import Path
 
 from piggyback import Piggyback
+from piggyback.stores.record_slots import SLOTS
 from piggyback.stores.sqlite import SQLiteStore
 from piggyback.testing import Client
 
@@ -52,6 +54,11 @@ def rows(path: Path) -> int:
         return sum(connection.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in tables)
 
 
+def marked(live: Piggyback) -> float:
+    """The share of the record file's slots that its map marks."""
+    return t.cast(SQLiteStore, live.store)._records().marked() / SLOTS
+
+
 def disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.iterdir() if p.name.startswith(path.name))
 
@@ -68,8 +75,8 @@ def main() -> None:
         print(
             f"page_ttl {TTL:g} s; {options.pages} new pages per round; time +{TTL / 2:g} s a round"
         )
-        print("| round | pages so far | rows | disk KiB | max RSS MiB |")
-        print("|---|---|---|---|---|")
+        print("| round | pages so far | rows | disk KiB | slots marked | max RSS MiB |")
+        print("|---|---|---|---|---|---|")
         for round_ in range(1, options.rounds + 1):
             for _ in range(options.pages):
                 page = client.new_page()
@@ -81,7 +88,7 @@ def main() -> None:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
                 f"| {round_} | {round_ * options.pages:,} | {rows(path):,} |"
-                f" {disk(path) // 1024:,} | {rss:.0f} |"
+                f" {disk(path) // 1024:,} | {marked(live):.1%} | {rss:.0f} |"
             )
         os.sync()
 
