@@ -593,6 +593,27 @@ def test_clearing_the_map_leaves_it_if_another_clearing_began_meanwhile(
     assert first.load("late") == (None, Mail(inbox=[(1, A)]))
 
 
+def test_clearing_the_map_leaves_it_after_255_generations_began_meanwhile(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Marks repeat every 255 generations; whether another clearing began must not.
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    pages_held = first._pages_held
+
+    def meanwhile() -> list[int] | None:
+        held = pages_held()
+        second.push("late", A)
+        for _ in range(254):
+            second._clear_map()
+        with second._writing() as db, second._transaction(db):
+            second._records().new_generation()  # a clearing that began and stalled
+        return held
+
+    monkeypatch.setattr(first, "_pages_held", meanwhile)
+    first._clear_map()
+    assert first.load("late") == (None, Mail(inbox=[(1, A)]))
+
+
 _SWEEPER = """
 import sys
 from piggyback.stores.sqlite import SQLiteStore

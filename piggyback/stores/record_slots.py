@@ -30,11 +30,12 @@ release before the map lacks.
 
 The bytes of pages whose rows and mail expired are cleared now and then, without
 holding the write lock while the database is read. Under the lock, a new generation of
-marks begins: a byte is marked with its generation's number. Then the pages the
-database holds are read, which sees every row committed before. Then, under the lock
-again, the map keeps the bytes of those pages and those marked in the new generation,
-and clears the rest (:meth:`RecordFile.clear_map`). A row committed after the
-generation began was marked in it, so none is missed.
+marks begins: the generation is a count, and a byte is marked with the count modulo
+255, plus 1. Then the pages the database holds are read, which sees every row
+committed before. Then, under the lock again, unless another generation began
+meanwhile, the map keeps the bytes of those pages and those marked in the new
+generation, and clears the rest (:meth:`RecordFile.clear_map`). A row committed after
+the generation began was marked in it, so none is missed.
 
 The file is sparse: :data:`SLOTS` slots of :data:`SLOT_SIZE` bytes take disk space
 only where pages were written. Nothing is synced: like the database's commits
@@ -73,11 +74,12 @@ _FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
 # The map, after the slots: its marker, then a byte a slot.
-_MAP_MARKER = b"PBmap2\0"
+_MAP_MARKER = b"PBmap3\0\0"
 _MAP_AT = SLOTS * SLOT_SIZE
-# The generation of marks (1 to 255), then the map's bytes.
+# The generation of marks, a count that never wraps, then the map's bytes.
+_GENERATION = struct.Struct("<Q")
 _GENERATION_AT = _MAP_AT + len(_MAP_MARKER)
-_MAP_BYTES_AT = _GENERATION_AT + 1
+_MAP_BYTES_AT = _GENERATION_AT + _GENERATION.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +102,16 @@ class Slot:
     mail: bool = False
 
 
+def _mark(generation: int) -> int:
+    """The byte that marks a slot in ``generation``: never 0. Generations 255 apart
+    share it, so an old mark may be kept as a new one, which only marks too much."""
+    return generation % 255 + 1
+
+
 @functools.cache
-def _only(generation: int) -> bytes:
-    """A table for ``bytes.translate`` that keeps ``generation`` and makes all else 0."""
-    return bytes(generation if value == generation else 0 for value in range(256))
+def _only(mark: int) -> bytes:
+    """A table for ``bytes.translate`` that keeps ``mark`` and makes all else 0."""
+    return bytes(mark if value == mark else 0 for value in range(256))
 
 
 @functools.lru_cache(maxsize=4096)  # an event places its page twice
@@ -189,27 +197,27 @@ class RecordFile:
         """Write the map, every byte marked if ``in_database`` (anything may be there),
         then its marker: it is trusted from then on. The caller holds the database's
         write lock."""
-        os.pwrite(self._fd, bytes([in_database]) * SLOTS, _MAP_BYTES_AT)
-        os.pwrite(self._fd, _MAP_MARKER + b"\x01", _MAP_AT)
+        os.pwrite(self._fd, bytes([in_database and _mark(0)]) * SLOTS, _MAP_BYTES_AT)
+        os.pwrite(self._fd, _MAP_MARKER + _GENERATION.pack(0), _MAP_AT)
         self._mapped = True
 
     def new_generation(self) -> int:
         """Start a new generation of marks, for :meth:`clear_map`; the caller holds the
         database's write lock."""
-        generation = self._generation()[0] % 255 + 1
-        os.pwrite(self._fd, bytes([generation]), _GENERATION_AT)
+        generation = self._generation() + 1
+        os.pwrite(self._fd, _GENERATION.pack(generation), _GENERATION_AT)
         return generation
 
     def clear_map(self, generation: int, marked: Iterable[int]) -> None:
         """Clear every byte of the map but those of ``marked`` and those marked since
         ``generation`` began, unless another generation has begun since: then it does
         nothing. The caller holds the database's write lock."""
-        if self._generation()[0] != generation:
+        if self._generation() != generation:
             return
-        kept = os.pread(self._fd, SLOTS, _MAP_BYTES_AT).translate(_only(generation))
-        bytes_ = bytearray(kept)
+        mark = _mark(generation)
+        bytes_ = bytearray(os.pread(self._fd, SLOTS, _MAP_BYTES_AT).translate(_only(mark)))
         for index in marked:
-            bytes_[index] = generation
+            bytes_[index] = mark
         os.pwrite(self._fd, bytes_, _MAP_BYTES_AT)
 
     def marked(self) -> int:
@@ -225,11 +233,12 @@ class RecordFile:
     def mark_in_database(self, index: int) -> None:
         """Say that a page placed at slot ``index`` may have something in the database,
         before it does; the caller holds the database's write lock."""
-        os.pwrite(self._fd, self._generation(), _MAP_BYTES_AT + index)
+        os.pwrite(self._fd, bytes([_mark(self._generation())]), _MAP_BYTES_AT + index)
 
-    def _generation(self) -> bytes:
-        """The generation of marks, as one byte (1 where the map has none yet)."""
-        return os.pread(self._fd, 1, _GENERATION_AT).strip(b"\0") or b"\x01"
+    def _generation(self) -> int:
+        """The generation of marks (0 where the map has none yet)."""
+        data = os.pread(self._fd, _GENERATION.size, _GENERATION_AT)
+        return _GENERATION.unpack(data)[0] if len(data) == _GENERATION.size else 0
 
     def flag_mail(self, where: Place) -> None:
         """Set the mail flag of ``where``'s page, if its slot holds it; the caller
