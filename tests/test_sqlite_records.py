@@ -614,6 +614,22 @@ def test_clearing_the_map_leaves_it_after_255_generations_began_meanwhile(
     assert first.load("late") == (None, Mail(inbox=[(1, A)]))
 
 
+def test_a_write_that_cannot_clear_the_map_is_done_all_the_same(
+    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, clock = _clocked(path)
+    store.push("p", A)
+
+    def locked() -> list[int] | None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "_pages_held", locked)
+    clock[0] += store.page_ttl / 2  # the next write sweeps, then clears the map
+    store.push("p", A)
+    assert store.load("p") == (None, Mail(inbox=[(1, A), (2, A)]))
+    assert "could not clear its record file's map" in caplog.text
+
+
 _SWEEPER = """
 import sys
 from piggyback.stores.sqlite import SQLiteStore

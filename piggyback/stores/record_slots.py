@@ -73,7 +73,7 @@ _FLAG = _HEADER.size - 1
 _FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
 CAPACITY = SLOT_SIZE - _HEADER.size
-# The map, after the slots: its marker, then a byte a slot.
+# The map, after the slots: its marker, its generation, then a byte a slot.
 _MAP_MARKER = b"PBmap3\0\0"
 _MAP_AT = SLOTS * SLOT_SIZE
 # The generation of marks, a count that never wraps, then the map's bytes.

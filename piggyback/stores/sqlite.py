@@ -1047,7 +1047,10 @@ class SQLiteStore(Store):
                 self._clear_map()
             except (sqlite3.Error, OSError):
                 logger.warning(
-                    "The SQLite store %r kept its map as it was.", self.path, exc_info=True
+                    "The SQLite store %r could not clear its record file's map, which"
+                    " stays as it was (that is safe).",
+                    self.path,
+                    exc_info=True,
                 )
 
     @contextlib.contextmanager
