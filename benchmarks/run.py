@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.run            # the full run, about 7 minutes
+    python -m benchmarks.run            # the full run, about 12 minutes
     python -m benchmarks.run --quick    # every load tiny: a smoke run, under a minute
 
 It starts its own gunicorn servers and a redis-server on 127.0.0.1, drives them with
