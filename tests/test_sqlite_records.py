@@ -560,19 +560,27 @@ def test_a_sweep_leaves_the_map_when_the_pages_held_are_too_many_to_read(
     assert statements  # its slot is still marked
 
 
+def _clear_map_while(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, meanwhile: t.Callable[[], t.Any]
+) -> None:
+    """Clear ``store``'s map, running ``meanwhile`` after it read the database and
+    before it writes the map."""
+    pages_held = store._pages_held
+
+    def read_then_meanwhile() -> list[int] | None:
+        held = pages_held()
+        meanwhile()
+        return held
+
+    monkeypatch.setattr(store, "_pages_held", read_then_meanwhile)
+    store._clear_map()
+
+
 def test_clearing_the_map_keeps_a_page_sent_mail_after_it_read_the_database(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SQLiteStore(path)
-    pages_held = store._pages_held
-
-    def meanwhile() -> list[int] | None:
-        held = pages_held()
-        SQLiteStore(path).push("late", A)  # after the read, before the map is written
-        return held
-
-    monkeypatch.setattr(store, "_pages_held", meanwhile)
-    store._clear_map()
+    _clear_map_while(store, monkeypatch, lambda: SQLiteStore(path).push("late", A))
     assert store.load("late") == (None, Mail(inbox=[(1, A)]))
 
 
@@ -580,16 +588,12 @@ def test_clearing_the_map_leaves_it_if_another_clearing_began_meanwhile(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = SQLiteStore(path), SQLiteStore(path)
-    pages_held = first._pages_held
 
-    def meanwhile() -> list[int] | None:
-        held = pages_held()
+    def meanwhile() -> None:
         second._clear_map()  # another process's clearing, all of it
         second.push("late", A)  # marked in that clearing's generation
-        return held
 
-    monkeypatch.setattr(first, "_pages_held", meanwhile)
-    first._clear_map()
+    _clear_map_while(first, monkeypatch, meanwhile)
     assert first.load("late") == (None, Mail(inbox=[(1, A)]))
 
 
@@ -598,19 +602,15 @@ def test_clearing_the_map_leaves_it_after_255_generations_began_meanwhile(
 ) -> None:
     # Marks repeat every 255 generations; whether another clearing began must not.
     first, second = SQLiteStore(path), SQLiteStore(path)
-    pages_held = first._pages_held
 
-    def meanwhile() -> list[int] | None:
-        held = pages_held()
+    def meanwhile() -> None:
         second.push("late", A)
         for _ in range(254):
             second._clear_map()
         with second._writing() as db, second._transaction(db):
             second._records().new_generation()  # a clearing that began and stalled
-        return held
 
-    monkeypatch.setattr(first, "_pages_held", meanwhile)
-    first._clear_map()
+    _clear_map_while(first, monkeypatch, meanwhile)
     assert first.load("late") == (None, Mail(inbox=[(1, A)]))
 
 
