@@ -70,10 +70,17 @@ def _fields(text: bytes) -> dict[str, t.Any]:
     return {"seq": data["seq"], "state": data["state"]}
 
 
-def _sharing_a_slot(page_id: str) -> str:
-    """Another page id whose record would live in the same slot."""
+def _sharing_a_slot(page_id: str, count: int = 1) -> list[str]:
+    """``count`` other page ids placed at the same slot as ``page_id``."""
     index = place(page_id).index
-    return next(f"q{n}" for n in itertools.count() if place(f"q{n}").index == index)
+    placed = (f"q{n}" for n in itertools.count() if place(f"q{n}").index == index)
+    return list(itertools.islice(placed, count))
+
+
+def _next_door(page_id: str) -> str:
+    """A page id placed at the neighbour of ``page_id``'s slot."""
+    index = place(page_id).index ^ 1
+    return next(f"r{n}" for n in itertools.count() if place(f"r{n}").index == index)
 
 
 def test_a_page_keeps_its_record_in_its_slot_and_no_row(path: Path) -> None:
@@ -86,28 +93,57 @@ def test_a_page_keeps_its_record_in_its_slot_and_no_row(path: Path) -> None:
     assert other.load("p") == (PageRecord(seq=2, state={"n": 2}), Mail())
 
 
-def test_a_page_whose_slot_is_taken_keeps_its_record_in_its_row(path: Path) -> None:
+def test_a_page_whose_slot_is_taken_keeps_its_record_in_the_neighbour(path: Path) -> None:
     store = SQLiteStore(path)
-    other = _sharing_a_slot("p")
+    [other] = _sharing_a_slot("p")
     _save(store, "p", PageRecord(seq=1))
-    _save(store, other, PageRecord(seq=5))
+    _save(store, other, PageRecord(seq=5))  # its first save, which claims a slot
+    statements = _statements(store)
     _save(store, other, PageRecord(seq=6))
     _save(store, "p", PageRecord(seq=2))
+    assert statements == []  # neither needs the database
     assert store.load("p") == (PageRecord(seq=2), Mail())
     assert store.load(other) == (PageRecord(seq=6), Mail())
-    assert _in_slot(store, "p") == PageRecord(seq=2)
-    assert list(_rows(path)) == [other]
+    assert _index(store, "p") == place("p").index
+    assert _index(store, other) == place("p").index ^ 1
+    assert _rows(path) == {}
+    assert SQLiteStore(path).load(other) == (PageRecord(seq=6), Mail())  # another process
+
+
+@pytest.mark.parametrize("third", ["same slot", "next door"])
+def test_a_page_whose_slots_are_both_taken_keeps_its_record_in_its_row(
+    path: Path, third: str
+) -> None:
+    store = SQLiteStore(path)
+    [other, *rest] = _sharing_a_slot("p", 2)
+    late = rest[0] if third == "same slot" else _next_door("p")
+    for page_id in ("p", other, late):
+        _save(store, page_id, PageRecord(seq=5))
+        _save(store, page_id, PageRecord(seq=6))
+    for page_id in ("p", other, late):
+        assert store.load(page_id) == (PageRecord(seq=6), Mail())
+    assert (_index(store, "p"), _index(store, other)) == (place("p").index, place(other).index ^ 1)
+    assert _in_slot(store, late) is None
+    assert list(_rows(path)) == [late]
+
+
+def _index(store: SQLiteStore, page_id: str) -> int:
+    """The slot that holds the page's record."""
+    slot = store._slot_of(page_id)
+    assert slot is not None
+    return slot.index
 
 
 def test_a_slot_whose_page_expired_goes_to_the_next_new_page(path: Path) -> None:
     clock = [time.time()]
     store = SQLiteStore(path, page_ttl=100, clock=lambda: clock[0])
-    other = _sharing_a_slot("p")
+    [other] = _sharing_a_slot("p")
     _save(store, "p", PageRecord(seq=1))
     clock[0] += 101
     assert store.load("p") == (None, Mail())
     _save(store, other, PageRecord(seq=5))
     assert _in_slot(store, other) == PageRecord(seq=5)
+    assert _index(store, other) == place("p").index  # the first free slot of its pair
     assert store.load("p") == (None, Mail())
 
 
@@ -135,6 +171,60 @@ def test_mail_moves_a_page_into_its_row_with_its_fence(path: Path) -> None:
     assert store.load("p") == (PageRecord(seq=2), Mail())
     assert _in_slot(store, "p") is None
     assert _rows(path)["p"][1] == 2  # the slot's fence 1, moved on by the save
+
+
+def test_mail_for_a_page_in_the_neighbour_flags_its_slot_alone(path: Path) -> None:
+    store = SQLiteStore(path)
+    [other] = _sharing_a_slot("p")
+    _save(store, "p", PageRecord(seq=1))
+    _save(store, other, PageRecord(seq=1))
+    store.push(other, A)
+    assert store.load(other) == (PageRecord(seq=1), Mail(inbox=[(1, A)]))
+    assert _begun_mail(store, other) == Mail(inbox=[(1, A)])
+    assert store._slot_of(other).mail and not store._slot_of("p").mail  # type: ignore[union-attr]
+    _save(store, other, PageRecord(seq=2), inbox_upto=1)  # moves it into its row
+    assert store.load(other) == (PageRecord(seq=2), Mail())
+    assert list(_rows(path)) == [other]
+    assert store._records().read(place("p").index ^ 1) is None  # its slot is free again
+    [late] = _sharing_a_slot("p", 2)[1:]
+    _save(store, late, PageRecord(seq=3))
+    assert _index(store, late) == place("p").index ^ 1
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_a_page_in_the_neighbour_taken_over_fences_its_holder_out(path: Path) -> None:
+    store, clock = _clocked(path)
+    [other] = _sharing_a_slot("p")
+    _save(store, "p", PageRecord(seq=1))
+    _save(store, other, PageRecord(seq=1))
+    stale: list[t.Any] = []
+    thread = threading.Thread(target=lambda: stale.append(store.begin(other, 10)))
+    thread.start()
+    thread.join()
+    clock[0] += 60
+    taken = store.begin(other, 60)  # a thread of this process, past the first's time
+    assert taken is not None and taken[1] == PageRecord(seq=1)
+    with pytest.raises(LeaseLost):
+        store.save(other, stale[0][0], Changes(record=PageRecord(seq=9)))
+    store.save(other, taken[0], Changes(record=PageRecord(seq=2)))
+    assert store.load(other) == (PageRecord(seq=2), Mail())
+    assert _index(store, other) == place("p").index ^ 1
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+
+
+def test_a_damaged_neighbour_forgets_its_page_alone(path: Path) -> None:
+    store = SQLiteStore(path)
+    [other] = _sharing_a_slot("p")
+    _save(store, "p", PageRecord(seq=1))
+    _save(store, other, PageRecord(seq=1))
+    index = place("p").index ^ 1
+    data = bytearray(encode(Slot(place(other).digest, 2, time.time(), b'{"seq":1}')))
+    data[-1] ^= 1  # a bit flipped: the CRC no longer matches
+    os.pwrite(store._records()._fd, data, index * SLOT_SIZE)
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    assert store.load(other) == (None, Mail())
+    _save(store, other, PageRecord(seq=1))  # a new page's save, into the freed slot
+    assert _index(store, other) == index
 
 
 def test_a_crash_between_copying_a_record_and_clearing_its_slot_loses_nothing(
@@ -221,25 +311,30 @@ def test_garbage_in_the_record_file_is_no_record(path: Path) -> None:
     assert store.load("p") == (None, Mail())
 
 
-def test_a_slot_read_during_its_write_is_read_again_after_it(path: Path) -> None:
+@pytest.mark.parametrize("slot", ["its own", "the neighbour"])
+def test_a_slot_read_during_its_write_is_read_again_after_it(path: Path, slot: str) -> None:
     store = SQLiteStore(path)
-    _save(store, "p", PageRecord(seq=1))
-    where = place("p")
+    [other] = _sharing_a_slot("p")
+    _save(store, other, PageRecord(seq=1))
+    _save(store, "p", PageRecord(seq=1))  # in its slot's neighbour
+    page_id = other if slot == "its own" else "p"
+    index = _index(store, page_id)
     records, leases = store._records(), store._leases()
-    whole = encode(Slot(where.digest, 3, time.time(), b'{"seq":2,"state":{},"batches":[]}'))
+    text = b'{"seq":2,"state":{},"batches":[]}'
+    whole = encode(Slot(place(page_id).digest, 3, time.time(), text))
     writing = threading.Event()
 
     def write_slowly() -> None:
-        with leases.slot(where.index, 10):
-            os.pwrite(records._fd, whole[:40], where.index * SLOT_SIZE)  # half written
+        with leases.slot(index, 10):
+            os.pwrite(records._fd, whole[:40], index * SLOT_SIZE)  # half written
             writing.set()
             time.sleep(0.2)
-            os.pwrite(records._fd, whole, where.index * SLOT_SIZE)
+            os.pwrite(records._fd, whole, index * SLOT_SIZE)
 
     writer = threading.Thread(target=write_slowly)
     writer.start()
     writing.wait()
-    assert store.load("p") == (PageRecord(seq=2), Mail())
+    assert store.load(page_id) == (PageRecord(seq=2), Mail())
     writer.join()
 
 
@@ -647,7 +742,8 @@ def test_clearing_the_map_never_forgets_a_row_being_made(
     # A row's mark and its making are one transaction: another process clearing the
     # map in between would clear the row's slot, hiding it.
     store = SQLiteStore(path)
-    _save(store, _sharing_a_slot("p"), PageRecord(seq=1))  # p's record goes in a row
+    for other in _sharing_a_slot("p", 2):  # p's record goes in a row
+        _save(store, other, PageRecord(seq=1))
     mark = RecordFile.mark_in_database
     sweepers: list[subprocess.Popen[str]] = []
 
@@ -774,11 +870,11 @@ print(json.dumps({"done": done, "sent": sent, "delivered": delivered, "lost": le
 
 
 def _colliding(count: int) -> list[str]:
-    """``count`` page ids whose records would all live in one slot."""
+    """``count`` page ids placed at the two slots of one pair, about half at each."""
     index = place("c0").index
     found = ["c0"]
     for n in itertools.count(1):
-        if place.__wrapped__(f"c{n}").index == index:
+        if place.__wrapped__(f"c{n}").index == index ^ (len(found) % 2):
             found.append(f"c{n}")
             if len(found) == count:
                 return found

@@ -1014,7 +1014,7 @@ def test_sqlite_migrates_a_version_1_file(tmp_path: Path) -> None:
     store.push("p", B)
     assert store.load("p")[1].inbox == [(1, A), (3, B)]
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "leases" not in tables
     assert "pages_v1" not in tables
@@ -1044,7 +1044,7 @@ def test_sqlite_migrates_a_version_2_file(tmp_path: Path) -> None:
     store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
     assert store.load("p")[0] == PageRecord(seq=3)
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(pages)")]
     assert columns == ["id", "record", "touched", "fence"]
 
@@ -1066,7 +1066,7 @@ def test_sqlite_migrates_a_version_3_file_whose_records_stay_in_their_rows(
     assert taken is not None
     store.save("p", taken[0], Changes(record=PageRecord(seq=3)))
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
         assert db.execute("SELECT record, fence FROM pages").fetchall() == [
             ('{"seq":3,"state":{},"batches":[]}', 2)
         ]
@@ -1099,7 +1099,26 @@ def test_sqlite_migrates_a_version_4_file_and_marks_its_pages_in_the_record_file
     assert store.load("p") == (PageRecord(seq=2), Mail())
     assert store.load("q") == (None, Mail(inbox=[(1, [["t"]])]))
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
+
+
+def test_sqlite_migrates_a_version_5_file_keeping_its_records_and_map(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = SQLiteStore(path)
+    taken = store.begin("p", 60)
+    assert taken is not None
+    store.save("p", taken[0], Changes(record=PageRecord(seq=2)))
+    store.push("q", A)  # a row: a file with one marks every slot
+    marked = store._records().marked()
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 5")
+    store = SQLiteStore(path)
+    assert store.load("p") == (PageRecord(seq=2), Mail())
+    assert store.load("q") == (None, Mail(inbox=[(1, A)]))
+    assert store._records().marked() == marked < 3
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
 
 
 def test_sqlite_refuses_a_file_of_a_newer_release(tmp_path: Path) -> None:

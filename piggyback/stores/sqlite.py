@@ -50,14 +50,14 @@ What the store relies on:
 Schema version 2 moved the leases onto the pages' rows; version 3 moved them into the
 lock file and gave each row a fence number; version 4 keeps records in the record file,
 which releases before it would not read; version 5 keeps the record file's map, which
-they would not keep. An older file is migrated on first use (its
-pages, mail and secret are kept; leases held at that moment are dropped), so every
-process on the file runs one release: an older one still running would not read what
-the newer one writes where. The lock file (``<file>-lease``) and the record file must
-not be deleted while the store is in use either. A record file without its map (made
-by a release before the map) gets one at first use, with every slot marked if the
-database holds anything of any page; sweeps then clear the slots of pages that have
-nothing in the database.
+they would not keep; version 6 lets a record live in its slot's neighbour, where they
+would not look. An older file is migrated on first use (its pages, mail and secret are
+kept; leases held at that moment are dropped), so every process on the file runs one
+release: an older one still running would not read what the newer one writes where. The
+lock file (``<file>-lease``) and the record file must not be deleted while the store is
+in use either. A record file without its map (made by a release before the map) gets one
+at first use, with every slot marked if the database holds anything of any page; sweeps
+then clear the slots of pages that have nothing in the database.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ from .file_lease import lease_file
 from .file_lease import LeaseFile
 from .record_slots import CAPACITY
 from .record_slots import DAMAGED
+from .record_slots import pair
+from .record_slots import Place
 from .record_slots import place
 from .record_slots import RecordFile
 from .record_slots import Slot
@@ -105,7 +107,7 @@ logger = logging.getLogger("piggyback")
 # RETURNING needs SQLite 3.35.
 _MIN_SQLITE = (3, 35, 0)
 
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS secret (
@@ -165,6 +167,7 @@ _FROM_V3: tuple[str, ...] = ()
 # Version 5 keeps the record file's map, which an older release would write past: rows
 # it made unmarked would be hidden from this one (see record_slots.py).
 _FROM_V4: tuple[str, ...] = ()
+_FROM_V5: tuple[str, ...] = ()
 
 # The statements an event or a poll runs take their parameters by position (?1 is
 # the page id): binding by name costs a microsecond more per statement.
@@ -715,14 +718,17 @@ class SQLiteStore(Store):
     # to a page under that lock too: whoever needs both takes the database's first.
 
     def _slot_of(self, page_id: str) -> Slot | None:
-        """The page's slot, if it holds the page's record."""
+        """The slot that holds the page's record, if one of its pair does."""
         where = place(page_id)
         records = self._records()
-        found = records.read(where.index)
-        if found is DAMAGED:  # read during a write, or torn: read again after it
-            with self._leases().slot(where.index, self.timeout):
-                found = records.read_locked(where.index)
-        return found if found is not None and found.digest == where.digest else None
+        found = records.find(where)
+        if found is None:
+            return None
+        index, slot = found
+        if slot is DAMAGED:  # read during a write, or torn: read again after it
+            with self._leases().slot(index, self.timeout):
+                slot = records.read_locked(index)
+        return slot if slot is not None and slot.digest == where.digest else None
 
     def _read_held(self, db: _Connection, page_id: str, held: Held) -> tuple[t.Any, ...]:
         """What ``_READ`` reads, from the page's slot if its record is there."""
@@ -737,28 +743,34 @@ class SQLiteStore(Store):
     def _take_over(self, page_id: str, held: Held, now: float) -> tuple[t.Any, ...]:
         """Fence out the holder whose lease ran out, and read as ``_READ`` does.
 
-        Under the database's write lock and then the slot's, so that the holder fenced
-        out cannot meanwhile put the page's first record in the slot (see ``_claimed``)
-        or move it into the row (see ``_adopt``).
+        Under the database's write lock, so that the holder fenced out cannot meanwhile
+        put the page's first record in a slot (see ``_claimed``) or move it into the
+        row (see ``_adopt``).
         """
         where = place(page_id)
-        records = self._records()
-        with (
-            self._writing() as db,
-            self._transaction(db),
-            self._leases().slot(where.index, self.timeout),
-        ):
-            found = records.read_locked(where.index)
-            if found is None or found.digest != where.digest:
-                records.mark_in_database(where.index)
+        with self._writing() as db, self._transaction(db):
+            slot = self._fenced_in_slot(where)
+            if slot is None:
+                self._records().mark_in_database(where.index)
                 taken = db.execute(_TAKE_OVER, (page_id, now))
                 row = tuple(taken.fetchone())
                 taken.close()  # done before the commit
                 return row
-            slot = replace(found, fence=found.fence + 1)
-            records.write(where.index, slot)
         held.slot = slot
         return self._slot_row(self._db(), page_id, slot)
+
+    def _fenced_in_slot(self, where: Place) -> Slot | None:
+        """Move the fence on in the slot that holds the page's record, if one of its
+        pair does; the caller holds the database's write lock."""
+        records, leases = self._records(), self._leases()
+        for index in pair(where.index):
+            with leases.slot(index, self.timeout):
+                found = records.read_locked(index)
+                if found is not None and found.digest == where.digest:
+                    slot = replace(found, fence=found.fence + 1)
+                    records.write(index, slot)
+                    return slot
+        return None
 
     def _slot_row(self, db: _Connection, page_id: str, slot: Slot) -> tuple[t.Any, ...]:
         may_have_mail = slot.mail and self._execute(db, _MAIL_WAITS, (page_id,)).fetchone()[0]
@@ -783,50 +795,52 @@ class SQLiteStore(Store):
             # was taken was touched as it was made.)
             with self._writing() as db:
                 self._execute(db, _TOUCH, self._times(page_id, now))
-        where, touched = place(page_id), now if touch else held.touched
+        slot, touched = held.slot, now if touch else held.touched
         records, leases = self._records(), self._leases()
-        leases.lock_slot(where.index, self.timeout)
+        leases.lock_slot(slot.index, self.timeout)
         try:
-            written = records.rewrite(where, held.fence, touched, text)
+            written = records.rewrite(slot, held.fence, touched, text)
         finally:
-            leases.unlock_slot(where.index)
+            leases.unlock_slot(slot.index)
         if not written:
             raise LeaseLost(page_id)
         return True
 
     def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
-        """Put a new page's first record in its slot, if the slot holds no live record
-        and the page has no row (a lease taken over made one); flagged if mail waits.
+        """Put a new page's first record in the first slot of its pair that holds no
+        live record, if the page has no row (a lease taken over made one); flagged if
+        mail waits. Under the database's write lock, which every claim takes, so that
+        no other can put the page in a slot meanwhile.
 
-        :raise LeaseLost: the slot holds the page: another holder saved it meanwhile.
+        :raise LeaseLost: a slot holds the page: another holder saved it meanwhile.
         """
         where = place(page_id)
-        records = self._records()
-        with (
-            self._writing() as db,
-            self._transaction(db),
-            self._leases().slot(where.index, self.timeout),
-        ):
-            found = records.read_locked(where.index)
-            if found is not None and found.digest == where.digest:
+        records, leases = self._records(), self._leases()
+        with self._writing() as db, self._transaction(db):
+            if self._slot_of(page_id) is not None:
                 raise LeaseLost(page_id)
-            if found is not None and found.touched >= now - self.page_ttl:
-                return False
-            fence, may_have_mail = self._execute(db, _CLAIM, (page_id,)).fetchone()
-            if fence is not None:
-                return False
-            records.write(where.index, Slot(where.digest, 1, now, text, bool(may_have_mail)))
-        return True
+            for index in pair(where.index):
+                with leases.slot(index, self.timeout):
+                    found = records.read_locked(index)
+                    if found is not None and found.touched >= now - self.page_ttl:
+                        continue
+                    fence, may_have_mail = self._execute(db, _CLAIM, (page_id,)).fetchone()
+                    if fence is not None:
+                        return False
+                    records.write(index, Slot(where.digest, 1, now, text, bool(may_have_mail)))
+                    return True
+        return False
 
     def _flag_mail(self, page_ids: t.Iterable[str]) -> None:
         """Set the mail flag of these pages' slots; the caller holds the database's
         write lock, in the transaction that sends them mail or a membership."""
         records, leases = self._records(), self._leases()
         for page_id in page_ids:
-            where = place(page_id)
-            records.mark_in_database(where.index)
-            with leases.slot(where.index, self.timeout):
-                records.flag_mail(where)
+            records.mark_in_database(place(page_id).index)
+            slot = self._slot_of(page_id)  # it stays there while the write lock is held
+            if slot is not None:
+                with leases.slot(slot.index, self.timeout):
+                    records.flag_mail(slot.index, slot.digest)
 
     def _adopt(self, page_id: str, held: Held) -> None:
         """Move the record from the page's slot into its row, as it was when the lease
@@ -838,21 +852,20 @@ class SQLiteStore(Store):
         assert held.slot is not None
         # A damaged record stays damaged; the row holds text.
         row = (page_id, held.slot.text.decode(errors="replace"), held.touched, held.fence)
-        where = place(page_id)
-        records = self._records()
+        index, records = held.slot.index, self._records()
         with self._writing() as db:
             # Not _transaction(): the row commits before the slot clears, both under
             # the slot's lock.
             self._execute(db, "BEGIN IMMEDIATE")
             try:
-                with self._leases().slot(where.index, self.timeout):
-                    found = records.owner(where.index)
-                    if found is None or found[:2] != (where.digest, held.fence):
+                with self._leases().slot(index, self.timeout):
+                    found = records.owner(index)
+                    if found is None or found[:2] != (held.slot.digest, held.fence):
                         raise LeaseLost(page_id)
-                    records.mark_in_database(where.index)
+                    records.mark_in_database(place(page_id).index)
                     db.execute(_ADOPT, row)
                     db.execute("COMMIT")
-                    records.clear(where.index)
+                    records.clear(index)
             finally:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -1128,7 +1141,7 @@ class SQLiteStore(Store):
                 return
             for statement in self._migration(version):
                 db.execute(statement)
-            if version:  # rows an older release wrote, which a map here may not know
+            if 0 < version < 5:  # rows written before the map, which it may not know
                 self._mark_all_if_held(db)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
@@ -1147,6 +1160,8 @@ class SQLiteStore(Store):
             return _FROM_V3
         if version == 4:
             return _FROM_V4
+        if version == 5:
+            return _FROM_V5
         raise RuntimeError(
             f"{self.path!r} has schema version {version}, newer than this piggyback's"
             f" ({_SCHEMA_VERSION}): it was written by a newer release. Upgrade"
