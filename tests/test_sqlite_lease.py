@@ -395,9 +395,11 @@ def _sharing_a_slot(page_id: str) -> str:
     return next(f"q{n}" for n in itertools.count() if place(f"q{n}").index == index)
 
 
-def test_a_holder_of_an_expired_page_writes_nothing_once_its_slot_went_to_another(
-    path: str,
+@pytest.mark.parametrize("taken_over", [False, True])
+def test_a_holder_of_an_expired_page_whose_slot_went_to_another_saves_it_as_new(
+    path: str, taken_over: bool
 ) -> None:
+    # As in every store: a holder past its lease saves unless another took it over.
     clock = [time.time()]
     store = SQLiteStore(path, page_ttl=100, clock=lambda: clock[0])
     _commit(store, PageRecord(seq=1))  # in its slot
@@ -408,9 +410,16 @@ def test_a_holder_of_an_expired_page_writes_nothing_once_its_slot_went_to_anothe
     taken = store.lock(other, 10)
     assert taken is not None
     store.save(other, taken, Changes(record=PageRecord(seq=7)))
-    with pytest.raises(LeaseLost):
+    if taken_over:
+        thief = store.lock("p", 10)
+        assert thief is not None
+        with pytest.raises(LeaseLost):
+            store.save("p", owner, Changes(record=PageRecord(seq=2)))
+        store.save("p", thief, Changes(record=PageRecord(seq=3)))
+        assert store.load("p") == (PageRecord(seq=3), Mail())
+    else:
         store.save("p", owner, Changes(record=PageRecord(seq=2)))
-    assert store.load("p") == (None, Mail())
+        assert store.load("p") == (PageRecord(seq=2), Mail())
     assert store.load(other) == (PageRecord(seq=7), Mail())
 
 

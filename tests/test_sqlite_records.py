@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from piggyback.stores import record_slots
 from piggyback.stores import sqlite as sqlite_store
 from piggyback.stores.base import Changes
 from piggyback.stores.base import LeaseLost
@@ -227,6 +228,37 @@ def test_a_damaged_neighbour_forgets_its_page_alone(path: Path) -> None:
     assert _index(store, other) == index
 
 
+@pytest.mark.parametrize("taker", ["same slot", "next door"])
+def test_an_expired_page_whose_slot_another_takes_during_its_event_saves_as_new(
+    path: Path, taker: str
+) -> None:
+    store, clock = _clocked(path)
+    [same] = _sharing_a_slot("p")
+    _save(store, "p", PageRecord(seq=1))
+    _save(store, _next_door("p"), PageRecord(seq=1))  # p's neighbour is taken
+    clock[0] += store.page_ttl + 1  # p's record expires, in its slot
+    _save(store, _next_door("p"), PageRecord(seq=2))
+    taken = store.begin("p", 60)
+    assert taken is not None and taken[1] is None
+    _save(
+        store,
+        same if taker == "same slot" else _sharing_a_slot(_next_door("p"))[0],
+        PageRecord(seq=5),
+    )
+    store.save("p", taken[0], Changes(record=PageRecord(seq=1)))  # not LeaseLost
+    assert store.load("p") == (PageRecord(seq=1), Mail())
+    assert _in_slot(store, "p") is None  # both its slots are taken: it has a row
+
+
+def test_a_first_save_keeps_memberships_made_before_it_alive(path: Path) -> None:
+    store, clock = _clocked(path)
+    store.join("p", "g")
+    clock[0] += store.page_ttl * 0.6
+    _save(store, "p", PageRecord(seq=1))  # its claim of a slot
+    clock[0] += store.page_ttl * 0.6
+    assert store.load("p") == (PageRecord(seq=1), Mail(groups={"g": []}))
+
+
 def test_a_crash_between_copying_a_record_and_clearing_its_slot_loses_nothing(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -372,12 +404,13 @@ def test_two_holders_of_a_new_page_never_both_save_it(path: Path, stale_first: b
         lambda: store._write("n", held, Changes(record=PageRecord(seq=1, state={"by": 1}))),
         lambda: store.save("n", fresh[0], Changes(record=PageRecord(seq=1, state={"by": 2}))),
     ]
-    first, second = saves if stale_first else saves[::-1]
-    first()
-    with pytest.raises(LeaseLost):
-        second()
-    winner = 1 if stale_first else 2
-    assert store.load("n") == (PageRecord(seq=1, state={"by": winner}), Mail())
+    saved = []
+    for by, save in enumerate(saves if stale_first else saves[::-1]):
+        with contextlib.suppress(LeaseLost):
+            save()
+            saved.append(by if stale_first else 1 - by)
+    assert saved == [1]  # the fresh holder's, whichever saves first: the stale one lost
+    assert store.load("n") == (PageRecord(seq=1, state={"by": 2}), Mail())
     assert _rows(path) == {}
 
 
@@ -723,6 +756,21 @@ def test_a_write_that_cannot_clear_the_map_is_done_all_the_same(
     store.push("p", A)
     assert store.load("p") == (None, Mail(inbox=[(1, A), (2, A)]))
     assert "could not clear its record file's map" in caplog.text
+
+
+def test_garbage_in_the_maps_generation_clears_the_map_all_the_same(path: Path) -> None:
+    store, clock = _clocked(path)
+    store.push("gone", A)
+    clock[0] += store.page_ttl / 2
+    store.push("n", A)  # a store's first sweep clears nothing
+    clock[0] += store.page_ttl / 2 + 1  # "gone"'s message expired
+    os.pwrite(store._records()._fd, b"\xff" * 8, record_slots._GENERATION_AT)  # the last
+    _save(store, "p", PageRecord(seq=1))  # a write: the sweep is due
+    store.publish("g", A)
+    statements = _statements(store)
+    assert store.load("gone") == (None, Mail())
+    assert statements == []
+    assert store.load("n") == (None, Mail(inbox=[(2, A)]))
 
 
 _SWEEPER = """

@@ -234,7 +234,7 @@ class RecordFile:
     def new_generation(self) -> int:
         """Start a new generation of marks, for :meth:`clear_map`; the caller holds the
         database's write lock."""
-        generation = self._generation() + 1
+        generation = (self._generation() + 1) % (1 << 64)  # garbage may be the last
         os.pwrite(self._fd, _GENERATION.pack(generation), _GENERATION_AT)
         return generation
 

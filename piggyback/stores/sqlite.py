@@ -782,13 +782,13 @@ class SQLiteStore(Store):
         """Write the record in the page's slot, if it is there already or goes there
         now (a page's first save, into a free slot), and fits.
 
-        :raise LeaseLost: the slot's fence moved on, or the slot went to another page.
+        :raise LeaseLost: another holder took the lease over.
         """
         text = record.encode()
         if len(text) > CAPACITY or (held.slot is None and held.fence):
             return False
         if held.slot is None:
-            return self._claimed(page_id, text, now)
+            return self._claimed(page_id, held, text, now)
         if touch and held.slot.mail:
             # The page may have memberships: keep them alive, first, so that a save that
             # fails here has written nothing of its own. (One joined since the lease
@@ -802,22 +802,26 @@ class SQLiteStore(Store):
             written = records.rewrite(slot, held.fence, touched, text)
         finally:
             leases.unlock_slot(slot.index)
-        if not written:
-            raise LeaseLost(page_id)
-        return True
+        if written:
+            return True
+        # Another page took the slot, the page's record having expired; or another
+        # holder moved the fence on, which the claim refuses as it refuses a stale one.
+        held.slot, held.fence = None, 0
+        return self._claimed(page_id, held, text, now)
 
-    def _claimed(self, page_id: str, text: bytes, now: float) -> bool:
+    def _claimed(self, page_id: str, held: Held, text: bytes, now: float) -> bool:
         """Put a new page's first record in the first slot of its pair that holds no
         live record, if the page has no row (a lease taken over made one); flagged if
-        mail waits. Under the database's write lock, which every claim takes, so that
-        no other can put the page in a slot meanwhile.
+        mail waits, and its memberships touched. Under the database's write lock, which
+        every claim and take-over takes, so that no other holder can put the page in a
+        slot meanwhile.
 
-        :raise LeaseLost: a slot holds the page: another holder saved it meanwhile.
+        :raise LeaseLost: another holder took the lease over, or saved the page already.
         """
         where = place(page_id)
         records, leases = self._records(), self._leases()
         with self._writing() as db, self._transaction(db):
-            if self._slot_of(page_id) is not None:
+            if leases.holder(page_id, held.owner) is not held or self._slot_of(page_id):
                 raise LeaseLost(page_id)
             for index in pair(where.index):
                 with leases.slot(index, self.timeout):
@@ -827,6 +831,8 @@ class SQLiteStore(Store):
                     fence, may_have_mail = self._execute(db, _CLAIM, (page_id,)).fetchone()
                     if fence is not None:
                         return False
+                    if may_have_mail:
+                        db.execute(_TOUCH, self._times(page_id, now))
                     records.write(index, Slot(where.digest, 1, now, text, bool(may_have_mail)))
                     return True
         return False
