@@ -20,6 +20,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -237,10 +238,14 @@ class Report:
     def target(
         self, name: str, goal: str, value: float | None, ok: bool | None, unit: str = "x"
     ) -> None:
+        bound = re.search(r"\d+(\.\d+)?", goal)
+        # A value at the goal in two places shows a third, which the status turns on.
+        at_goal = value is not None and bound and round(value, 2) == float(bound.group())
+        places = 3 if at_goal else 2
         shown = (
             "n/a"
             if value is None
-            else (f"{value:.2f}{unit}" if unit == "x" else f"{value:,.0f}{unit}")
+            else (f"{value:.{places}f}{unit}" if unit == "x" else f"{value:,.0f}{unit}")
         )
         status = "n/a" if ok is None else ("met" if ok else "**missed**")
         self.targets.append((name, goal, shown, status))
