@@ -71,10 +71,9 @@ _HEADER = struct.Struct("<4s16sqdII?")
 _MAGIC = b"PBr1"
 # What the CRC covers, with the record after it: the digest to the length.
 _CHECKED_FIELDS = struct.Struct("<16sqdI")
-_CHECKED_AT = 4
-_CHECKED_END = _CHECKED_AT + _CHECKED_FIELDS.size
+_DIGEST_AT, _DIGEST_END = 4, 20
+_CHECKED_END = _DIGEST_AT + _CHECKED_FIELDS.size
 _FLAG = _HEADER.size - 1
-_DIGEST_END = _CHECKED_AT + 16
 # Fences count events: far below this, which leaves room to count on.
 _FENCE_LIMIT = 1 << 62
 #: The longest record a slot holds, in bytes of UTF-8.
@@ -155,7 +154,7 @@ def decode(data: bytes, index: int = -1, at: int = 0) -> Slot | None:
         return None
     _, digest, fence, touched, length, crc, mail = _HEADER.unpack_from(data, at)
     text = data[at + _HEADER.size : at + _HEADER.size + length]
-    checked = data[at + _CHECKED_AT : at + _CHECKED_END]
+    checked = data[at + _DIGEST_AT : at + _CHECKED_END]
     if len(text) != length or zlib.crc32(text, zlib.crc32(checked)) != crc:
         return DAMAGED
     if not 0 < fence < _FENCE_LIMIT or not math.isfinite(touched):  # written by no store
@@ -191,9 +190,9 @@ class RecordFile:
         index, digest = where.index, where.digest
         data = os.pread(self._fd, 2 * SLOT_SIZE, (index & ~1) * SLOT_SIZE)
         at = (index & 1) * SLOT_SIZE
-        if data[at + _CHECKED_AT : at + _DIGEST_END] != digest:
+        if data[at + _DIGEST_AT : at + _DIGEST_END] != digest:
             index, at = index ^ 1, SLOT_SIZE - at  # the neighbour
-            if data[at + _CHECKED_AT : at + _DIGEST_END] != digest:
+            if data[at + _DIGEST_AT : at + _DIGEST_END] != digest:
                 return None
         return index, decode(data, index, at)
 
