@@ -147,7 +147,7 @@ def _encoded(digest: bytes, fence: int, touched: float, text: bytes, mail: bool)
 DAMAGED = Slot(b"", 0, 0.0, b"")
 
 
-def decode(data: bytes, index: int = -1, at: int = 0) -> Slot | None:
+def decode(data: bytes, index: int, at: int = 0) -> Slot | None:
     """The slot in ``data`` from ``at``, slot ``index``'s bytes: ``None`` if nothing
     was ever written there, or it was cleared; :data:`DAMAGED` if it does not check out."""
     if len(data) < at + _HEADER.size or data[at : at + 4] != _MAGIC:

@@ -821,7 +821,7 @@ class SQLiteStore(Store):
         where = place(page_id)
         records, leases = self._records(), self._leases()
         with self._writing() as db, self._transaction(db):
-            if leases.holder(page_id, held.owner) is not held or self._slot_of(page_id):
+            if leases.holder(page_id, held.owner) is not held or self._slot_of(page_id) is not None:
                 raise LeaseLost(page_id)
             for index in pair(where.index):
                 with leases.slot(index, self.timeout):
